@@ -1,0 +1,49 @@
+"""Teacher template alignment for cross-tokenizer knowledge distillation.
+
+Render a conversation in each model's own format (:func:`render`), find the exact bytes of every token
+(:func:`token_byte_spans`), align the two tokenizations (:func:`align_spans`, :func:`align_renderings`),
+and match vocabularies by bytes (:func:`vocab_map`).
+"""
+
+from __future__ import annotations
+
+from alignment.align import align_renderings, align_spans
+from alignment.errors import (
+    AlignmentError,
+    ContentRewrittenError,
+    ExampleError,
+    TemplateError,
+    TextMismatchError,
+    TokenizerError,
+)
+from alignment.render import render, render_chat, render_completion
+from alignment.spans import decode_bytes, token_byte_spans
+from alignment.types import ChatMessage, Chunks, Rendering, Span, TokenAlignment, VocabMap
+from alignment.vocab import end_of_turn_id, vocab_map
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlignmentError",
+    "ChatMessage",
+    "Chunks",
+    "ContentRewrittenError",
+    "ExampleError",
+    "Rendering",
+    "Span",
+    "TemplateError",
+    "TextMismatchError",
+    "TokenAlignment",
+    "TokenizerError",
+    "VocabMap",
+    "__version__",
+    "align_renderings",
+    "align_spans",
+    "decode_bytes",
+    "end_of_turn_id",
+    "render",
+    "render_chat",
+    "render_completion",
+    "token_byte_spans",
+    "vocab_map",
+]

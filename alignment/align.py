@@ -1,0 +1,291 @@
+"""Align two tokenizations of the same bytes: 1:1 pairs where both end together, and minimal chunks.
+
+Everything here is vectorised numpy over half-open ``[start, stop)`` byte spans; there is no per-token Python loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from alignment.errors import AlignmentError, TextMismatchError
+from alignment.types import Chunks, Rendering, TokenAlignment
+
+__all__ = ["align_renderings", "align_spans"]
+
+
+def align_spans(student_spans: Any, teacher_spans: Any) -> TokenAlignment:
+    r"""Pair the tokens of two tokenizations that end at the same byte, and group both into minimal chunks.
+
+    Let :math:`E_s` and :math:`E_t` be the sets of token ends (``stop``) on each side. The common cuts are
+
+    .. math:: C = E_s \cap E_t = \{c_0 < c_1 < \dots < c_{G-1}\}.
+
+    For each cut :math:`c_g` the pair is :math:`(\max\{i : \mathrm{stop}^s_i = c_g\},\ \max\{j :
+    \mathrm{stop}^t_j = c_g\})`: after these two tokens both models have read the same text, so their
+    next-token distributions are comparable one to one. Token :math:`i` belongs to chunk
+    :math:`\min\{g : c_g \ge \mathrm{stop}_i\}` (a zero-width token joins the chunk that ends at its position;
+    zero-width tokens after the last cut join the last chunk). Chunks are the minimal groups covering the same
+    bytes on both sides; ``byte_spans[g]`` runs from the smallest start to the largest stop of the chunk's
+    tokens on either side, which is ``(first start, c_g)`` except for trailing zero-width tokens. Zero-width
+    tokens on both sides with no cut at all form one chunk.
+
+    Args:
+        student_spans: ``(T, 2)`` int half-open byte spans of the student tokens (array or list of pairs).
+        teacher_spans: ``(S, 2)`` int half-open byte spans of the teacher tokens, in the same byte coordinates.
+            On each side ``0 <= start <= stop`` and ``start[i] >= stop[i - 1]``; zero-width tokens and gaps are
+            allowed, but the non-empty spans of both sides must cover the same set of bytes.
+
+    Returns:
+        :class:`~alignment.types.TokenAlignment` with ``pairs`` ``(K, 2)`` int64 ``(student, teacher)`` indices,
+        strictly increasing on both sides, and ``chunks`` of ``G`` groups (``K == G`` unless the only tokens are
+        zero-width ones with no common end). Chunks partition both sides in order.
+
+    Raises:
+        TypeError: an argument does not hold integers.
+        ValueError: an argument is not ``(n, 2)``, has a negative start, ``start > stop``, or overlapping or
+            decreasing spans; the message names the argument and the first bad index.
+        TextMismatchError: the two sides cover different bytes; the message gives the first byte that differs.
+
+    Examples:
+        >>> a = align_spans([(0, 2), (2, 3)], [(0, 1), (1, 3)])
+        >>> a.pairs.tolist()
+        [[1, 1]]
+        >>> a.chunks.student.tolist(), a.chunks.teacher.tolist(), a.chunks.byte_spans.tolist()
+        ([[0, 2]], [[0, 2]], [[0, 3]])
+    """
+    student = _check_spans(student_spans, "student_spans")
+    teacher = _check_spans(teacher_spans, "teacher_spans")
+    _check_same_coverage(student, teacher)
+    s_ends, s_last = _last_token_per_stop(student[:, 1])
+    t_ends, t_last = _last_token_per_stop(teacher[:, 1])
+    pos = np.searchsorted(t_ends, s_ends)
+    hit = pos < len(t_ends)
+    hit[hit] = t_ends[pos[hit]] == s_ends[hit]
+    pairs = np.stack([s_last[hit], t_last[pos[hit]]], axis=1).reshape(-1, 2)
+    return TokenAlignment(
+        pairs=pairs,
+        chunks=_chunks(student, teacher, s_ends[hit]),
+        num_student=len(student),
+        num_teacher=len(teacher),
+    )
+
+
+def _check_spans(spans: Any, name: str) -> np.ndarray:
+    """Return ``spans`` as a fresh ``(n, 2)`` int64 array, or raise naming ``name`` and the first bad index."""
+    try:
+        array = np.asarray(spans)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a (n, 2) array of int byte spans: {exc}") from exc
+    if array.shape == (0,):
+        return np.zeros((0, 2), dtype=np.int64)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (n, 2), got {array.shape}")
+    array = array.astype(np.int64)
+    start, stop = array[:, 0], array[:, 1]
+    checks = (
+        (start < 0, "has a negative start"),
+        (start > stop, "has start > stop"),
+        (np.r_[False, start[1:] < stop[:-1]], "starts before {name}[{j}] = [{a}, {b}) stops (overlap or decrease)"),
+    )
+    for bad, template in checks:
+        if bad.any():
+            i = int(np.argmax(bad))
+            what = template.format(name=name, j=i - 1, a=start[i - 1], b=stop[i - 1]) if i else template
+            raise ValueError(f"{name}[{i}] = [{start[i]}, {stop[i]}) {what}")
+    return array
+
+
+def _coverage_edges(spans: np.ndarray) -> np.ndarray:
+    """Flat ``[start_0, stop_0, start_1, ...]`` of the maximal runs of bytes covered by non-empty spans."""
+    spans = spans[spans[:, 0] < spans[:, 1]]
+    if not len(spans):
+        return np.zeros(0, dtype=np.int64)
+    new_run = np.r_[True, spans[1:, 0] != spans[:-1, 1]]
+    run_ends = np.r_[new_run[1:], True]
+    return np.stack([spans[new_run, 0], spans[run_ends, 1]], axis=1).ravel()
+
+
+def _describe(spans: np.ndarray, name: str, byte: int) -> str:
+    """Say which token of ``spans`` covers ``byte``, if any."""
+    i = int(np.searchsorted(spans[:, 1], byte, side="right"))
+    if i < len(spans) and spans[i, 0] <= byte:
+        return f"{name} has token {i} = [{spans[i, 0]}, {spans[i, 1]})"
+    return f"{name} has no token there"
+
+
+def _check_same_coverage(student: np.ndarray, teacher: np.ndarray) -> None:
+    """Raise :class:`TextMismatchError` at the first byte covered by one side only."""
+    s_edges, t_edges = _coverage_edges(student), _coverage_edges(teacher)
+    common = min(len(s_edges), len(t_edges))
+    differ = np.flatnonzero(s_edges[:common] != t_edges[:common])
+    if differ.size:
+        byte = int(min(s_edges[differ[0]], t_edges[differ[0]]))
+    elif len(s_edges) != len(t_edges):
+        byte = int(max(s_edges, t_edges, key=len)[common])
+    else:
+        return
+    raise TextMismatchError(
+        f"student_spans and teacher_spans cover different bytes; first difference at byte {byte}: "
+        f"{_describe(student, 'student_spans', byte)}, {_describe(teacher, 'teacher_spans', byte)}"
+    )
+
+
+def _last_token_per_stop(stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of the non-decreasing ``stops`` and the index of the last token ending at each."""
+    last = np.flatnonzero(np.r_[stops[1:] != stops[:-1], True]) if len(stops) else np.zeros(0, dtype=np.int64)
+    return stops[last], last.astype(np.int64)
+
+
+def _token_ranges(spans: np.ndarray, cuts: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half-open token range of each chunk, with the smallest start and largest stop of its tokens."""
+    chunk = np.minimum(np.searchsorted(cuts, spans[:, 1], side="left"), groups - 1)
+    ids = np.arange(groups)
+    first, end = np.searchsorted(chunk, ids, side="left"), np.searchsorted(chunk, ids, side="right")
+    nonempty = first < end
+    inf, ninf = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    low = np.where(nonempty, np.r_[spans[:, 0], inf][np.where(nonempty, first, len(spans))], inf)
+    high = np.where(nonempty, np.r_[spans[:, 1], ninf][np.where(nonempty, end - 1, len(spans))], ninf)
+    return np.stack([first, end], axis=1).astype(np.int64), low, high
+
+
+def _chunks(student: np.ndarray, teacher: np.ndarray, cuts: np.ndarray) -> Chunks:
+    """Group both sides at ``cuts``; trailing zero-width tokens join the last chunk."""
+    groups = max(len(cuts), 1) if len(student) + len(teacher) else 0
+    s_range, s_low, s_high = _token_ranges(student, cuts, groups)
+    t_range, t_low, t_high = _token_ranges(teacher, cuts, groups)
+    byte_spans = np.stack([np.minimum(s_low, t_low), np.maximum(s_high, t_high)], axis=1).astype(np.int64)
+    return Chunks(student=s_range, teacher=t_range, byte_spans=byte_spans)
+
+
+def align_renderings(
+    student: Rendering, teacher: Rendering, *, end_of_turn: Literal["pair", "exclude"] = "pair"
+) -> TokenAlignment:
+    """Align the trained turns of two renderings of the same example, turn by turn.
+
+    Each trained turn contributes, on both sides, in one shared byte coordinate system:
+
+    * the *turn start*: the last token that ends at or before the content (a template token). After it both
+      models predict the first content token, so it is paired. It covers one virtual byte;
+    * the content tokens, clipped to the content bytes both renderings kept (a template may trim edge
+      whitespace, see :attr:`Rendering.trimmed`);
+    * the end-of-turn token (``<|eot_id|>`` on one side, ``<|im_end|>`` on the other), covering one virtual
+      byte after the content, so the two are paired by role and never fuse with content into one chunk.
+      ``end_of_turn="exclude"`` leaves them out.
+
+    Template tokens between the content and its end-of-turn token take no part.
+
+    Args:
+        student: the student's :class:`~alignment.Rendering`.
+        teacher: the teacher's :class:`~alignment.Rendering` of the same example.
+        end_of_turn: ``"pair"`` or ``"exclude"`` the end-of-turn tokens.
+
+    Returns:
+        :class:`~alignment.types.TokenAlignment` whose ``pairs`` and ``chunks`` index the renderings' tokens;
+        ``chunks.byte_spans`` are in the shared coordinates; ``num_student`` and ``num_teacher`` count the
+        tokens taking part.
+
+    Raises:
+        AlignmentError: the renderings train a different number of turns.
+        TextMismatchError: a trained turn's content differs between the two; the message gives the first byte
+            that differs, with context.
+
+    Examples:
+        >>> from alignment.cli import load_tokenizer
+        >>> from alignment.render import render
+        >>> example = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+        >>> s, t = render(load_tokenizer("mistral_v3"), example), render(load_tokenizer("smollm2"), example)
+        >>> a = align_renderings(s, t)
+        >>> [(s.token_text(i), t.token_text(j)) for i, j in a.pairs]
+        [('[/INST]', '\\n'), (' Hello', 'Hello'), ('!', '!'), ('</s>', '<|im_end|>')]
+    """
+    if end_of_turn not in ("pair", "exclude"):
+        raise ValueError(f"end_of_turn must be 'pair' or 'exclude', got {end_of_turn!r}")
+    if len(student.trained_messages) != len(teacher.trained_messages):
+        raise AlignmentError(
+            f"the student rendering trains {len(student.trained_messages)} turn(s) and the teacher "
+            f"{len(teacher.trained_messages)}: render both with the same mode and turns= option"
+        )
+    parts_s, parts_t = [], []
+    base = 0
+    for turn in range(len(student.trained_messages)):
+        low_s, low_t, length = _common_content(student, teacher, turn)
+        first_s = int(np.searchsorted(student.byte_offsets[:, 1], low_s, side="right"))
+        first_t = int(np.searchsorted(teacher.byte_offsets[:, 1], low_t, side="right"))
+        ends = (first_s > 0 and first_t > 0, end_of_turn == "pair")  # a turn start needs a token on both sides
+        parts_s.append(_turn_tokens(student, turn, first_s, low_s, length, base, ends))
+        parts_t.append(_turn_tokens(teacher, turn, first_t, low_t, length, base, ends))
+        base += length + 2
+    index_s, spans_s = _concat(parts_s)
+    index_t, spans_t = _concat(parts_t)
+    local = align_spans(spans_s, spans_t)
+    chunks = local.chunks
+    return TokenAlignment(
+        pairs=np.stack([index_s[local.pairs[:, 0]], index_t[local.pairs[:, 1]]], axis=1),
+        chunks=Chunks(
+            student=_index_ranges(index_s, chunks.student),
+            teacher=_index_ranges(index_t, chunks.teacher),
+            byte_spans=chunks.byte_spans.copy(),
+        ),
+        num_student=len(index_s),
+        num_teacher=len(index_t),
+    )
+
+
+def _common_content(student: Rendering, teacher: Rendering, turn: int) -> tuple[int, int, int]:
+    """Start of the content bytes both sides kept (in each rendering) and their length; verifies they match."""
+    message_s, message_t = student.trained_messages[turn], teacher.trained_messages[turn]
+    span_s, span_t = student.message_spans[message_s], teacher.message_spans[message_t]
+    assert span_s is not None and span_t is not None  # render() never trains a message it could not locate
+    (start_s, stop_s), (start_t, stop_t) = span_s, span_t
+    (lead_s, trail_s), (lead_t, trail_t) = student.trimmed[message_s], teacher.trimmed[message_t]
+    lead, trail = max(lead_s, lead_t), max(trail_s, trail_t)
+    low_s, low_t = start_s + lead - lead_s, start_t + lead - lead_t
+    length = max(stop_s + trail_s - trail - low_s, 0)
+    text_s = student.text.encode()[low_s : low_s + length]
+    text_t = teacher.text.encode()[low_t : max(stop_t + trail_t - trail, low_t)]
+    if text_s != text_t:
+        pairs = zip(text_s, text_t, strict=False)
+        differ = next((k for k, (a, b) in enumerate(pairs) if a != b), min(len(text_s), len(text_t)))
+        raise TextMismatchError(
+            f"trained turn {turn} differs at content byte {differ}: student has "
+            f"{text_s[max(differ - 20, 0) : differ + 20]!r}, teacher has {text_t[max(differ - 20, 0) : differ + 20]!r}"
+        )
+    return low_s, low_t, length
+
+
+def _turn_tokens(
+    rendering: Rendering, turn: int, first: int, low: int, length: int, base: int, ends: tuple[bool, bool]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token indices of one turn (turn start, content, end of turn) and their spans in shared coordinates.
+
+    ``first`` is the first token ending after ``low``; ``ends`` says whether the turn start and the end of
+    turn take part. The turn start covers virtual byte ``base``, the content starts at ``base + 1``.
+    """
+    with_start, with_end = ends
+    high = low + length
+    stop = int(np.searchsorted(rendering.byte_offsets[:, 0], high, side="left"))
+    content = np.clip(rendering.byte_offsets[first:stop], low, high) - low + base + 1
+    indices = [np.array([first - 1] if with_start else [], dtype=np.int64), np.arange(first, stop)]
+    spans = [np.array([[base, base + 1]] if with_start else [], dtype=np.int64).reshape(-1, 2), content]
+    if with_end:
+        indices.append(np.array([rendering.end_of_turn[turn]]))
+        spans.append(np.array([[base + 1 + length, base + 2 + length]]))
+    return np.concatenate(indices).astype(np.int64), np.concatenate(spans).astype(np.int64)
+
+
+def _concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _index_ranges(indices: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Map half-open ranges over selected tokens back to half-open ranges of rendering indices."""
+    if len(ranges) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    mapped: np.ndarray = np.stack([indices[ranges[:, 0]], indices[ranges[:, 1] - 1] + 1], axis=1)
+    return mapped

@@ -1,0 +1,429 @@
+"""Render a conversation, or a prompt and completion, in one tokenizer's own format, and locate every message.
+
+How messages are located (never guessed):
+
+1. The template renders the conversation twice: once as is, once with each message's content replaced by
+   a unique sentinel. The sentinel rendering says where each message went (templates move system prompts,
+   fold them into a user turn, or drop them) and what text the template itself wrote around it.
+2. Walking both renderings together, the template's own text must match exactly, and each message's
+   content must appear verbatim where its sentinel was, or with edge whitespace trimmed (recorded). A
+   template that rewrites content (drops reasoning, merges turns) raises :class:`ContentRewrittenError`.
+3. The text is tokenized split at the control tokens found in the template's own text only; the text
+   between them, content included, is tokenized with added-token matching off, so a message that
+   contains ``<|im_end|>`` stays plain text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from alignment._tokenizer import FastTokenizer, TokenizerInfo, tokenizer_info
+from alignment.errors import ContentRewrittenError, ExampleError, TemplateError, TokenizerError
+from alignment.spans import Segment, char_to_byte, encode_segments
+from alignment.types import Rendering
+
+__all__ = ["render", "render_chat", "render_completion"]
+
+Mode = Literal["auto", "chat", "completion"]
+Turns = Literal["all", "last"]
+OnDropped = Literal["raise", "ignore"]
+
+_SENTINEL = re.compile("\ue000([0-9]+)\ue001")
+
+
+def _sentinel(index: int) -> str:
+    return f"\ue000{index}\ue001"
+
+
+def _checked_messages(messages: Any) -> list[dict[str, Any]]:
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence) or not messages:
+        raise ExampleError(f"messages must be a non-empty list of {{'role', 'content'}} dicts, got {messages!r:.80}")
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise ExampleError(f"messages[{index}] must be a dict with a string 'role', got {message!r:.80}")
+        if not isinstance(message.get("content"), str):
+            raise ExampleError(
+                f"messages[{index}]['content'] must be a string, got {type(message.get('content')).__name__}; "
+                "multimodal content lists are not supported"
+            )
+    return [dict(m) for m in messages]
+
+
+def _apply_template(tokenizer: FastTokenizer, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    except Exception as error:  # jinja2 errors and the template's own raise_exception
+        raise TemplateError(
+            f"the chat template of {tokenizer_info(tokenizer).name} rejected the conversation "
+            f"(roles {[m['role'] for m in messages]}): {error}"
+        ) from error
+    if not isinstance(text, str):
+        raise TemplateError(f"apply_chat_template returned {type(text).__name__}, expected str")
+    return text
+
+
+def _content_candidates(content: str) -> list[tuple[str, int]]:
+    """The content, then its edge-trimmed variants, each with the number of leading characters removed."""
+    variants = [(content, 0)]
+    for stripped in (content.strip(), content.lstrip(), content.rstrip(), content.strip("\n"), content.strip(" ")):
+        lead = content.find(stripped) if stripped else 0
+        if (stripped, lead) not in variants:
+            variants.append((stripped, lead))
+    return variants
+
+
+def _locate(
+    real: str, sentinel_text: str, messages: list[dict[str, Any]]
+) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
+    """Char spans of each located message in ``real`` and the (lead, trail) characters trimmed from it."""
+    spans: dict[int, tuple[int, int]] = {}
+    trims: dict[int, tuple[int, int]] = {}
+    cursor, previous, previous_index = 0, 0, None
+    for match in _SENTINEL.finditer(sentinel_text):
+        index = int(match.group(1))
+        if index >= len(messages) or index in spans:
+            raise TemplateError(f"the template repeats or invents message {index}; its position is ambiguous")
+        template_text = sentinel_text[previous : match.start()]
+        if not real.startswith(template_text, cursor):
+            _rewritten(real, cursor, messages, previous_index)
+        cursor += len(template_text)
+        following = sentinel_text[match.end() : _next_sentinel(sentinel_text, match.end())]
+        content = messages[index]["content"]
+        for candidate, lead in _content_candidates(content):
+            end = cursor + len(candidate)
+            if real.startswith(candidate, cursor) and real.startswith(following, end):
+                spans[index] = (cursor, end)
+                trims[index] = (len(content[:lead].encode()), len(content[lead + len(candidate) :].encode()))
+                cursor = end
+                break
+        else:
+            _rewritten(real, cursor, messages, index)
+        previous, previous_index = match.end(), index
+    if real[cursor:] != sentinel_text[previous:]:
+        _rewritten(real, cursor, messages, previous_index)
+    return spans, trims
+
+
+def _next_sentinel(text: str, start: int) -> int:
+    found = _SENTINEL.search(text, start)
+    return found.start() if found else len(text)
+
+
+def _rewritten(real: str, cursor: int, messages: list[dict[str, Any]], index: int | None) -> None:
+    where = f"message {index} ({messages[index]['role']})" if index is not None else "the template's own text"
+    raise ContentRewrittenError(
+        f"{where} does not appear verbatim in the rendered text near {real[max(cursor - 20, 0) : cursor + 20]!r}: "
+        "the chat template rewrote it (for example Qwen3 drops <think> reasoning from earlier assistant turns). "
+        "Remove what the template rewrites from the content before rendering, or render with another template."
+    )
+
+
+def _control_segments(info: TokenizerInfo, text: str, content: list[tuple[int, int]]) -> list[Segment]:
+    """Segments tiling ``text``: control tokens found in the template's own text, plain text between."""
+    segments: list[Segment] = []
+    plain_from = 0
+    template_from = 0
+    for start, stop in [*sorted(content), (len(text), len(text))]:
+        if info.control_pattern is not None:
+            for found in info.control_pattern.finditer(text, template_from, start):
+                segments.append((plain_from, found.start(), None))
+                segments.append((found.start(), found.end(), info.control_ids[found.group()]))
+                plain_from = found.end()
+        template_from = stop
+    segments.append((plain_from, len(text), None))
+    return [s for s in segments if s[2] is not None or s[0] < s[1]]
+
+
+def _trained(roles: Sequence[str], turns: Turns) -> tuple[int, ...]:
+    assistant = tuple(i for i, role in enumerate(roles) if role == "assistant")
+    if turns not in ("all", "last"):
+        raise ValueError(f"turns must be 'all' or 'last', got {turns!r}")
+    return assistant if turns == "all" else assistant[-1:]
+
+
+def _assemble(
+    tokenizer: FastTokenizer,
+    text: str,
+    mode: Literal["chat", "completion"],
+    roles: Sequence[str],
+    char_spans: Sequence[tuple[int, int] | None],
+    trims: Sequence[tuple[int, int]],
+    trained: tuple[int, ...],
+    segments: list[Segment],
+) -> Rendering:
+    """Tokenize the segments and mark each trained turn from its first content token through end of turn."""
+    info = tokenizer_info(tokenizer)
+    ids, offsets, control = encode_segments(tokenizer, text, segments)
+    to_byte = char_to_byte(text)
+    byte_spans = [None if s is None else (int(to_byte[s[0]]), int(to_byte[s[1]])) for s in char_spans]
+    raw = text.encode()
+    mask = np.zeros(len(ids), dtype=np.bool_)
+    closers = []
+    for index in trained:
+        span = byte_spans[index]
+        if span is None:
+            raise ContentRewrittenError(f"message {index} ({roles[index]}) is trained but the template dropped it")
+        if span[0] == span[1]:
+            raise ExampleError(
+                f"message {index} ({roles[index]}) is an empty completion: there is no text to compare; "
+                "drop the sample or train only other turns"
+            )
+        first = int(np.searchsorted(offsets[:, 1], span[0], side="right"))
+        after = np.flatnonzero(control & (offsets[:, 0] >= span[1]))
+        if len(after) == 0 or raw[span[1] : offsets[after[0], 0]].strip():
+            raise TemplateError(
+                f"no end-of-turn token closes message {index} ({roles[index]}) in the {info.name} rendering: "
+                f"the text after it is {raw[span[1] : span[1] + 40]!r}"
+            )
+        mask[first : after[0] + 1] = True
+        closers.append(int(after[0]))
+    return Rendering(
+        text=text,
+        mode=mode,
+        input_ids=ids,
+        byte_offsets=offsets,
+        control_mask=control,
+        completion_mask=mask,
+        roles=tuple(roles),
+        message_spans=tuple(byte_spans),
+        trimmed=tuple(trims),
+        trained_messages=trained,
+        end_of_turn=tuple(closers),
+    )
+
+
+def render_chat(
+    tokenizer: FastTokenizer,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    turns: Turns = "all",
+    add_generation_prompt: bool = False,
+    chat_template: str | None = None,
+    on_dropped: OnDropped = "raise",
+    **template_kwargs: Any,
+) -> Rendering:
+    """Render ``messages`` with the tokenizer's chat template and locate every message's content.
+
+    The text is byte-identical to ``tokenizer.apply_chat_template(messages, tokenize=False, ...)``.
+
+    Args:
+        tokenizer: a Hugging Face fast tokenizer.
+        messages: ``[{"role": ..., "content": ...}, ...]``; extra keys pass through to the template.
+        turns: train ``"all"`` assistant turns or only the ``"last"``.
+        add_generation_prompt: append the template's generation prompt (a prompt to sample from).
+        chat_template: a Jinja template to use instead of the tokenizer's own.
+        on_dropped: ``"raise"`` if the template leaves a message out (Mistral NeMo drops the system prompt
+            of a conversation that ends with an assistant turn); ``"ignore"`` records ``None`` as its span.
+            A dropped trained message always raises.
+        **template_kwargs: extra template variables, e.g. Llama 3's ``date_string``.
+
+    Returns:
+        The :class:`~alignment.Rendering`, ``mode="chat"``.
+
+    Raises:
+        TemplateError: no chat template, or the template rejected the conversation (e.g. a role it forbids).
+        ContentRewrittenError: the template dropped or rewrote a message's content.
+        ExampleError: malformed messages, or a trained assistant turn with empty content.
+
+    Examples:
+        >>> from alignment.cli import load_tokenizer
+        >>> tok = load_tokenizer("smollm2")
+        >>> r = render_chat(tok, [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}])
+        >>> r.text[slice(*r.message_spans[1])], [r.token_text(i) for i in r.completion_mask.nonzero()[0]]
+        ('4', ['4', '<|im_end|>'])
+    """
+    checked = _checked_messages(messages)
+    template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise TemplateError(
+            f"{tokenizer_info(tokenizer).name} has no chat template: pass chat_template=..., "
+            "or render with mode='completion' (render_completion) for a plain completion model"
+        )
+    if on_dropped not in ("raise", "ignore"):
+        raise ValueError(f"on_dropped must be 'raise' or 'ignore', got {on_dropped!r}")
+    options = {"add_generation_prompt": add_generation_prompt, "chat_template": template, **template_kwargs}
+    text = _apply_template(tokenizer, checked, **options)
+    sentinels = [{**m, "content": _sentinel(i)} for i, m in enumerate(checked)]
+    spans, trims = _locate(text, _apply_template(tokenizer, sentinels, **options), checked)
+    roles = [m["role"] for m in checked]
+    dropped = [i for i in range(len(checked)) if i not in spans]
+    if dropped and on_dropped == "raise":
+        raise ContentRewrittenError(
+            f"the chat template of {tokenizer_info(tokenizer).name} dropped message(s) "
+            f"{', '.join(f'{i} ({roles[i]})' for i in dropped)} from the rendered text; pass on_dropped='ignore' "
+            "to accept that (the teacher then never sees them), or move their content into another message"
+        )
+    segments = _control_segments(tokenizer_info(tokenizer), text, list(spans.values()))
+    return _assemble(
+        tokenizer,
+        text,
+        "chat",
+        roles,
+        [spans.get(i) for i in range(len(checked))],
+        [trims.get(i, (0, 0)) for i in range(len(checked))],
+        _trained(roles, turns),
+        segments,
+    )
+
+
+def _plain_text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ExampleError(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def render_completion(tokenizer: FastTokenizer, prompt: str, completion: str) -> Rendering:
+    """Render a plain prompt and completion: BOS as the tokenizer adds it, the prompt, the completion, EOS.
+
+    For a model without a chat template (a plain completion model such as GPT-2). The prompt and the
+    completion are tokenized separately, as they are when a model samples a completion after a prompt, so no
+    token straddles the two. The completion is trained through the EOS token that closes it.
+
+    Args:
+        tokenizer: a Hugging Face fast tokenizer with an EOS token.
+        prompt: the prompt text (may be empty).
+        completion: the completion text; not empty.
+
+    Returns:
+        The :class:`~alignment.Rendering`, ``mode="completion"``, with roles ``("prompt", "completion")``.
+
+    Raises:
+        ExampleError: the completion is empty, or an argument is not a string.
+        TokenizerError: the tokenizer has no EOS token.
+
+    Examples:
+        >>> from alignment.cli import load_tokenizer
+        >>> r = render_completion(load_tokenizer("mistral_v3"), "Q: 2+2=", "4")
+        >>> r.text, [r.token_text(i) for i in r.completion_mask.nonzero()[0]]
+        ('<s>Q: 2+2=4</s>', ['4', '</s>'])
+    """
+    pieces = [(_plain_text(prompt, "prompt"), True)]
+    return _render_plain(tokenizer, ("prompt", "completion"), pieces, "", _plain_text(completion, "completion"))
+
+
+def _render_plain(
+    tokenizer: FastTokenizer,
+    roles: Sequence[str],
+    prompt: Sequence[tuple[str, bool]],
+    separator: str,
+    completion: str,
+) -> Rendering:
+    """BOS, the prompt pieces (those flagged ``True`` are messages, located in order), separator, completion, EOS.
+
+    The prompt and the separator plus completion are one plain segment each.
+    """
+    info = tokenizer_info(tokenizer)
+    if not completion:
+        raise ExampleError("the completion is empty: there is no text to compare; drop the sample")
+    if info.eos_id is None:
+        raise TokenizerError(f"{info.name} has no EOS token to close the completion; set tokenizer.eos_token")
+    segments: list[Segment] = []
+    cursor = 0
+    for token in info.bos_prefix:
+        width = len(info.token_bytes[token].decode())
+        segments.append((cursor, cursor + width, token))
+        cursor += width
+    spans: list[tuple[int, int]] = []
+    prompt_start = cursor
+    for piece, is_message in prompt:
+        if is_message:
+            spans.append((cursor, cursor + len(piece)))
+        cursor += len(piece)
+    segments.append((prompt_start, cursor, None))
+    spans.append((cursor + len(separator), cursor + len(separator) + len(completion)))
+    segments.append((cursor, spans[-1][1], None))
+    eos = info.token_bytes[info.eos_id].decode()
+    segments.append((spans[-1][1], spans[-1][1] + len(eos), info.eos_id))
+    bos = "".join(info.token_bytes[token].decode() for token in info.bos_prefix)
+    text = bos + "".join(piece for piece, _ in prompt) + separator + completion + eos
+    segments = [s for s in segments if s[2] is not None or s[0] < s[1]]
+    trims = [(0, 0)] * len(spans)
+    return _assemble(tokenizer, text, "completion", roles, spans, trims, (len(spans) - 1,), segments)
+
+
+def _render_messages_plain(tokenizer: FastTokenizer, messages: list[dict[str, Any]]) -> Rendering:
+    """Earlier turns as ``"Role: content\\n\\n"`` blocks, then ``"Assistant: "`` and the last message."""
+    if messages[-1]["role"] != "assistant":
+        raise ExampleError(
+            "in completion mode the last message is the completion and must be an assistant turn, "
+            f"got role {messages[-1]['role']!r}"
+        )
+    prompt: list[tuple[str, bool]] = []
+    for message in messages[:-1]:
+        prompt += [(f"{message['role'].capitalize()}: ", False), (message["content"], True), ("\n\n", False)]
+    prompt.append(("Assistant:", False))
+    roles = [m["role"] for m in messages]
+    return _render_plain(tokenizer, roles, prompt, " ", messages[-1]["content"])
+
+
+def render(
+    tokenizer: FastTokenizer,
+    example: Mapping[str, Any],
+    *,
+    mode: Mode = "auto",
+    turns: Turns = "all",
+    chat_template: str | None = None,
+    on_dropped: OnDropped = "raise",
+    **template_kwargs: Any,
+) -> Rendering:
+    """Render one training example for ``tokenizer`` in its own format.
+
+    ``example`` holds ``messages`` (a list of ``{"role", "content"}``), or raw ``prompt`` and ``completion``
+    text, or both. ``mode="chat"`` uses the chat template (from ``messages``, else a user turn holding the
+    prompt and an assistant turn holding the completion); ``mode="completion"`` uses the plain format of
+    :func:`render_completion` (from ``prompt``/``completion``, else from ``messages`` laid out as
+    ``"User: ...\\n\\nAssistant: ..."`` with the last message as the completion); ``mode="auto"`` picks chat
+    when the tokenizer has a template (or ``chat_template`` is given) and completion otherwise.
+
+    Args:
+        tokenizer: a Hugging Face fast tokenizer.
+        example: the example, as described above.
+        mode: ``"auto"``, ``"chat"`` or ``"completion"``.
+        turns, chat_template, on_dropped, **template_kwargs: as for :func:`render_chat` (chat mode only).
+
+    Returns:
+        The :class:`~alignment.Rendering`.
+
+    Raises:
+        ExampleError: the example has neither ``messages`` nor ``prompt`` and ``completion``.
+        TemplateError, ContentRewrittenError, TokenizerError: as for :func:`render_chat` and
+            :func:`render_completion`.
+
+    Examples:
+        >>> from alignment.cli import load_tokenizer
+        >>> example = {"prompt": "Reverse 'abc'.", "completion": "cba"}
+        >>> r = render(load_tokenizer("smollm2"), example)
+        >>> r.mode, r.text[-61:]
+        ('chat', "Reverse 'abc'.<|im_end|>\\n<|im_start|>assistant\\ncba<|im_end|>\\n")
+        >>> render(load_tokenizer("smollm2"), example, mode="completion").text
+        "Reverse 'abc'.cba<|im_end|>"
+    """
+    if mode not in ("auto", "chat", "completion"):
+        raise ValueError(f"mode must be 'auto', 'chat' or 'completion', got {mode!r}")
+    if not isinstance(example, Mapping):
+        raise ExampleError(f"example must be a dict, got {type(example).__name__}")
+    has_messages = example.get("messages") is not None
+    has_text = example.get("prompt") is not None and example.get("completion") is not None
+    if not (has_messages or has_text):
+        raise ExampleError(f"example needs 'messages' or both 'prompt' and 'completion'; it has keys {sorted(example)}")
+    if mode == "auto":
+        mode = "chat" if chat_template or getattr(tokenizer, "chat_template", None) else "completion"
+    if mode == "completion":
+        if has_text:
+            return render_completion(tokenizer, example["prompt"], example["completion"])
+        return _render_messages_plain(tokenizer, _checked_messages(example["messages"]))
+    messages = (
+        example["messages"]
+        if has_messages
+        else [
+            {"role": "user", "content": _plain_text(example["prompt"], "prompt")},
+            {"role": "assistant", "content": _plain_text(example["completion"], "completion")},
+        ]
+    )
+    return render_chat(
+        tokenizer, messages, turns=turns, chat_template=chat_template, on_dropped=on_dropped, **template_kwargs
+    )

@@ -1,0 +1,98 @@
+"""Match two vocabularies by the exact bytes of their tokens, across spelling conventions."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import lru_cache
+
+import numpy as np
+
+from alignment._tokenizer import FastTokenizer, tokenizer_info
+from alignment.errors import AlignmentError
+from alignment.render import render_chat
+from alignment.types import VocabMap
+
+__all__ = ["end_of_turn_id", "vocab_map"]
+
+
+def end_of_turn_id(tokenizer: FastTokenizer) -> int | None:
+    """The token that closes an assistant turn in the tokenizer's chat template, else its EOS token.
+
+    Found by rendering a two-turn conversation, not by name: ``<|eot_id|>`` for Llama 3, ``<|im_end|>`` for
+    Qwen, ``<end_of_turn>`` for Gemma, ``</s>`` for Mistral, ``<|end|>`` for Phi-3.
+
+    Examples:
+        >>> from alignment.cli import load_tokenizer
+        >>> tok = load_tokenizer("smollm2")
+        >>> tok.convert_ids_to_tokens(end_of_turn_id(tok))
+        '<|im_end|>'
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return tokenizer_info(tokenizer).eos_id
+    conversation = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    try:
+        rendering = render_chat(tokenizer, conversation)
+    except AlignmentError:
+        return tokenizer_info(tokenizer).eos_id
+    return int(rendering.input_ids[rendering.end_of_turn[-1]])
+
+
+@lru_cache(maxsize=16)
+def _bytes_index(token_bytes: tuple[bytes, ...], is_control: bytes) -> dict[bytes, list[int]]:
+    index: dict[bytes, list[int]] = defaultdict(list)
+    for token, (data, control) in enumerate(zip(token_bytes, is_control, strict=True)):
+        if data and not control:
+            index[data].append(token)
+    return index
+
+
+def vocab_map(student_tokenizer: FastTokenizer, teacher_tokenizer: FastTokenizer) -> VocabMap:
+    """Pairs of student and teacher token ids whose byte strings are identical.
+
+    Entries are compared as bytes, never as spelled strings: byte-level ``Ġthe``, SentencePiece ``▁the``
+    and the three bytes of ``the`` with a leading space are the same token. Byte-fallback ``<0xE2>`` is the
+    single byte ``0xE2``. Control tokens (special or added tokens) are never matched by spelling; the
+    ``bos``, ``eos`` and ``end_of_turn`` tokens are paired by role in ``special_pairs`` instead.
+
+    Args:
+        student_tokenizer: the student's Hugging Face fast tokenizer (vocabulary size ``V``).
+        teacher_tokenizer: the teacher's Hugging Face fast tokenizer (vocabulary size ``W``).
+
+    Returns:
+        A :class:`~alignment.VocabMap`.
+
+    Raises:
+        TokenizerError: a tokenizer's decoder is not a supported kind.
+
+    Examples:
+        >>> from alignment.cli import load_tokenizer
+        >>> student, teacher = load_tokenizer("mistral_v3"), load_tokenizer("smollm2")
+        >>> vm = vocab_map(student, teacher)
+        >>> pair = vm.pairs[vm.pairs[:, 0] == student.convert_tokens_to_ids("▁the")][0]
+        >>> teacher.convert_ids_to_tokens(int(pair[1]))
+        'Ġthe'
+        >>> vm.special_roles
+        ('bos', 'eos', 'end_of_turn')
+    """
+    student, teacher = tokenizer_info(student_tokenizer), tokenizer_info(teacher_tokenizer)
+    teacher_index = _bytes_index(teacher.token_bytes, teacher.is_control.tobytes())
+    rows = [
+        (s, t)
+        for s, data in enumerate(student.token_bytes)
+        if data and not student.is_control[s]
+        for t in teacher_index.get(data, ())
+    ]
+    pairs = np.asarray(sorted(rows), dtype=np.int64).reshape(-1, 2)
+    roles = {
+        "bos": (student.bos_id, teacher.bos_id),
+        "eos": (student.eos_id, teacher.eos_id),
+        "end_of_turn": (end_of_turn_id(student_tokenizer), end_of_turn_id(teacher_tokenizer)),
+    }
+    present = [(role, ids) for role, ids in roles.items() if ids[0] is not None and ids[1] is not None]
+    return VocabMap(
+        pairs=pairs,
+        special_pairs=np.asarray([ids for _, ids in present], dtype=np.int64).reshape(-1, 2),
+        special_roles=tuple(role for role, _ in present),
+        student_size=student.vocab_size,
+        teacher_size=teacher.vocab_size,
+    )
