@@ -16,6 +16,7 @@ from alignment.errors import (
     TextMismatchError,
     TokenizerError,
 )
+from alignment.losses import TopK, forward_kl, generalized_jsd, masked_kl, reverse_kl
 from alignment.render import render, render_chat, render_completion
 from alignment.spans import decode_bytes, token_byte_spans
 from alignment.types import ChatMessage, Chunks, Rendering, Span, TokenAlignment, VocabMap
@@ -35,15 +36,20 @@ __all__ = [
     "TextMismatchError",
     "TokenAlignment",
     "TokenizerError",
+    "TopK",
     "VocabMap",
     "__version__",
     "align_renderings",
     "align_spans",
     "decode_bytes",
     "end_of_turn_id",
+    "forward_kl",
+    "generalized_jsd",
+    "masked_kl",
     "render",
     "render_chat",
     "render_completion",
+    "reverse_kl",
     "token_byte_spans",
     "vocab_map",
 ]

@@ -1,0 +1,473 @@
+r"""Divergences between the student's and the teacher's next-token distributions (torch).
+
+Every loss compares, at each position, :math:`q = \mathrm{softmax}(z_s/\tau)` (student) with
+:math:`p = \mathrm{softmax}(z_t/\tau)` (teacher) and shares one contract: logits are ``(..., V)``; ``mask`` is
+``(...)`` bool, ``True`` where a position counts; masked positions are exactly ``0`` and have no influence, not even
+through NaN logits; ``-inf`` logits are probability ``0`` (``0 \log 0 = 0``). The teacher may also be sparse,
+a :class:`TopK` as inference servers return it. Positions are processed in chunks inside one autograd function that
+saves only its inputs and recomputes the softmax in the backward, so memory does not grow with copies of ``(..., V)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from alignment._checks import (
+    check_choice,
+    check_dtype,
+    check_finite_rows,
+    check_floating,
+    check_in_range,
+    check_index_values,
+    check_mask,
+    check_same_shape,
+    upcast,
+)
+from alignment.errors import AlignmentError
+
+__all__ = ["TopK", "forward_kl", "generalized_jsd", "masked_kl", "reverse_kl"]
+
+Reduction = Literal["none", "sum", "mean", "batchmean"]
+_REDUCTIONS = ("none", "sum", "mean", "batchmean")
+_CHUNK_ELEMENTS = 1 << 24  # default chunk: about 2**24 logits, so each float32 temporary stays near 64 MiB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopK:
+    r"""A sparse teacher: its ``k`` most likely next tokens at each position, at temperature 1.
+
+    The teacher distribution is the ``k`` listed probabilities plus one tail bucket holding the rest,
+    :math:`1 - \sum_i p_i` (at least ``0``); the student is reduced to the same ``k + 1`` buckets.
+
+    Attributes:
+        ids: ``(..., k)`` int64 token ids, distinct at each position, in ``[0, V)`` where the position counts.
+        logprobs: ``(..., k)`` float log-probabilities of those tokens (not logits), without gradient.
+
+    Examples:
+        >>> teacher_logprobs, teacher_ids = torch.log_softmax(torch.tensor([2.0, 1.0, 0.0, -1.0]), dim=-1).topk(2)
+        >>> forward_kl(torch.zeros(4), TopK(ids=teacher_ids, logprobs=teacher_logprobs))  # over 3 buckets
+        tensor(0.4255)
+    """
+
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+
+    def __post_init__(self) -> None:
+        check_dtype("TopK.ids", self.ids, torch.int64)
+        check_floating("TopK.logprobs", self.logprobs)
+        if self.ids.ndim == 0:
+            raise AlignmentError("TopK.ids must have at least one axis (k), got a scalar")
+        check_same_shape("TopK.logprobs", self.logprobs, self.ids.shape, like="TopK.ids")
+
+
+def generalized_jsd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | TopK,
+    mask: torch.Tensor | None = None,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    reduction: Reduction = "batchmean",
+    num_items: int | torch.Tensor | None = None,
+    check_finite: bool = True,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""Generalized Jensen-Shannon divergence between teacher and student, with the KLs at the end points.
+
+    .. math::
+        \mathrm{JSD}_\beta = \beta\,\mathrm{KL}(p \,\|\, m) + (1-\beta)\,\mathrm{KL}(q \,\|\, m), \quad
+        m = \beta p + (1-\beta) q \quad (0 < \beta < 1); \qquad
+        \mathrm{JSD}_0 = \mathrm{KL}(p \,\|\, q), \quad \mathrm{JSD}_1 = \mathrm{KL}(q \,\|\, p)
+
+    The end points are a convention, not a limit: the interior formula tends to ``0`` as
+    :math:`\beta \to 0` or :math:`\beta \to 1`. This matches TRL's ``GKDTrainer.generalized_jsd_loss``.
+    The mixture is computed in log space (``logaddexp``, ``log1p(-beta)``).
+
+    Args:
+        student_logits: ``(..., V)`` float logits of the student.
+        teacher_logits: ``(..., V)`` float logits of the teacher on the student's positions and vocabulary,
+            or a :class:`TopK` with ``(..., k)`` ids and log-probabilities (``temperature`` must then be ``1``).
+            Teacher gradients are computed when dense teacher logits require them.
+        mask: ``(...)`` bool, ``True`` where a position counts; ``None`` counts every position.
+        beta: weight of the teacher in the mixture, in ``[0, 1]``.
+        temperature: :math:`\tau > 0` dividing both sides' logits; no :math:`\tau^2` rescaling.
+        reduction: ``"none"`` per position; ``"sum"``; ``"mean"`` and ``"batchmean"`` (the same) divide the
+            sum by the number of counted positions, at least ``1`` (not by ``V``, unlike ``F.kl_div``).
+        num_items: denominator for ``"mean"``/``"batchmean"`` instead of the counted positions, e.g. the count
+            over all gradient-accumulation steps; values below ``1`` count as ``1``.
+        check_finite: check that counted positions have no NaN or ``+inf`` logits and not only ``-inf``
+            (one device synchronisation); turn off in hot loops, where such rows give NaN. The ids of a
+            :class:`TopK` teacher are always checked (an out-of-range id would fault the device).
+        chunk_size: positions per chunk; ``None`` picks about :math:`2^{24}/V`, so temporaries stay near 64 MiB each.
+
+    Returns:
+        ``(...)`` per-position values for ``"none"``, exactly ``0.0`` where ``mask`` is False, else a scalar;
+        float32 for half, bfloat16 and float32 inputs, float64 for float64.
+
+    Raises:
+        TypeError: a logits tensor is not floating point, or ``mask`` is not ``torch.bool``.
+        AlignmentError: (a ``ValueError``) shapes disagree, ``beta``, ``temperature`` or an option is out of
+            range, a counted position has NaN or ``+inf`` logits or only ``-inf``, or a top-k id is outside
+            ``[0, V)`` or repeated.
+
+    Examples:
+        >>> s, t = torch.tensor([[[0.0, 1.0], [2.0, 0.0]]]), torch.tensor([[[1.0, 0.0], [9.0, 9.0]]])
+        >>> generalized_jsd(s, t, torch.tensor([[True, False]]), reduction="none")
+        tensor([[0.1109, 0.0000]])
+        >>> generalized_jsd(s, t, beta=0.0)  # KL(teacher || student), averaged over both positions
+        tensor(0.4479)
+
+    References:
+        Agarwal et al., `On-Policy Distillation of Language Models: Learning from Self-Generated
+        Mistakes <https://arxiv.org/abs/2306.13649>`_, ICLR 2024, Eq. (1).
+    """
+    check_in_range("beta", beta, low=0.0, high=1.0)
+    return _loss(
+        student_logits,
+        teacher_logits,
+        mask,
+        beta=float(beta),
+        temperature=temperature,
+        reduction=reduction,
+        num_items=num_items,
+        check_finite=check_finite,
+        chunk_size=chunk_size,
+    )
+
+
+def masked_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | TopK,
+    mask: torch.Tensor | None = None,
+    *,
+    direction: Literal["forward", "reverse"] = "forward",
+    temperature: float = 1.0,
+    reduction: Reduction = "batchmean",
+    num_items: int | torch.Tensor | None = None,
+    check_finite: bool = True,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""Kullback-Leibler divergence between teacher and student at the counted positions.
+
+    .. math::
+        \text{forward: } \mathrm{KL}(p \,\|\, q) = \sum_v p_v \log \frac{p_v}{q_v}, \qquad
+        \text{reverse: } \mathrm{KL}(q \,\|\, p) = \sum_v q_v \log \frac{q_v}{p_v}
+
+    Equal to :func:`generalized_jsd` with ``beta=0`` (forward) or ``beta=1`` (reverse). The loss is infinite
+    where the reference side is ``0`` and the other is not (a ``-inf`` logit facing a finite one).
+
+    Args:
+        student_logits: ``(..., V)`` float logits of the student (:math:`q`).
+        teacher_logits: ``(..., V)`` float logits of the teacher (:math:`p`), or a :class:`TopK`.
+        mask: ``(...)`` bool, ``True`` where a position counts; ``None`` counts every position.
+        direction: ``"forward"`` is KL(teacher ‖ student), mass-covering; ``"reverse"`` is KL(student ‖ teacher),
+            mode-seeking.
+        temperature: :math:`\tau > 0` dividing both sides' logits; no :math:`\tau^2` rescaling.
+        reduction: as in :func:`generalized_jsd`.
+        num_items: as in :func:`generalized_jsd`.
+        check_finite: as in :func:`generalized_jsd`.
+        chunk_size: as in :func:`generalized_jsd`.
+
+    Returns:
+        ``(...)`` per-position values for ``"none"``, exactly ``0.0`` where ``mask`` is False, else a scalar;
+        float32 for half, bfloat16 and float32 inputs, float64 for float64.
+
+    Raises:
+        TypeError: as in :func:`generalized_jsd`.
+        AlignmentError: as in :func:`generalized_jsd`, or ``direction`` is neither ``"forward"`` nor ``"reverse"``.
+
+    Examples:
+        >>> s, t = torch.tensor([[0.0, 1.0], [2.0, 0.0]]), torch.tensor([[1.0, 0.0], [9.0, 9.0]])
+        >>> masked_kl(s, t, reduction="none")
+        tensor([0.4621, 0.4338])
+        >>> masked_kl(s, t, torch.tensor([True, False]), direction="reverse")
+        tensor(0.4621)
+
+    References:
+        Agarwal et al., `On-Policy Distillation of Language Models: Learning from Self-Generated
+        Mistakes <https://arxiv.org/abs/2306.13649>`_, ICLR 2024, Sec. 3.
+    """
+    check_choice("direction", direction, ("forward", "reverse"))
+    return _loss(
+        student_logits,
+        teacher_logits,
+        mask,
+        beta=0.0 if direction == "forward" else 1.0,
+        temperature=temperature,
+        reduction=reduction,
+        num_items=num_items,
+        check_finite=check_finite,
+        chunk_size=chunk_size,
+    )
+
+
+def forward_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | TopK,
+    mask: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    reduction: Reduction = "batchmean",
+    num_items: int | torch.Tensor | None = None,
+    check_finite: bool = True,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""KL(teacher ‖ student): :func:`masked_kl` with ``direction="forward"``; arguments as there.
+
+    Examples:
+        >>> forward_kl(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]))
+        tensor(0.4621)
+    """
+    return masked_kl(
+        student_logits,
+        teacher_logits,
+        mask,
+        direction="forward",
+        temperature=temperature,
+        reduction=reduction,
+        num_items=num_items,
+        check_finite=check_finite,
+        chunk_size=chunk_size,
+    )
+
+
+def reverse_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | TopK,
+    mask: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    reduction: Reduction = "batchmean",
+    num_items: int | torch.Tensor | None = None,
+    check_finite: bool = True,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""KL(student ‖ teacher): :func:`masked_kl` with ``direction="reverse"``; arguments as there.
+
+    Examples:
+        >>> reverse_kl(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]))
+        tensor(0.4621)
+    """
+    return masked_kl(
+        student_logits,
+        teacher_logits,
+        mask,
+        direction="reverse",
+        temperature=temperature,
+        reduction=reduction,
+        num_items=num_items,
+        check_finite=check_finite,
+        chunk_size=chunk_size,
+    )
+
+
+def _loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | TopK,
+    mask: torch.Tensor | None,
+    *,
+    beta: float,
+    temperature: float,
+    reduction: Reduction,
+    num_items: int | torch.Tensor | None,
+    check_finite: bool,
+    chunk_size: int | None,
+) -> torch.Tensor:
+    """Validate the shared arguments, run the chunked divergence over flattened positions, then reduce."""
+    check_floating("student_logits", student_logits)
+    if student_logits.ndim == 0 or student_logits.shape[-1] == 0:
+        raise AlignmentError(f"student_logits must have shape (..., V) with V >= 1, got {tuple(student_logits.shape)}")
+    check_in_range("temperature", temperature, low=0.0, high=math.inf, low_open=True, high_open=True)
+    check_choice("reduction", reduction, _REDUCTIONS)
+    if num_items is not None and reduction in ("none", "sum"):
+        raise AlignmentError(f"num_items only applies to reduction 'mean' or 'batchmean', got {reduction!r}")
+    if chunk_size is not None:
+        check_in_range("chunk_size", chunk_size, low=1, high=math.inf)
+    batch_shape, vocab = student_logits.shape[:-1], student_logits.shape[-1]
+    if mask is None:
+        mask = torch.ones(batch_shape, dtype=torch.bool, device=student_logits.device)
+    check_mask(mask, batch_shape)
+    ids: torch.Tensor | None
+    if isinstance(teacher_logits, TopK):
+        teacher, ids = _topk_teacher(teacher_logits, mask, vocab=vocab, temperature=temperature)
+    elif isinstance(teacher_logits, torch.Tensor):
+        check_floating("teacher_logits", teacher_logits)
+        check_same_shape("teacher_logits", teacher_logits, student_logits.shape, like="student_logits")
+        teacher, ids = teacher_logits, None
+    else:
+        raise TypeError(f"teacher_logits must be a torch.Tensor or a TopK, got {type(teacher_logits).__name__}")
+    if check_finite:
+        check_finite_rows("student_logits", student_logits, mask)
+        check_finite_rows("teacher_logits" if ids is None else "teacher_logits.logprobs", teacher, mask)
+    rows: torch.Tensor = _ChunkedDivergence.apply(  # type: ignore[no-untyped-call]  # torch leaves apply untyped
+        student_logits.reshape(-1, vocab),
+        teacher.reshape(-1, teacher.shape[-1]),
+        None if ids is None else ids.reshape(-1, ids.shape[-1]),
+        mask.reshape(-1),
+        beta,
+        temperature,
+        chunk_size or max(1, _CHUNK_ELEMENTS // vocab),
+    )
+    return _reduce(rows.reshape(batch_shape), mask, reduction, num_items)
+
+
+def _topk_teacher(
+    teacher: TopK, mask: torch.Tensor, *, vocab: int, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a sparse teacher; return its ``(..., k + 1)`` bucket log-probs and ids made safe where masked."""
+    if temperature != 1.0:
+        raise AlignmentError(f"temperature must be 1.0 with a TopK teacher (its tail is unknown), got {temperature}")
+    if teacher.logprobs.requires_grad:
+        raise AlignmentError("teacher_logits.logprobs must not require grad: a TopK teacher is constant; detach it")
+    k = teacher.ids.shape[-1]
+    check_same_shape("teacher_logits.ids", teacher.ids, (*mask.shape, k), like="positions of student_logits, k")
+    if k > vocab:
+        raise AlignmentError(f"teacher_logits.ids must have k <= V = {vocab} ids per position, got k = {k}")
+    check_index_values("teacher_logits.ids", teacher.ids, vocab, mask)
+    ids = torch.where(mask[..., None], teacher.ids, torch.arange(k, device=teacher.ids.device))
+    logprobs = upcast(teacher.logprobs)
+    tail = _log1mexp(logprobs.logsumexp(dim=-1, keepdim=True))
+    return torch.cat([logprobs, _floor(tail)], dim=-1), ids
+
+
+def _reduce(
+    values: torch.Tensor, mask: torch.Tensor, reduction: Reduction, num_items: int | torch.Tensor | None
+) -> torch.Tensor:
+    if reduction == "none":
+        return values
+    total = values.sum()
+    if reduction == "sum":
+        return total
+    count = mask.sum() if num_items is None else torch.as_tensor(num_items, device=total.device)
+    return total / count.clamp_min(1)
+
+
+class _ChunkedDivergence(torch.autograd.Function):
+    """Per-row divergence of ``(N, V)`` student logits from ``(N, V)`` teacher logits, or from ``(N, k + 1)``
+    teacher bucket log-probs with ``(N, k)`` ids, ``chunk`` rows at a time. Saves only its inputs."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        ids: torch.Tensor | None,
+        mask: torch.Tensor,
+        beta: float,
+        temperature: float,
+        chunk: int,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(student, teacher, ids, mask)
+        dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
+        ctx.options = (beta, temperature, chunk, dtype)
+        rows = torch.zeros(student.shape[0], dtype=dtype, device=student.device)
+        for part in _chunks(student.shape[0], chunk):
+            _, log_q, log_p = _chunk_log_probs(student, teacher, ids, part, temperature, dtype)
+            rows[part] = _divergence(log_q, log_p, beta)
+        return torch.where(mask, rows, 0.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad_rows: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        student, teacher, ids, mask = ctx.saved_tensors
+        beta, temperature, chunk, dtype = ctx.options
+        grad_student = torch.zeros_like(student) if ctx.needs_input_grad[0] else None
+        grad_teacher = torch.zeros_like(teacher) if ctx.needs_input_grad[1] else None
+        for part in _chunks(student.shape[0], chunk):
+            log_q_all, log_q, log_p = _chunk_log_probs(student, teacher, ids, part, temperature, dtype)
+            grad_q, grad_p = _divergence_grads(log_q, log_p, beta)
+            scale, keep = grad_rows[part, None] / temperature, mask[part, None]
+            if grad_student is not None:
+                grad_q = grad_q if ids is None else _unbucket(grad_q, log_q_all, log_q, ids[part])
+                grad_student[part] = torch.where(keep, grad_q * scale, 0.0)
+            if grad_teacher is not None:
+                grad_teacher[part] = torch.where(keep, grad_p * scale, 0.0)
+        return grad_student, grad_teacher, None, None, None, None, None
+
+
+def _chunks(rows: int, chunk: int) -> list[slice]:
+    return [slice(start, start + chunk) for start in range(0, rows, chunk)]
+
+
+def _chunk_log_probs(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    ids: torch.Tensor | None,
+    part: slice,
+    temperature: float,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For rows ``part``: student log-probs over ``V``, then student and teacher log-probs over the compared support,
+    the vocabulary or the ``k`` listed ids plus the tail (exact: a log-sum-exp over the unlisted ids, floored)."""
+    log_q_all = torch.log_softmax(student[part].to(dtype) / temperature, dim=-1)
+    log_p = torch.log_softmax(teacher[part].to(dtype) / temperature, dim=-1)
+    if ids is None:
+        return log_q_all, log_q_all, log_p
+    listed = ids[part]
+    tail = log_q_all.scatter(-1, listed, -math.inf).logsumexp(dim=-1, keepdim=True)
+    return log_q_all, torch.cat([log_q_all.gather(-1, listed), _floor(tail)], dim=-1), log_p
+
+
+def _divergence(log_q: torch.Tensor, log_p: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-row ``JSD_beta`` of normalised log-probs, with the KLs at ``beta`` 0 and 1."""
+    if beta == 0.0:
+        return _kl(log_p, log_q)
+    if beta == 1.0:
+        return _kl(log_q, log_p)
+    log_m = _log_mixture(log_p, log_q, beta)
+    return beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
+
+
+def _divergence_grads(log_q: torch.Tensor, log_p: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Gradients of :func:`_divergence` with respect to the student's and the teacher's logits.
+
+    With :math:`L = \beta \sum p \log p + (1-\beta) \sum q \log q - \sum m \log m`, the mixture terms
+    cancel: :math:`\partial L / \partial z_q = (1-\beta)\, q \odot (\log q - \log m - \mathrm{KL}(q\|m))`.
+    """
+    if beta == 0.0:
+        return log_q.exp() - log_p.exp(), _kl_grad(log_p, log_q)
+    if beta == 1.0:
+        return _kl_grad(log_q, log_p), log_p.exp() - log_q.exp()
+    log_m = _log_mixture(log_p, log_q, beta)
+    return (1.0 - beta) * _kl_grad(log_q, log_m), beta * _kl_grad(log_p, log_m)
+
+
+def _log_mixture(log_p: torch.Tensor, log_q: torch.Tensor, beta: float) -> torch.Tensor:
+    return torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+
+
+def _weighted(log_x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``x * values`` elementwise, exactly 0 where ``x`` is 0 (``values`` may be NaN there)."""
+    return torch.where(log_x == -math.inf, 0.0, log_x.exp() * values)
+
+
+def _kl(log_x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:
+    return _weighted(log_x, log_x - log_y).sum(dim=-1)
+
+
+def _kl_grad(log_x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``KL(x || y)`` with respect to the logits of ``x``: ``x * (log x - log y - KL)``."""
+    return _weighted(log_x, log_x - log_y - _kl(log_x, log_y)[..., None])
+
+
+def _unbucket(
+    grad_buckets: torch.Tensor, log_q_all: torch.Tensor, log_q: torch.Tensor, ids: torch.Tensor
+) -> torch.Tensor:
+    """Spread gradients with respect to bucket logits over the vocabulary: a listed id takes its bucket's,
+    an unlisted id ``j`` the share ``q_j / q_tail`` (at most 1) of the tail bucket's."""
+    share = (log_q_all - log_q[..., -1:]).clamp_max(0.0).exp()
+    return (share * grad_buckets[..., -1:]).scatter(-1, ids, grad_buckets[..., :-1])
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0`` (larger ``x`` is clamped to 0), accurate on both sides of ``-log 2``."""
+    x = x.clamp_max(0.0)
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def _floor(log_x: torch.Tensor) -> torch.Tensor:
+    """Floor a tail log-mass at the smallest normal number, so a tail lost to rounding stays finite."""
+    return log_x.clamp_min(math.log(torch.finfo(log_x.dtype).tiny))

@@ -1,0 +1,490 @@
+"""Tests of alignment.losses: one contract over every loss, parity with tests/reference.py and TRL, the beta end
+points, sparse (top-k) teachers, chunking, ``-inf`` logits, and a typed error for each bad input."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from alignment.errors import AlignmentError
+from alignment.losses import TopK, forward_kl, generalized_jsd, masked_kl, reverse_kl
+from tests import reference
+
+# (atol, rtol) against the float64 reference, per input dtype; the computation itself runs in float32 or wider.
+DTYPE_TOLERANCES = {torch.bfloat16: (1e-2, 5e-2), torch.float16: (1e-3, 1e-3), torch.float32: (1e-6, 1e-5)}
+FLOAT64_ATOL, FLOAT64_RTOL = 1e-6, 1e-6  # float64 implementation vs float64 reference, values and gradients
+ROUNDING = 1e-12  # float64 round-off allowed below 0 and for "exactly equal" distributions
+REDUCTIONS = ("none", "sum", "mean", "batchmean")
+ODD_SHAPE = (3, 7, 11)
+INF = math.inf
+
+
+def top_k(teacher_logits: torch.Tensor, k: int) -> TopK:
+    """What an inference server returns: the k most likely ids and their log-probabilities, no gradient."""
+    values, ids = torch.log_softmax(teacher_logits.detach().double(), dim=-1).topk(k, dim=-1)
+    return TopK(ids=ids, logprobs=values.to(teacher_logits.dtype))
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One loss variant: which public function, which beta (0 forward KL, 1 reverse KL), dense or top-k teacher."""
+
+    name: str
+    beta: float
+    function: Callable[..., torch.Tensor]
+    sparse: bool = False
+
+    def teacher(self, teacher_logits: torch.Tensor) -> torch.Tensor | TopK:
+        return top_k(teacher_logits, max(1, teacher_logits.shape[-1] // 2)) if self.sparse else teacher_logits
+
+    def __call__(self, student: torch.Tensor, teacher: torch.Tensor | TopK, *args: Any, **kw: Any) -> torch.Tensor:
+        if self.function is generalized_jsd:
+            kw["beta"] = self.beta
+        return self.function(student, teacher, *args, **kw)
+
+    def reference(self, student: torch.Tensor, teacher: torch.Tensor | TopK, temperature: float = 1.0) -> torch.Tensor:
+        if isinstance(teacher, TopK):
+            return reference.generalized_jsd_topk(student, teacher.ids, teacher.logprobs, beta=self.beta)
+        return reference.generalized_jsd(student, teacher, beta=self.beta, temperature=temperature)
+
+
+LOSSES = (
+    Loss("jsd-0", 0.0, generalized_jsd),
+    Loss("jsd-0.1", 0.1, generalized_jsd),
+    Loss("jsd-0.5", 0.5, generalized_jsd),
+    Loss("jsd-0.9", 0.9, generalized_jsd),
+    Loss("jsd-1", 1.0, generalized_jsd),
+    Loss("forward-kl", 0.0, forward_kl),
+    Loss("reverse-kl", 1.0, reverse_kl),
+    Loss("jsd-0.5-topk", 0.5, generalized_jsd, sparse=True),
+    Loss("forward-kl-topk", 0.0, forward_kl, sparse=True),
+    Loss("reverse-kl-topk", 1.0, reverse_kl, sparse=True),
+)
+ALL_LOSSES = [pytest.param(loss, id=loss.name) for loss in LOSSES]
+DENSE_LOSSES = [pytest.param(loss, id=loss.name) for loss in LOSSES if not loss.sparse]
+
+
+def draw(
+    shape: tuple[int, ...], seed: int, *, dtype: torch.dtype = torch.float64, scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student logits, teacher logits and a mask (about 70% True) from a seeded generator."""
+    gen = torch.Generator().manual_seed(seed)
+    student = (scale * torch.randn(shape, generator=gen, dtype=torch.float64)).to(dtype)
+    teacher = (scale * torch.randn(shape, generator=gen, dtype=torch.float64)).to(dtype)
+    mask = torch.rand(shape[:-1], generator=gen) < 0.7
+    return student, teacher, mask
+
+
+def student_grad(loss: Loss, student: torch.Tensor, teacher: torch.Tensor | TopK, mask: Any, **kw: Any) -> torch.Tensor:
+    leaf = student.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(loss(leaf, teacher, mask, **kw).sum(), leaf)
+    return grad
+
+
+# --- the contract, over every loss --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("garbage", [1e4, math.nan], ids=["huge", "nan"])
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_masked_positions_are_zero_and_have_no_influence(loss: Loss, garbage: float) -> None:
+    student, teacher, mask = draw(ODD_SHAPE, seed=0)
+    noise = garbage * torch.randn(ODD_SHAPE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    dirty_student = torch.where(mask[..., None], student, noise)
+    dirty_teacher = torch.where(mask[..., None], teacher, noise.flip(-1))
+    if loss.sparse and math.isnan(garbage):
+        dirty_teacher = teacher  # top-k of NaN logits is undefined; NaN logprobs are covered just below
+    clean = loss(student, loss.teacher(teacher), mask, reduction="none")
+    dirty = loss(dirty_student, loss.teacher(dirty_teacher), mask, reduction="none")
+    torch.testing.assert_close(dirty, clean)
+    assert (dirty[~mask] == 0).all()
+    grad = student_grad(loss, dirty_student, loss.teacher(dirty_teacher), mask, reduction="none")
+    assert (grad[~mask] == 0).all()
+    torch.testing.assert_close(grad, student_grad(loss, student, loss.teacher(teacher), mask, reduction="none"))
+
+
+def test_nan_top_k_logprobs_at_masked_positions_have_no_influence() -> None:
+    student, teacher, mask = draw(ODD_SHAPE, seed=2)
+    sparse = top_k(teacher, 4)
+    dirty = TopK(ids=sparse.ids, logprobs=torch.where(mask[..., None], sparse.logprobs, math.nan))
+    torch.testing.assert_close(generalized_jsd(student, dirty, mask), generalized_jsd(student, sparse, mask))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_all_false_mask_gives_zero_with_finite_gradients(loss: Loss, reduction: Any) -> None:
+    student, teacher, _ = draw(ODD_SHAPE, seed=3)
+    mask = torch.zeros(ODD_SHAPE[:-1], dtype=torch.bool)
+    leaf = student.requires_grad_()
+    value = loss(leaf, loss.teacher(teacher), mask, reduction=reduction)
+    assert (value == 0).all()
+    (grad,) = torch.autograd.grad(value.sum(), leaf)
+    assert (grad == 0).all()
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_nonnegative_and_zero_for_equal_distributions(loss: Loss) -> None:
+    student, teacher, mask = draw(ODD_SHAPE, seed=4, scale=3.0)
+    assert (loss(student, loss.teacher(teacher), mask, reduction="none") >= -ROUNDING).all()
+    same = loss(student, loss.teacher(student + 5.0), mask, reduction="none")  # a shift leaves softmax unchanged
+    torch.testing.assert_close(same, torch.zeros_like(same), atol=ROUNDING, rtol=0)
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_non_contiguous_inputs_give_the_same_values_and_gradients(loss: Loss) -> None:
+    gen = torch.Generator().manual_seed(5)
+    student = torch.randn(7, 3, 11, generator=gen, dtype=torch.float64).transpose(0, 1)  # (3, 7, 11), strided
+    teacher = torch.randn(3, 7, 22, generator=gen, dtype=torch.float64)[..., ::2]  # strided along V
+    mask = (torch.rand(7, 3, generator=gen) < 0.7).T
+    assert not (student.is_contiguous() or teacher.is_contiguous() or mask.is_contiguous())
+    sparse, dense = loss.teacher(teacher), loss.teacher(teacher.contiguous())
+    expected = loss(student.contiguous(), dense, mask.contiguous(), reduction="none")
+    torch.testing.assert_close(loss(student, sparse, mask, reduction="none"), expected)
+    torch.testing.assert_close(
+        student_grad(loss, student, sparse, mask), student_grad(loss, student.contiguous(), dense, mask.contiguous())
+    )
+
+
+@pytest.mark.parametrize("dtype", list(DTYPE_TOLERANCES), ids=str)
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_low_precision_inputs_match_the_float64_reference(loss: Loss, dtype: torch.dtype) -> None:
+    atol, rtol = DTYPE_TOLERANCES[dtype]
+    student, teacher_logits, mask = draw(ODD_SHAPE, seed=6, dtype=dtype, scale=2.0)
+    teacher = loss.teacher(teacher_logits)
+    actual = loss(student, teacher, mask, reduction="none")
+    assert actual.dtype == torch.float32
+    expected = reference.reduce(loss.reference(student, teacher), mask, "none")  # same rounded inputs, in float64
+    torch.testing.assert_close(actual, expected.float(), atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_gradcheck_in_float64(loss: Loss) -> None:
+    student, teacher, mask = draw((2, 3, 5), seed=7)
+    student.requires_grad_()
+    if loss.sparse:
+        sparse = loss.teacher(teacher)
+        assert torch.autograd.gradcheck(lambda s: loss(s, sparse, mask, reduction="none"), (student,))
+    else:
+        teacher.requires_grad_()
+        assert torch.autograd.gradcheck(lambda s, t: loss(s, t, mask, reduction="none"), (student, teacher))
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_gradients_match_autograd_of_the_reference(loss: Loss) -> None:
+    student, teacher_logits, mask = draw(ODD_SHAPE, seed=8, scale=2.0)
+    weights = torch.randn(ODD_SHAPE[:-1], generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    inputs = [student.requires_grad_()] + ([] if loss.sparse else [teacher_logits.requires_grad_()])
+    teacher = loss.teacher(teacher_logits)
+    actual = torch.autograd.grad((loss(student, teacher, mask, reduction="none") * weights).sum(), inputs)
+    expected_values = reference.reduce(loss.reference(student, teacher), mask, "none")
+    expected = torch.autograd.grad((expected_values * weights).sum(), inputs)
+    for got, want in zip(actual, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_gradients_reach_low_precision_inputs_in_their_dtype(loss: Loss) -> None:
+    student, teacher, mask = draw(ODD_SHAPE, seed=10, dtype=torch.bfloat16)
+    grad = student_grad(loss, student, loss.teacher(teacher), mask)
+    assert grad.dtype == torch.bfloat16 and torch.isfinite(grad).all()
+
+
+# --- parity with the reference and with TRL ---------------------------------------------------------------------
+
+betas = st.sampled_from([0.0, 1.0, 0.5]) | st.floats(0.01, 0.99)
+temperatures = st.sampled_from([1.0, 0.5, 2.0]) | st.floats(0.1, 10.0)
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 12))
+seeds = st.integers(0, 2**32 - 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shape=shapes,
+    seed=seeds,
+    beta=betas,
+    temperature=temperatures,
+    reduction=st.sampled_from(REDUCTIONS),
+    scale=st.sampled_from([1.0, 10.0]),
+    num_items=st.none() | st.integers(0, 50),
+)
+@example(shape=(1, 1, 1), seed=0, beta=0.5, temperature=1.0, reduction="batchmean", scale=1.0, num_items=None)
+def test_generalized_jsd_matches_the_reference(
+    shape: tuple[int, int, int],
+    seed: int,
+    beta: float,
+    temperature: float,
+    reduction: Any,
+    scale: float,
+    num_items: int | None,
+) -> None:
+    student, teacher, mask = draw(shape, seed, scale=scale)
+    num_items = num_items if reduction in ("mean", "batchmean") else None
+    actual = generalized_jsd(
+        student, teacher, mask, beta=beta, temperature=temperature, reduction=reduction, num_items=num_items
+    )
+    values = reference.generalized_jsd(student, teacher, beta=beta, temperature=temperature)
+    torch.testing.assert_close(
+        actual, reference.reduce(values, mask, reduction, num_items), atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL
+    )
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    shape=shapes,
+    seed=seeds,
+    direction=st.sampled_from(["forward", "reverse"]),
+    temperature=temperatures,
+    reduction=st.sampled_from(REDUCTIONS),
+)
+def test_masked_kl_matches_the_reference(
+    shape: tuple[int, int, int], seed: int, direction: Any, temperature: float, reduction: Any
+) -> None:
+    student, teacher, mask = draw(shape, seed)
+    actual = masked_kl(student, teacher, mask, direction=direction, temperature=temperature, reduction=reduction)
+    q, p = reference.probs(student, temperature), reference.probs(teacher, temperature)
+    values = reference.kl(p, q) if direction == "forward" else reference.kl(q, p)
+    torch.testing.assert_close(actual, reference.reduce(values, mask, reduction), atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 2.0])
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_generalized_jsd_equals_trl_generalized_jsd_loss(beta: float, temperature: float) -> None:
+    student, teacher, mask = draw(ODD_SHAPE, seed=11, scale=3.0)
+    labels = torch.where(mask, 1, -100)
+    trl = reference.trl_generalized_jsd_loss(
+        student, teacher, labels, beta=beta, temperature=temperature, reduction="none"
+    )  # (counted positions, V)
+    ours = generalized_jsd(student, teacher, mask, beta=beta, temperature=temperature, reduction="none")
+    torch.testing.assert_close(ours[mask], trl.sum(dim=-1), atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+    torch.testing.assert_close(
+        generalized_jsd(student, teacher, mask, beta=beta, temperature=temperature),
+        reference.trl_generalized_jsd_loss(student, teacher, labels, beta=beta, temperature=temperature),
+        atol=FLOAT64_ATOL,
+        rtol=FLOAT64_RTOL,
+    )
+
+
+def test_num_items_makes_accumulated_means_equal_the_full_batch_mean() -> None:
+    student, teacher, mask = draw((4, 5, 9), seed=12)
+    full = generalized_jsd(student, teacher, mask)
+    halves = [
+        generalized_jsd(student[i : i + 2], teacher[i : i + 2], mask[i : i + 2], num_items=mask.sum()) for i in (0, 2)
+    ]
+    torch.testing.assert_close(halves[0] + halves[1], full, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+    torch.testing.assert_close(generalized_jsd(student, teacher, mask, num_items=int(mask.sum())), full)
+
+
+# --- beta end points --------------------------------------------------------------------------------------------
+
+
+def test_beta_end_points_are_the_two_kls() -> None:
+    student, teacher, mask = draw(ODD_SHAPE, seed=13, scale=2.0)
+    q, p = reference.probs(student), reference.probs(teacher)
+    forward = reference.reduce(reference.kl(p, q), mask, "none")
+    reverse = reference.reduce(reference.kl(q, p), mask, "none")
+    for value in (
+        generalized_jsd(student, teacher, mask, beta=0.0, reduction="none"),
+        masked_kl(student, teacher, mask, direction="forward", reduction="none"),
+        forward_kl(student, teacher, mask, reduction="none"),
+    ):
+        torch.testing.assert_close(value, forward, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+    for value in (
+        generalized_jsd(student, teacher, mask, beta=1.0, reduction="none"),
+        masked_kl(student, teacher, mask, direction="reverse", reduction="none"),
+        reverse_kl(student, teacher, mask, reduction="none"),
+    ):
+        torch.testing.assert_close(value, reverse, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+    assert (forward - reverse).abs().max() > 0.1  # the two directions really differ on these inputs
+
+
+@pytest.mark.parametrize("beta", [1e-3, 1e-6, 1 - 1e-3, 1 - 1e-6])
+def test_interior_jsd_vanishes_towards_the_end_points(beta: float) -> None:
+    student, teacher, _ = draw(ODD_SHAPE, seed=14, scale=2.0)
+    jsd = generalized_jsd(student, teacher, beta=beta, reduction="none")
+    assert (jsd <= 10 * min(beta, 1 - beta)).all()  # JSD_beta = O(beta (1 - beta)), far below either KL
+    torch.testing.assert_close(
+        jsd, reference.generalized_jsd(student, teacher, beta=beta), atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL
+    )
+    assert forward_kl(student, teacher) > 0.5 and reverse_kl(student, teacher) > 0.5
+
+
+# --- sparse (top-k) teachers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_top_k_with_every_id_equals_the_dense_loss(beta: float) -> None:
+    student, teacher, mask = draw(ODD_SHAPE, seed=15, scale=2.0)
+    sparse = top_k(teacher, ODD_SHAPE[-1])
+    torch.testing.assert_close(
+        generalized_jsd(student, sparse, mask, beta=beta, reduction="none"),
+        generalized_jsd(student, teacher, mask, beta=beta, reduction="none"),
+        atol=FLOAT64_ATOL,
+        rtol=FLOAT64_RTOL,
+    )
+    leaf = student.requires_grad_()
+    sparse_grad = torch.autograd.grad(generalized_jsd(leaf, sparse, mask, beta=beta), leaf)[0]
+    dense_grad = torch.autograd.grad(generalized_jsd(leaf, teacher, mask, beta=beta), leaf)[0]
+    torch.testing.assert_close(sparse_grad, dense_grad, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=shapes, seed=seeds, beta=betas, data=st.data())
+def test_top_k_matches_the_bucket_reference(shape: tuple[int, int, int], seed: int, beta: float, data: Any) -> None:
+    # k < V: with every id listed, the plain reference's tails are rounding noise (k = V is tested against dense)
+    student, teacher, mask = draw(shape, seed, scale=2.0)
+    sparse = top_k(teacher, data.draw(st.integers(1, max(1, shape[-1] - 1)), label="k"))
+    values = reference.generalized_jsd_topk(student, sparse.ids, sparse.logprobs, beta=beta)
+    torch.testing.assert_close(
+        generalized_jsd(student, sparse, mask, beta=beta, reduction="none"),
+        reference.reduce(values, mask, "none"),
+        atol=FLOAT64_ATOL,
+        rtol=FLOAT64_RTOL,
+    )
+
+
+def test_top_k_ids_are_ignored_where_masked() -> None:
+    student, teacher, mask = draw(ODD_SHAPE, seed=16)
+    sparse = top_k(teacher, 3)
+    padded = TopK(ids=torch.where(mask[..., None], sparse.ids, -7), logprobs=sparse.logprobs)  # padding ids
+    torch.testing.assert_close(forward_kl(student, padded, mask), forward_kl(student, sparse, mask))
+
+
+# --- chunking ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 10_000])
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_chunking_changes_neither_values_nor_gradients(loss: Loss, chunk_size: int) -> None:
+    student, teacher, mask = draw(ODD_SHAPE, seed=17)
+    sparse = loss.teacher(teacher)
+    torch.testing.assert_close(
+        loss(student, sparse, mask, reduction="none", chunk_size=chunk_size),
+        loss(student, sparse, mask, reduction="none"),
+        atol=FLOAT64_ATOL,
+        rtol=FLOAT64_RTOL,
+    )
+    torch.testing.assert_close(
+        student_grad(loss, student, sparse, mask, chunk_size=chunk_size),
+        student_grad(loss, student, sparse, mask),
+        atol=FLOAT64_ATOL,
+        rtol=FLOAT64_RTOL,
+    )
+
+
+# --- -inf logits ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", DENSE_LOSSES)
+def test_shared_minus_inf_entries_drop_out_of_the_loss(loss: Loss) -> None:
+    student, teacher, mask = draw(ODD_SHAPE, seed=18)
+    banned = torch.zeros(ODD_SHAPE[-1], dtype=torch.bool)
+    banned[[0, 4, 5]] = True
+    leaf = student.masked_fill(banned, -INF).requires_grad_()
+    value = loss(leaf, teacher.masked_fill(banned, -INF), mask, reduction="none")
+    torch.testing.assert_close(value, loss(student[..., ~banned], teacher[..., ~banned], mask, reduction="none"))
+    (grad,) = torch.autograd.grad(value.sum(), leaf)
+    assert torch.isfinite(grad).all() and (grad[..., banned] == 0).all()
+
+
+def test_minus_inf_on_one_side_only() -> None:
+    student, teacher = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0.0, 1.0, -INF])
+    assert torch.isfinite(forward_kl(student, teacher))  # the teacher's zero costs nothing in KL(teacher || student)
+    assert torch.isfinite(generalized_jsd(student, teacher, beta=0.5))
+    assert reverse_kl(student, teacher) == INF  # the student puts mass where the teacher has none
+
+
+def test_check_finite_false_skips_the_check() -> None:
+    student = torch.tensor([[0.0, math.nan], [0.0, 1.0]])
+    values = forward_kl(student, torch.zeros(2, 2), reduction="none", check_finite=False)
+    assert values[0].isnan() and values[1].isfinite()
+
+
+# --- bad input: a typed error naming the argument ---------------------------------------------------------------
+
+S = torch.zeros(2, 3, 5)
+
+
+def with_nan(x: torch.Tensor) -> torch.Tensor:
+    return x.index_put((torch.tensor(1), torch.tensor(2), torch.tensor(0)), torch.tensor(math.nan))
+
+
+def sparse(ids: list[int], k: int = 2) -> TopK:
+    return TopK(ids=torch.tensor(ids).expand(2, 3, k), logprobs=torch.full((2, 3, k), -1.0))
+
+
+BAD_INPUTS = {
+    "batch size": (lambda: generalized_jsd(S, torch.zeros(3, 3, 5)), AlignmentError, "teacher_logits"),
+    "vocab size": (lambda: masked_kl(S, torch.zeros(2, 3, 6)), AlignmentError, "teacher_logits"),
+    "nan student": (lambda: generalized_jsd(with_nan(S), S), AlignmentError, "student_logits.*NaN"),
+    "+inf teacher": (
+        lambda: masked_kl(S, S.index_fill(-1, torch.tensor(1), INF)),
+        AlignmentError,
+        r"teacher_logits.*\+inf",
+    ),
+    "all -inf row": (
+        lambda: generalized_jsd(S.index_fill(1, torch.tensor(2), -INF), S),
+        AlignmentError,
+        "student_logits.*only -inf",
+    ),
+    "nan top-k": (
+        lambda: forward_kl(S, TopK(ids=sparse([0, 1]).ids, logprobs=with_nan(torch.zeros(2, 3, 2)))),
+        AlignmentError,
+        "logprobs",
+    ),
+    "integer logits": (lambda: generalized_jsd(S.long(), S), TypeError, "student_logits"),
+    "teacher type": (lambda: generalized_jsd(S, S.numpy()), TypeError, "teacher_logits"),  # type: ignore[arg-type]
+    "mask shape": (lambda: generalized_jsd(S, S, torch.ones(2, 5, dtype=torch.bool)), AlignmentError, "mask"),
+    "mask dtype": (lambda: masked_kl(S, S, torch.ones(2, 3)), TypeError, "mask"),
+    "mask labels": (lambda: masked_kl(S, S, torch.full((2, 3), -100)), TypeError, "mask"),
+    "temperature 0": (lambda: generalized_jsd(S, S, temperature=0.0), AlignmentError, "temperature"),
+    "temperature < 0": (lambda: masked_kl(S, S, temperature=-1.0), AlignmentError, "temperature"),
+    "temperature nan": (lambda: masked_kl(S, S, temperature=math.nan), AlignmentError, "temperature"),
+    "beta < 0": (lambda: generalized_jsd(S, S, beta=-0.1), AlignmentError, "beta"),
+    "beta > 1": (lambda: generalized_jsd(S, S, beta=1.5), AlignmentError, "beta"),
+    "beta nan": (lambda: generalized_jsd(S, S, beta=math.nan), AlignmentError, "beta"),
+    "id too large": (lambda: generalized_jsd(S, sparse([0, 5])), AlignmentError, "ids.*id 5"),
+    "id negative": (lambda: reverse_kl(S, sparse([-1, 2])), AlignmentError, "ids.*id -1"),
+    "id repeated": (lambda: forward_kl(S, sparse([3, 3])), AlignmentError, "ids.*distinct"),
+    "k > V": (lambda: forward_kl(S, sparse([0, 1, 2, 3, 4, 0], k=6)), AlignmentError, "ids.*k"),
+    "top-k positions": (
+        lambda: forward_kl(S, TopK(ids=torch.zeros(2, 4, 1, dtype=torch.long), logprobs=torch.zeros(2, 4, 1))),
+        AlignmentError,
+        "ids",
+    ),
+    "top-k temperature": (lambda: forward_kl(S, sparse([0, 1]), temperature=2.0), AlignmentError, "temperature"),
+    "top-k grad": (
+        lambda: forward_kl(S, TopK(ids=sparse([0, 1]).ids, logprobs=torch.zeros(2, 3, 2, requires_grad=True))),
+        AlignmentError,
+        "logprobs.*grad",
+    ),
+    "top-k ids dtype": (lambda: TopK(ids=torch.zeros(2, dtype=torch.int32), logprobs=torch.zeros(2)), TypeError, "ids"),
+    "top-k logprobs shape": (
+        lambda: TopK(ids=torch.zeros(2, dtype=torch.long), logprobs=torch.zeros(3)),
+        AlignmentError,
+        "logprobs",
+    ),
+    "direction": (lambda: masked_kl(S, S, direction="backward"), AlignmentError, "direction"),  # type: ignore[arg-type]
+    "reduction": (lambda: masked_kl(S, S, reduction="avg"), AlignmentError, "reduction"),  # type: ignore[arg-type]
+    "num_items with sum": (lambda: masked_kl(S, S, reduction="sum", num_items=3), AlignmentError, "num_items"),
+    "chunk_size": (lambda: masked_kl(S, S, chunk_size=0), AlignmentError, "chunk_size"),
+}
+
+
+@pytest.mark.parametrize(("call", "error", "pattern"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_raises_a_typed_error_naming_the_argument(
+    call: Callable[[], object], error: type[Exception], pattern: str
+) -> None:
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+def test_value_errors_are_value_errors() -> None:
+    assert issubclass(AlignmentError, ValueError)
+    with pytest.raises(ValueError, match="beta"):
+        generalized_jsd(S, S, beta=2.0)
