@@ -8,6 +8,7 @@ and match vocabularies by bytes (:func:`vocab_map`).
 from __future__ import annotations
 
 from alignment.align import align_renderings, align_spans
+from alignment.crossvocab import chunk_likelihood_loss, project_logprobs, token_logprobs
 from alignment.errors import (
     AlignmentError,
     ContentRewrittenError,
@@ -17,10 +18,11 @@ from alignment.errors import (
     TokenizerError,
 )
 from alignment.losses import TopK, forward_kl, generalized_jsd, masked_kl, reverse_kl
-from alignment.render import render, render_chat, render_completion
+from alignment.render import render, render_chat, render_completion, render_prompt
 from alignment.spans import decode_bytes, token_byte_spans
-from alignment.types import ChatMessage, Chunks, Rendering, Span, TokenAlignment, VocabMap
-from alignment.vocab import end_of_turn_id, vocab_map
+from alignment.teacher import TeacherBatch, align_teacher_logits, prepare_teacher_batch, same_template
+from alignment.types import ChatMessage, Chunks, Rendering, Span, TokenAlignment, VocabMap, VocabProjection
+from alignment.vocab import end_of_turn_id, vocab_map, vocab_projection
 
 __version__ = "0.1.0"
 
@@ -32,24 +34,34 @@ __all__ = [
     "ExampleError",
     "Rendering",
     "Span",
+    "TeacherBatch",
     "TemplateError",
     "TextMismatchError",
     "TokenAlignment",
     "TokenizerError",
     "TopK",
     "VocabMap",
+    "VocabProjection",
     "__version__",
     "align_renderings",
     "align_spans",
+    "align_teacher_logits",
+    "chunk_likelihood_loss",
     "decode_bytes",
     "end_of_turn_id",
     "forward_kl",
     "generalized_jsd",
     "masked_kl",
+    "prepare_teacher_batch",
+    "project_logprobs",
     "render",
     "render_chat",
     "render_completion",
+    "render_prompt",
     "reverse_kl",
+    "same_template",
     "token_byte_spans",
+    "token_logprobs",
     "vocab_map",
+    "vocab_projection",
 ]

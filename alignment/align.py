@@ -5,6 +5,8 @@ Everything here is vectorised numpy over half-open ``[start, stop)`` byte spans;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -209,22 +211,52 @@ def align_renderings(
             f"the student rendering trains {len(student.trained_messages)} turn(s) and the teacher "
             f"{len(teacher.trained_messages)}: render both with the same mode and turns= option"
         )
-    parts_s, parts_t = [], []
-    base = 0
+    turns_s, turns_t = [], []
     for turn in range(len(student.trained_messages)):
         low_s, low_t, length = _common_content(student, teacher, turn)
-        first_s = int(np.searchsorted(student.byte_offsets[:, 1], low_s, side="right"))
-        first_t = int(np.searchsorted(teacher.byte_offsets[:, 1], low_t, side="right"))
-        ends = (first_s > 0 and first_t > 0, end_of_turn == "pair")  # a turn start needs a token on both sides
-        parts_s.append(_turn_tokens(student, turn, first_s, low_s, length, base, ends))
-        parts_t.append(_turn_tokens(teacher, turn, first_t, low_t, length, base, ends))
-        base += length + 2
+        turns_s.append(Turn(student.byte_offsets, low_s, length, student.end_of_turn[turn]))
+        turns_t.append(Turn(teacher.byte_offsets, low_t, length, teacher.end_of_turn[turn]))
+    return align_turns(turns_s, turns_t, end_of_turn=end_of_turn)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One trained turn of one side, for :func:`align_turns`.
+
+    ``offsets`` are the side's token byte spans in its own coordinates, ``[low, low + length)`` the content
+    bytes both sides kept, and ``end_of_turn`` the index of the closing token (``None`` for an unfinished turn).
+    """
+
+    offsets: np.ndarray
+    low: int
+    length: int
+    end_of_turn: int | None
+
+
+def align_turns(
+    student: Sequence[Turn], teacher: Sequence[Turn], *, end_of_turn: Literal["pair", "exclude"] = "pair"
+) -> TokenAlignment:
+    """Align matching turns of two sides in one shared coordinate system (see :func:`align_renderings`).
+
+    Turn ``k`` of both sides must keep the same content length. A turn start takes part only where both sides
+    have a token before the content, an end of turn only where both turns are closed.
+    """
+    parts_s, parts_t = [], []
+    base = 0
+    for turn_s, turn_t in zip(student, teacher, strict=True):
+        first_s = int(np.searchsorted(turn_s.offsets[:, 1], turn_s.low, side="right"))
+        first_t = int(np.searchsorted(turn_t.offsets[:, 1], turn_t.low, side="right"))
+        closed = turn_s.end_of_turn is not None and turn_t.end_of_turn is not None
+        ends = (first_s > 0 and first_t > 0, end_of_turn == "pair" and closed)
+        parts_s.append(_turn_tokens(turn_s, first_s, base, ends))
+        parts_t.append(_turn_tokens(turn_t, first_t, base, ends))
+        base += turn_s.length + 2
     index_s, spans_s = _concat(parts_s)
     index_t, spans_t = _concat(parts_t)
     local = align_spans(spans_s, spans_t)
     chunks = local.chunks
     return TokenAlignment(
-        pairs=np.stack([index_s[local.pairs[:, 0]], index_t[local.pairs[:, 1]]], axis=1),
+        pairs=np.stack([index_s[local.pairs[:, 0]], index_t[local.pairs[:, 1]]], axis=1).reshape(-1, 2),
         chunks=Chunks(
             student=_index_ranges(index_s, chunks.student),
             teacher=_index_ranges(index_t, chunks.teacher),
@@ -257,24 +289,22 @@ def _common_content(student: Rendering, teacher: Rendering, turn: int) -> tuple[
     return low_s, low_t, length
 
 
-def _turn_tokens(
-    rendering: Rendering, turn: int, first: int, low: int, length: int, base: int, ends: tuple[bool, bool]
-) -> tuple[np.ndarray, np.ndarray]:
+def _turn_tokens(turn: Turn, first: int, base: int, ends: tuple[bool, bool]) -> tuple[np.ndarray, np.ndarray]:
     """Token indices of one turn (turn start, content, end of turn) and their spans in shared coordinates.
 
-    ``first`` is the first token ending after ``low``; ``ends`` says whether the turn start and the end of
-    turn take part. The turn start covers virtual byte ``base``, the content starts at ``base + 1``.
+    ``first`` is the first token ending after the content start; ``ends`` says whether the turn start and the
+    end of turn take part. The turn start covers virtual byte ``base``, the content starts at ``base + 1``.
     """
     with_start, with_end = ends
-    high = low + length
-    stop = int(np.searchsorted(rendering.byte_offsets[:, 0], high, side="left"))
-    content = np.clip(rendering.byte_offsets[first:stop], low, high) - low + base + 1
+    low, high = turn.low, turn.low + turn.length
+    stop = int(np.searchsorted(turn.offsets[:, 0], high, side="left"))
+    content = np.clip(turn.offsets[first:stop], low, high) - low + base + 1
     indices = [np.array([first - 1] if with_start else [], dtype=np.int64), np.arange(first, stop)]
     spans = [np.array([[base, base + 1]] if with_start else [], dtype=np.int64).reshape(-1, 2), content]
-    if with_end:
-        indices.append(np.array([rendering.end_of_turn[turn]]))
-        spans.append(np.array([[base + 1 + length, base + 2 + length]]))
-    return np.concatenate(indices).astype(np.int64), np.concatenate(spans).astype(np.int64)
+    if with_end and turn.end_of_turn is not None:
+        indices.append(np.array([turn.end_of_turn]))
+        spans.append(np.array([[base + 1 + turn.length, base + 2 + turn.length]]))
+    return np.concatenate(indices).astype(np.int64), np.concatenate(spans).astype(np.int64).reshape(-1, 2)
 
 
 def _concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from alignment.align import align_renderings
-from alignment.render import render
+from alignment.errors import AlignmentError, ExampleError
+from alignment.render import Mode, render
 from alignment.types import Rendering, TokenAlignment
 from alignment.vocab import vocab_map
 
@@ -94,11 +95,11 @@ def _pair_table(student: Rendering, teacher: Rendering, alignment: TokenAlignmen
     return rows
 
 
-def inspect(student_name: str, teacher_name: str, example: dict[str, Any], *, mode: str, limit: int = 60) -> str:
+def inspect(student_name: str, teacher_name: str, example: dict[str, Any], *, mode: Mode, limit: int = 60) -> str:
     """The side-by-side report as markdown text."""
     student_tok, teacher_tok = load_tokenizer(student_name), load_tokenizer(teacher_name)
-    student = render(student_tok, example, mode=mode)  # type: ignore[arg-type]
-    teacher = render(teacher_tok, example, mode=mode)  # type: ignore[arg-type]
+    student = render(student_tok, example, mode=mode)
+    teacher = render(teacher_tok, example, mode=mode)
     alignment = align_renderings(student, teacher)
     vocab = vocab_map(student_tok, teacher_tok)
     specials = ", ".join(
@@ -129,7 +130,14 @@ def _read_example(path: str | None) -> dict[str, Any]:
     if path is None:
         return DEFAULT_EXAMPLE
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {"messages": data} if isinstance(data, list) else dict(data)
+    if isinstance(data, list):
+        return {"messages": data}
+    if not isinstance(data, dict):
+        raise ExampleError(
+            f"{path} must hold a JSON list of messages or an object with 'messages' or 'prompt' and 'completion', "
+            f"got a JSON {type(data).__name__}"
+        )
+    return data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,8 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect_cmd.add_argument("--mode", default="auto", choices=["auto", "chat", "completion"])
     inspect_cmd.add_argument("--limit", type=int, default=60, help="chunks to list (default 60)")
     args = parser.parse_args(argv)
-    from alignment.errors import AlignmentError
-
     try:
         report = inspect(args.student, args.teacher, _read_example(args.example), mode=args.mode, limit=args.limit)
     except (AlignmentError, OSError, json.JSONDecodeError) as error:

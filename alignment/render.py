@@ -26,7 +26,7 @@ from alignment.errors import ContentRewrittenError, ExampleError, TemplateError,
 from alignment.spans import Segment, char_to_byte, encode_segments
 from alignment.types import Rendering
 
-__all__ = ["render", "render_chat", "render_completion"]
+__all__ = ["prompt_messages", "render", "render_chat", "render_completion", "render_prompt"]
 
 Mode = Literal["auto", "chat", "completion"]
 Turns = Literal["all", "last"]
@@ -310,16 +310,17 @@ def _render_plain(
     roles: Sequence[str],
     prompt: Sequence[tuple[str, bool]],
     separator: str,
-    completion: str,
+    completion: str | None,
 ) -> Rendering:
     """BOS, the prompt pieces (those flagged ``True`` are messages, located in order), separator, completion, EOS.
 
-    The prompt and the separator plus completion are one plain segment each.
+    The prompt and the separator plus completion are one plain segment each. With ``completion=None`` only
+    the BOS and the prompt are rendered (a prompt to sample from; nothing is trained).
     """
     info = tokenizer_info(tokenizer)
-    if not completion:
+    if completion == "":
         raise ExampleError("the completion is empty: there is no text to compare; drop the sample")
-    if info.eos_id is None:
+    if completion is not None and info.eos_id is None:
         raise TokenizerError(f"{info.name} has no EOS token to close the completion; set tokenizer.eos_token")
     segments: list[Segment] = []
     cursor = 0
@@ -334,30 +335,97 @@ def _render_plain(
             spans.append((cursor, cursor + len(piece)))
         cursor += len(piece)
     segments.append((prompt_start, cursor, None))
-    spans.append((cursor + len(separator), cursor + len(separator) + len(completion)))
-    segments.append((cursor, spans[-1][1], None))
-    eos = info.token_bytes[info.eos_id].decode()
-    segments.append((spans[-1][1], spans[-1][1] + len(eos), info.eos_id))
     bos = "".join(info.token_bytes[token].decode() for token in info.bos_prefix)
-    text = bos + "".join(piece for piece, _ in prompt) + separator + completion + eos
+    text = bos + "".join(piece for piece, _ in prompt)
+    trained: tuple[int, ...] = ()
+    if completion is not None:
+        assert info.eos_id is not None
+        spans.append((cursor + len(separator), cursor + len(separator) + len(completion)))
+        segments.append((cursor, spans[-1][1], None))
+        eos = info.token_bytes[info.eos_id].decode()
+        segments.append((spans[-1][1], spans[-1][1] + len(eos), info.eos_id))
+        text += separator + completion + eos
+        trained = (len(spans) - 1,)
     segments = [s for s in segments if s[2] is not None or s[0] < s[1]]
-    trims = [(0, 0)] * len(spans)
-    return _assemble(tokenizer, text, "completion", roles, spans, trims, (len(spans) - 1,), segments)
+    return _assemble(tokenizer, text, "completion", roles, spans, [(0, 0)] * len(spans), trained, segments)
+
+
+def _plain_prompt(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool]]:
+    """Turns as ``"Role: content\\n\\n"`` blocks, then ``"Assistant:"``; content pieces are flagged ``True``."""
+    prompt: list[tuple[str, bool]] = []
+    for message in messages:
+        prompt += [(f"{message['role'].capitalize()}: ", False), (message["content"], True), ("\n\n", False)]
+    return [*prompt, ("Assistant:", False)]
 
 
 def _render_messages_plain(tokenizer: FastTokenizer, messages: list[dict[str, Any]]) -> Rendering:
-    """Earlier turns as ``"Role: content\\n\\n"`` blocks, then ``"Assistant: "`` and the last message."""
+    """The plain layout of the earlier turns, then ``" "`` and the last message as the completion."""
     if messages[-1]["role"] != "assistant":
         raise ExampleError(
             "in completion mode the last message is the completion and must be an assistant turn, "
             f"got role {messages[-1]['role']!r}"
         )
-    prompt: list[tuple[str, bool]] = []
-    for message in messages[:-1]:
-        prompt += [(f"{message['role'].capitalize()}: ", False), (message["content"], True), ("\n\n", False)]
-    prompt.append(("Assistant:", False))
     roles = [m["role"] for m in messages]
-    return _render_plain(tokenizer, roles, prompt, " ", messages[-1]["content"])
+    return _render_plain(tokenizer, roles, _plain_prompt(messages[:-1]), " ", messages[-1]["content"])
+
+
+def prompt_messages(example: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The conversation a completion is sampled after: ``messages`` without trailing assistant turns."""
+    messages = _checked_messages(example["messages"])
+    while messages and messages[-1]["role"] == "assistant":
+        messages.pop()
+    if not messages:
+        raise ExampleError("the example has no turn before its assistant turns to prompt with")
+    return messages
+
+
+def render_prompt(
+    tokenizer: FastTokenizer,
+    example: Mapping[str, Any],
+    *,
+    mode: Mode = "auto",
+    chat_template: str | None = None,
+    **template_kwargs: Any,
+) -> Rendering:
+    """Render the prompt of ``example`` to sample a completion from, in the tokenizer's own format.
+
+    Chat mode renders ``messages`` without trailing assistant turns, with the template's generation prompt
+    (or the ``prompt`` text as one user turn). Completion mode renders BOS and the ``prompt`` text, or the plain
+    layout of the messages ending in ``"Assistant:"``. Nothing is trained (``completion_mask`` is all False).
+
+    Examples:
+        >>> from alignment.cli import load_tokenizer
+        >>> example = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
+        >>> render_prompt(load_tokenizer("mistral_v3"), example).text
+        '<s>[INST] 2+2?[/INST]'
+        >>> render_prompt(load_tokenizer("mistral_v3"), example, mode="completion").text
+        '<s>User: 2+2?\\n\\nAssistant:'
+    """
+    has_messages = example.get("messages") is not None
+    if _resolve_mode(tokenizer, example, mode, chat_template) == "completion":
+        if example.get("prompt") is not None:
+            return _render_plain(tokenizer, ("prompt",), [(_plain_text(example["prompt"], "prompt"), True)], "", None)
+        messages = prompt_messages(example)
+        return _render_plain(tokenizer, [m["role"] for m in messages], _plain_prompt(messages), "", None)
+    messages = (
+        prompt_messages(example)
+        if has_messages
+        else [{"role": "user", "content": _plain_text(example["prompt"], "prompt")}]
+    )
+    return render_chat(tokenizer, messages, add_generation_prompt=True, chat_template=chat_template, **template_kwargs)
+
+
+def _resolve_mode(tokenizer: FastTokenizer, example: Any, mode: str, chat_template: str | None) -> str:
+    """Check ``mode`` and ``example``'s shape; resolve ``"auto"`` by whether a chat template exists."""
+    if mode not in ("auto", "chat", "completion"):
+        raise ValueError(f"mode must be 'auto', 'chat' or 'completion', got {mode!r}")
+    if not isinstance(example, Mapping):
+        raise ExampleError(f"example must be a dict, got {type(example).__name__}")
+    if example.get("messages") is None and example.get("prompt") is None:
+        raise ExampleError(f"example needs 'messages' or both 'prompt' and 'completion'; it has keys {sorted(example)}")
+    if mode == "auto":
+        return "chat" if chat_template or getattr(tokenizer, "chat_template", None) else "completion"
+    return mode
 
 
 def render(
@@ -402,17 +470,12 @@ def render(
         >>> render(load_tokenizer("smollm2"), example, mode="completion").text
         "Reverse 'abc'.cba<|im_end|>"
     """
-    if mode not in ("auto", "chat", "completion"):
-        raise ValueError(f"mode must be 'auto', 'chat' or 'completion', got {mode!r}")
-    if not isinstance(example, Mapping):
-        raise ExampleError(f"example must be a dict, got {type(example).__name__}")
+    resolved = _resolve_mode(tokenizer, example, mode, chat_template)
     has_messages = example.get("messages") is not None
     has_text = example.get("prompt") is not None and example.get("completion") is not None
     if not (has_messages or has_text):
         raise ExampleError(f"example needs 'messages' or both 'prompt' and 'completion'; it has keys {sorted(example)}")
-    if mode == "auto":
-        mode = "chat" if chat_template or getattr(tokenizer, "chat_template", None) else "completion"
-    if mode == "completion":
+    if resolved == "completion":
         if has_text:
             return render_completion(tokenizer, example["prompt"], example["completion"])
         return _render_messages_plain(tokenizer, _checked_messages(example["messages"]))

@@ -10,7 +10,7 @@ from typing import Literal, TypedDict
 
 import numpy as np
 
-__all__ = ["ChatMessage", "Chunks", "Rendering", "Role", "Span", "TokenAlignment", "VocabMap"]
+__all__ = ["ChatMessage", "Chunks", "Rendering", "Role", "Span", "TokenAlignment", "VocabMap", "VocabProjection"]
 
 Span = tuple[int, int]  # half-open [start, stop)
 Role = Literal["system", "user", "assistant", "tool"]
@@ -192,3 +192,31 @@ class VocabMap:
     def teacher_shared(self) -> float:
         """Share of the teacher vocabulary with an identical student entry."""
         return len(np.unique(self.pairs[:, 1])) / self.teacher_size if self.teacher_size else 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class VocabProjection:
+    """A common event space for two vocabularies: each token of either side belongs to one class.
+
+    A next-token distribution over either vocabulary becomes a distribution over ``num_classes`` classes by
+    summing the probabilities of each class's members; the two projected distributions are then comparable
+    with any same-vocabulary loss.
+
+    Attributes:
+        student_classes: ``(V,)`` int64 class of each student token.
+        teacher_classes: ``(W,)`` int64 class of each teacher token.
+        num_classes: ``C``. Class ``C - 2`` holds the end-of-turn and EOS tokens of both sides (paired by role),
+            class ``C - 1`` everything without a counterpart; the others are byte strings in both vocabularies.
+        kind: ``"prefix"``: a token's class is the longest byte string in both vocabularies that starts it
+            (Llama's ``123`` shares the class of Qwen's ``1``); ``"exact"``: only identical byte strings share
+            a class, all other tokens go to the last class (one tail bucket).
+    """
+
+    student_classes: np.ndarray
+    teacher_classes: np.ndarray
+    num_classes: int
+    kind: Literal["prefix", "exact"]
+
+    def __post_init__(self) -> None:
+        _frozen(self.student_classes, dtype=np.int64, ndim=1, name="student_classes")
+        _frozen(self.teacher_classes, dtype=np.int64, ndim=1, name="teacher_classes")

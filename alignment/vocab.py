@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
-from alignment._tokenizer import FastTokenizer, tokenizer_info
+from alignment._tokenizer import FastTokenizer, TokenizerInfo, tokenizer_info
 from alignment.errors import AlignmentError
 from alignment.render import render_chat
-from alignment.types import VocabMap
+from alignment.types import VocabMap, VocabProjection
 
-__all__ = ["end_of_turn_id", "vocab_map"]
+__all__ = ["end_of_turn_id", "vocab_map", "vocab_projection"]
 
 
 def end_of_turn_id(tokenizer: FastTokenizer) -> int | None:
@@ -96,3 +97,81 @@ def vocab_map(student_tokenizer: FastTokenizer, teacher_tokenizer: FastTokenizer
         student_size=student.vocab_size,
         teacher_size=teacher.vocab_size,
     )
+
+
+def vocab_projection(
+    student_tokenizer: FastTokenizer, teacher_tokenizer: FastTokenizer, *, kind: Literal["prefix", "exact"] = "prefix"
+) -> VocabProjection:
+    """Classes that make next-token distributions over two vocabularies comparable.
+
+    The anchors are the byte strings both vocabularies hold as ordinary tokens. With ``kind="prefix"`` every
+    token joins the class of the longest anchor its bytes begin with, so a token that exists on one side only is
+    still credited: Llama 3 writes ``123`` as one token while Qwen splits every digit, and the class of ``1``
+    then holds Llama's ``1``, ``12``, ``123``, … and Qwen's ``1``. Projected, the KL between the two
+    distributions is the KL between the probabilities of *how the next text begins*. With ``kind="exact"``
+    only identical byte strings share a class and everything else is one tail bucket (the common
+    shared-vocabulary loss, which punishes a student for preferring a token the teacher lacks).
+
+    The end-of-turn and EOS tokens of both sides share one class (paired by role); every other control token,
+    and any token without an anchor, goes to a last "other" class, so each projection is a proper
+    distribution.
+
+    Args:
+        student_tokenizer: the student's Hugging Face fast tokenizer (``V`` tokens).
+        teacher_tokenizer: the teacher's Hugging Face fast tokenizer (``W`` tokens).
+        kind: ``"prefix"`` (default) or ``"exact"``.
+
+    Returns:
+        A :class:`~alignment.VocabProjection`.
+
+    Examples:
+        >>> from alignment.cli import load_tokenizer
+        >>> student, teacher = load_tokenizer("mistral_v3"), load_tokenizer("smollm2")
+        >>> p = vocab_projection(student, teacher)
+        >>> the = p.teacher_classes[teacher.convert_tokens_to_ids("Ġthe")]
+        >>> sorted(t for t, i in student.get_vocab().items() if p.student_classes[i] == the)  # no '▁theoret' twin
+        ['▁the', '▁theoret']
+    """
+    if kind not in ("prefix", "exact"):
+        raise ValueError(f"kind must be 'prefix' or 'exact', got {kind!r}")
+    student, teacher = tokenizer_info(student_tokenizer), tokenizer_info(teacher_tokenizer)
+    stops = (
+        {end_of_turn_id(student_tokenizer), student.eos_id} - {None},
+        {end_of_turn_id(teacher_tokenizer), teacher.eos_id} - {None},
+    )
+    student_classes, teacher_classes, count = _classes(student, teacher, kind, stops)
+    return VocabProjection(
+        student_classes=student_classes, teacher_classes=teacher_classes, num_classes=count, kind=kind
+    )
+
+
+@lru_cache(maxsize=32)
+def _anchor_index(student: TokenizerInfo, teacher: TokenizerInfo) -> dict[bytes, int]:
+    ordinary_s = {b for b, c in zip(student.token_bytes, student.is_control, strict=True) if b and not c}
+    shared = {b for b, c in zip(teacher.token_bytes, teacher.is_control, strict=True) if b and not c} & ordinary_s
+    return {anchor: index for index, anchor in enumerate(sorted(shared))}
+
+
+def _classes(
+    student: TokenizerInfo, teacher: TokenizerInfo, kind: str, stops: tuple[set[int | None], set[int | None]]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    anchors = _anchor_index(student, teacher)
+    stop_class, other = len(anchors), len(anchors) + 1
+
+    def classify(info: TokenizerInfo, stop_ids: set[int | None]) -> np.ndarray:
+        classes = np.full(info.vocab_size, other, dtype=np.int64)
+        for token, (data, control) in enumerate(zip(info.token_bytes, info.is_control, strict=True)):
+            if token in stop_ids:
+                classes[token] = stop_class
+            elif data and not control:
+                if kind == "exact":
+                    classes[token] = anchors.get(data, other)
+                    continue
+                for end in range(len(data), 0, -1):
+                    found = anchors.get(data[:end])
+                    if found is not None:
+                        classes[token] = found
+                        break
+        return classes
+
+    return classify(student, stops[0]), classify(teacher, stops[1]), len(anchors) + 2

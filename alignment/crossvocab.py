@@ -1,0 +1,217 @@
+r"""Losses across two vocabularies: projected next-token distributions, and chunk likelihoods (torch).
+
+Two ways to compare a student and a teacher that do not share a vocabulary, at the positions
+:func:`~alignment.prepare_teacher_batch` aligned:
+
+* :func:`project_logprobs` maps both next-token distributions onto the classes of a
+  :class:`~alignment.VocabProjection`; any same-vocabulary loss (:func:`~alignment.generalized_jsd`,
+  :func:`~alignment.masked_kl`) then applies. Needs the teacher's full distribution (dense logits).
+* :func:`chunk_likelihood_loss` compares, chunk by chunk, how likely each model finds the same piece of text
+  (ALM-style). Needs only the log-probabilities of the tokens actually read, so it works with an inference
+  server that returns only the sampled tokens' logprobs.
+
+Which to use: the prefix projection when the teacher's logits are at hand (it credits a student token the
+teacher lacks, such as Llama's three-digit numbers, with the teacher's probability of how that text begins);
+the exact projection only when both vocabularies largely coincide; chunk likelihoods for served teachers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from alignment._checks import check_floating, check_in_range, upcast
+from alignment.errors import AlignmentError
+from alignment.losses import Reduction
+from alignment.types import VocabProjection
+
+__all__ = ["chunk_likelihood_loss", "project_logprobs", "token_logprobs"]
+
+
+def _class_index(classes: torch.Tensor, width: int, num_classes: int, name: str) -> torch.Tensor:
+    if width < len(classes):
+        raise AlignmentError(
+            f"{name} have {width} entries in the last axis but the tokenizer has {len(classes)} tokens; "
+            "the logits must cover the whole vocabulary"
+        )
+    padding = torch.full((width - len(classes),), num_classes - 1, dtype=torch.int64)  # padded rows: "other"
+    return torch.cat([classes, padding])
+
+
+def _project(logits: torch.Tensor, index: torch.Tensor, num_classes: int, temperature: float) -> torch.Tensor:
+    probs = torch.softmax(upcast(logits) / temperature, dim=-1)
+    mass = torch.zeros((*probs.shape[:-1], num_classes), dtype=probs.dtype, device=probs.device)
+    mass = mass.index_add(-1, index.to(probs.device), probs)
+    return torch.log(mass.clamp_min(torch.finfo(mass.dtype).tiny))
+
+
+def project_logprobs(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    projection: VocabProjection,
+    *,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Both next-token distributions as log-probabilities over the projection's classes.
+
+    .. math:: \log P(c) = \log \sum_{v:\ \mathrm{class}(v) = c} \mathrm{softmax}(z/\tau)_v
+
+    Feed the pair to any same-vocabulary loss with ``temperature=1`` (the temperature is applied here); with a
+    ``"prefix"`` projection the KL between them is the KL between the two models' probabilities of how the next
+    text begins. Logits wider than the tokenizer (a padded embedding) put the extra entries in the "other" class.
+
+    Args:
+        student_logits: ``(..., V')`` float student logits, ``V' >= V``.
+        teacher_logits: ``(..., W')`` float teacher logits on the same positions (e.g. from
+            :func:`~alignment.align_teacher_logits`), ``W' >= W``.
+        projection: from :func:`~alignment.vocab_projection` of the same student and teacher tokenizers.
+        temperature: :math:`\tau > 0`, applied to both sides.
+
+    Returns:
+        ``(..., C)`` student and teacher log-probabilities (float32, float64 for float64 logits); probabilities of
+        zero are floored at the dtype's smallest normal number so the losses stay finite.
+
+    Raises:
+        AlignmentError: the logits are narrower than the vocabularies, the leading shapes differ, or
+            ``temperature`` is not positive.
+        TypeError: logits are not floating point.
+
+    Examples:
+        >>> from alignment.types import VocabProjection
+        >>> import numpy as np
+        >>> p = VocabProjection(student_classes=np.array([0, 0, 1]), teacher_classes=np.array([0, 1, 1]),
+        ...                     num_classes=2, kind="prefix")
+        >>> s, t = project_logprobs(torch.zeros(3), torch.tensor([0.0, 0.0, -1e9]), p)
+        >>> s.exp(), t.exp()
+        (tensor([0.6667, 0.3333]), tensor([0.5000, 0.5000]))
+    """
+    check_floating("student_logits", student_logits)
+    check_floating("teacher_logits", teacher_logits)
+    check_in_range("temperature", temperature, low=0.0, high=math.inf, low_open=True)
+    if student_logits.shape[:-1] != teacher_logits.shape[:-1]:
+        raise AlignmentError(
+            f"student_logits and teacher_logits must agree in all but the last axis, got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    count = projection.num_classes
+    student_index = _class_index(
+        torch.tensor(projection.student_classes), student_logits.shape[-1], count, "student_logits"
+    )
+    teacher_index = _class_index(
+        torch.tensor(projection.teacher_classes), teacher_logits.shape[-1], count, "teacher_logits"
+    )
+    return (
+        _project(student_logits, student_index, count, temperature),
+        _project(teacher_logits, teacher_index, count, temperature),
+    )
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+    r"""Log-probability of each given token: ``log_softmax(logits / τ)[..., ids]``.
+
+    Args:
+        logits: ``(..., V)`` float logits.
+        ids: ``(...)`` int64 token ids in ``[0, V)``.
+        temperature: :math:`\tau > 0`.
+
+    Returns:
+        ``(...)`` float32 (float64 for float64 logits) log-probabilities.
+
+    Examples:
+        >>> token_logprobs(torch.tensor([[0.0, 0.0]]), torch.tensor([1]))
+        tensor([-0.6931])
+    """
+    check_floating("logits", logits)
+    check_in_range("temperature", temperature, low=0.0, high=math.inf, low_open=True)
+    if ids.shape != logits.shape[:-1]:
+        raise AlignmentError(f"ids must have shape {tuple(logits.shape[:-1])}, got {tuple(ids.shape)}")
+    picked = upcast(logits).gather(-1, ids[..., None]).squeeze(-1) / temperature
+    return picked - torch.logsumexp(upcast(logits) / temperature, dim=-1)
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x < 0``, accurate on both sides of ``-log 2``."""
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def _chunk_sums(values: torch.Tensor, chunks: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example sums of ``values`` and member counts over chunk ids (``-1`` is dropped)."""
+    slot = torch.where(chunks >= 0, chunks, groups)
+    sums = torch.zeros((values.shape[0], groups + 1), dtype=values.dtype, device=values.device)
+    counts = torch.zeros((values.shape[0], groups + 1), dtype=torch.int64, device=values.device)
+    sums = sums.scatter_add(1, slot, torch.where(chunks >= 0, values, 0.0))
+    counts = counts.scatter_add(1, slot, torch.ones_like(slot))
+    return sums[:, :groups], counts[:, :groups]
+
+
+def chunk_likelihood_loss(
+    student_logprobs: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    student_chunks: torch.Tensor,
+    teacher_chunks: torch.Tensor,
+    *,
+    reduction: Reduction = "batchmean",
+) -> torch.Tensor:
+    r"""Compare how likely student and teacher find each aligned chunk of text (ALM-style).
+
+    A chunk is the smallest run of student tokens and of teacher tokens covering the same bytes (see
+    :class:`~alignment.TokenAlignment`); its log-likelihood on each side is the sum of that side's token
+    log-probabilities, :math:`\ell_s` and :math:`\ell_t`. The loss per chunk is the KL divergence between the
+    Bernoulli events "this chunk comes next" under the teacher and under the student:
+
+    .. math:: p_t (\ell_t - \ell_s) + (1 - p_t)\,\bigl(\log(1 - p_t) - \log(1 - p_s)\bigr),\quad p = e^{\ell}
+
+    It is ``0`` where the two likelihoods agree and needs only the log-probabilities of the tokens read.
+
+    Args:
+        student_logprobs: ``(B, T)`` float log-probabilities of the student's completion tokens.
+        teacher_logprobs: ``(B, S)`` float log-probabilities of the teacher's input tokens (token ``j`` scored
+            at position ``j - 1``; position 0 is never in a chunk).
+        student_chunks: ``(B, T)`` int64 chunk id of each student token, ``-1`` for none
+            (:attr:`~alignment.TeacherBatch.student_chunks`).
+        teacher_chunks: ``(B, S)`` int64 chunk id of each teacher token, ``-1`` for none.
+        reduction: ``"none"`` gives ``(B, G)`` per chunk (``0`` for absent chunks); ``"sum"``; ``"mean"`` and
+            ``"batchmean"`` average over the chunks present on both sides.
+
+    Returns:
+        The loss, float32 (float64 for float64 inputs).
+
+    References:
+        Minixhofer, Vulić and Ponti, `Universal Cross-Tokenizer Distillation via Approximate Likelihood
+        Matching <https://arxiv.org/abs/2503.20083>`_, 2025.
+
+    Examples:
+        >>> s, t = torch.log(torch.tensor([[0.5, 0.5]])), torch.log(torch.tensor([[1.0, 0.25]]))
+        >>> chunk_likelihood_loss(s, t, torch.tensor([[0, 0]]), torch.tensor([[-1, 0]]))  # same chunk prob.
+        tensor(0.)
+    """
+    check_floating("student_logprobs", student_logprobs)
+    check_floating("teacher_logprobs", teacher_logprobs)
+    for name, values, chunks in (
+        ("student", student_logprobs, student_chunks),
+        ("teacher", teacher_logprobs, teacher_chunks),
+    ):
+        if chunks.shape != values.shape or values.dim() != 2:
+            raise AlignmentError(
+                f"{name}_chunks must have the shape of {name}_logprobs, (B, length); "
+                f"got {tuple(chunks.shape)} and {tuple(values.shape)}"
+            )
+    if student_logprobs.shape[0] != teacher_logprobs.shape[0]:
+        raise AlignmentError(f"batch sizes differ: {student_logprobs.shape[0]} and {teacher_logprobs.shape[0]}")
+    groups = 1 + max((int(c.max()) for c in (student_chunks, teacher_chunks) if c.numel()), default=-1)
+    student_sum, student_count = _chunk_sums(upcast(student_logprobs), student_chunks, groups)
+    teacher_sum, teacher_count = _chunk_sums(upcast(teacher_logprobs), teacher_chunks, groups)
+    ceiling = -torch.finfo(student_sum.dtype).eps  # keeps log(1 - p) finite for chunks of probability 1
+    ell_s, ell_t = student_sum.clamp_max(ceiling), teacher_sum.clamp_max(ceiling)
+    p_t = ell_t.exp()
+    per_chunk = p_t * (ell_t - ell_s) + (1 - p_t) * (_log1mexp(ell_t) - _log1mexp(ell_s))
+    present = (student_count > 0) & (teacher_count > 0)
+    per_chunk = torch.where(present, per_chunk, 0.0)
+    if reduction == "none":
+        return per_chunk
+    if reduction == "sum":
+        return per_chunk.sum()
+    if reduction in ("mean", "batchmean"):
+        return per_chunk.sum() / present.sum().clamp_min(1)
+    raise AlignmentError(f"reduction must be one of ('none', 'sum', 'mean', 'batchmean'), got {reduction!r}")

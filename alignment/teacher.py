@@ -1,0 +1,372 @@
+"""The trainer seam: build the teacher's inputs in its own format and map its outputs onto the student.
+
+On-policy distillation step, with ``align_teacher_template=True``::
+
+    student prompt ──► student samples completion ids ──► prepare_teacher_batch ──► teacher forward
+                                                                  │                       │
+                       student logits on the completion ◄─ align_teacher_logits ◄─────────┘
+                                         └──────────── loss on batch.mask ────────────────┘
+
+Everything is indexed by the student's *completion frame*: position ``k`` holds the distribution that
+predicts completion token ``k`` (the student logits at input position ``prompt_length - 1 + k``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignment._tokenizer import FastTokenizer, tokenizer_info
+from alignment.align import Turn, align_turns
+from alignment.errors import AlignmentError, ExampleError, TokenizerError
+from alignment.render import Mode, OnDropped, prompt_messages, render, render_prompt
+from alignment.spans import decode_bytes, token_byte_spans
+from alignment.types import Rendering
+from alignment.vocab import end_of_turn_id
+
+__all__ = ["TeacherBatch", "align_teacher_logits", "prepare_teacher_batch", "same_template"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class TeacherBatch:
+    """The teacher's padded inputs and the map from its positions onto the student's completion frame.
+
+    Attributes:
+        input_ids: ``(B, S)`` int64 teacher token ids, right-padded.
+        attention_mask: ``(B, S)`` bool, ``True`` on real tokens.
+        positions: ``(B, T)`` int64: the teacher position whose next-token distribution is comparable with
+            the student's at completion frame ``k`` (both have read the same text); ``0`` where ``mask`` is False.
+        mask: ``(B, T)`` bool, ``True`` where frame ``k`` has such a teacher position. ``T`` is the longest
+            completion; frames past an example's completion are False.
+        student_chunks: ``(B, T)`` int64 chunk of each student completion token (``-1``: none), for
+            :func:`alignment.chunk_likelihood_loss`.
+        teacher_chunks: ``(B, S)`` int64 chunk of each teacher token (``-1``: none).
+        lengths: ``(B,)`` int64 completion length of each example.
+        aligned: ``False`` on the identity path (flag off, or the same tokenizer and template).
+        renderings: the teacher :class:`~alignment.Rendering` of each example (empty on the identity path).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    positions: torch.Tensor
+    mask: torch.Tensor
+    student_chunks: torch.Tensor
+    teacher_chunks: torch.Tensor
+    lengths: torch.Tensor
+    aligned: bool
+    renderings: tuple[Rendering, ...]
+
+    @property
+    def coverage(self) -> float:
+        """Share of the student's completion tokens whose predicting frame has a comparable teacher position."""
+        total = int(self.lengths.sum())
+        return int(self.mask.sum()) / total if total else 0.0
+
+
+def same_template(
+    student_tokenizer: FastTokenizer,
+    teacher_tokenizer: FastTokenizer,
+    student_template_kwargs: Mapping[str, Any] | None = None,
+    teacher_template_kwargs: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether both sides share vocabulary bytes, chat template and template variables (the identity path)."""
+    if student_tokenizer is teacher_tokenizer:
+        return dict(student_template_kwargs or {}) == dict(teacher_template_kwargs or {})
+    student, teacher = tokenizer_info(student_tokenizer), tokenizer_info(teacher_tokenizer)
+    return (
+        student.token_bytes == teacher.token_bytes
+        and student.bos_prefix == teacher.bos_prefix
+        and getattr(student_tokenizer, "chat_template", None) == getattr(teacher_tokenizer, "chat_template", None)
+        and dict(student_template_kwargs or {}) == dict(teacher_template_kwargs or {})
+    )
+
+
+def prepare_teacher_batch(
+    examples: Sequence[Mapping[str, Any]],
+    completions: Sequence[Sequence[int] | np.ndarray | torch.Tensor],
+    *,
+    student_tokenizer: FastTokenizer,
+    teacher_tokenizer: FastTokenizer,
+    align_teacher_template: bool = True,
+    prompt_ids: Sequence[Sequence[int] | np.ndarray | torch.Tensor] | None = None,
+    student_mode: Mode = "auto",
+    teacher_mode: Mode = "auto",
+    student_template_kwargs: Mapping[str, Any] | None = None,
+    teacher_template_kwargs: Mapping[str, Any] | None = None,
+    on_dropped: OnDropped = "raise",
+) -> TeacherBatch:
+    """Re-render a batch for the teacher and map its positions onto the student's completion frame.
+
+    For each example the student's sampled completion (its ids, unpadded, ending with the end-of-turn or EOS
+    token if it finished) is turned back into text: the template's own text between the generation prompt and
+    the content (Qwen3's empty ``<think>`` block, a separating space) is taken off the front, the closing token
+    off the end, and a tail cut inside a character (or the rest after an invalid UTF-8 byte) is dropped. The
+    conversation plus that text is rendered with the teacher's own template (or completion format), and the two
+    token sequences are aligned by byte offsets (:func:`~alignment.align_turns`); student frames without a
+    teacher position that read the same text are masked out. An empty completion keeps a teacher row (its prompt)
+    with every frame masked.
+
+    With ``align_teacher_template=False``, or when :func:`same_template` holds, this is the identity: the teacher
+    reads the student's own ids (``prompt_ids`` + completion; the prompts are rendered when not given) and frame
+    ``k`` maps to position ``len(prompt) - 1 + k``. Nothing else is tokenized.
+
+    Args:
+        examples: the batch's examples (``messages`` and/or ``prompt``; see :func:`~alignment.render`).
+        completions: ``B`` sequences of the student's sampled completion ids, unpadded.
+        student_tokenizer: the student's Hugging Face fast tokenizer.
+        teacher_tokenizer: the teacher's Hugging Face fast tokenizer.
+        align_teacher_template: re-render for the teacher (``True``) or feed it the student's ids (``False``).
+        prompt_ids: the student's prompt ids per example, used on the identity path.
+        student_mode: how the student's prompts were rendered (``"auto"``, ``"chat"``, ``"completion"``).
+        teacher_mode: how to render for the teacher.
+        student_template_kwargs: Jinja variables of the student's template (e.g. Llama 3's ``date_string``).
+        teacher_template_kwargs: Jinja variables of the teacher's template.
+        on_dropped: whether a teacher template may leave out a prompt message (see :func:`~alignment.render_chat`;
+            Mistral NeMo keeps the system prompt only before the last user turn).
+
+    Returns:
+        A :class:`TeacherBatch`.
+
+    Raises:
+        TokenizerError: the flag is off but the tokenizers differ, or ids are outside the vocabulary.
+        ExampleError, TemplateError, ContentRewrittenError: as for :func:`~alignment.render`.
+        ValueError: ``examples`` and ``completions`` differ in length.
+    """
+    if len(examples) != len(completions) or (prompt_ids is not None and len(prompt_ids) != len(examples)):
+        raise ValueError(
+            f"examples ({len(examples)}), completions ({len(completions)}) and prompt_ids "
+            f"({'None' if prompt_ids is None else len(prompt_ids)}) must have one entry per example"
+        )
+    ids = [_as_ids(c) for c in completions]
+    identical = same_template(student_tokenizer, teacher_tokenizer, student_template_kwargs, teacher_template_kwargs)
+    if not align_teacher_template or identical:
+        if not identical:
+            raise TokenizerError(
+                "align_teacher_template=False feeds the student's ids to the teacher, but the two tokenizers or "
+                "templates differ; pass align_teacher_template=True to re-render for the teacher"
+            )
+        if prompt_ids is None:
+            kwargs = dict(student_template_kwargs or {})
+            prompt_ids = [render_prompt(student_tokenizer, e, mode=student_mode, **kwargs).input_ids for e in examples]
+        return _identity_batch([_as_ids(p) for p in prompt_ids], ids)
+    rows = [
+        _aligned_row(
+            example,
+            completion,
+            (student_tokenizer, teacher_tokenizer),
+            (student_mode, teacher_mode),
+            (dict(student_template_kwargs or {}), dict(teacher_template_kwargs or {})),
+            on_dropped,
+        )
+        for example, completion in zip(examples, ids, strict=True)
+    ]
+    return _collate(rows, ids, _pad_id(teacher_tokenizer))
+
+
+def align_teacher_logits(teacher_logits: torch.Tensor, batch: TeacherBatch) -> torch.Tensor:
+    """Gather the teacher's outputs onto the student's completion frame.
+
+    Args:
+        teacher_logits: ``(B, S', W)`` float teacher logits (or log-probabilities) over its inputs
+            ``batch.input_ids`` (``S' >= S``; extra positions are ignored).
+        batch: the :class:`TeacherBatch` the teacher scored.
+
+    Returns:
+        ``(B, T, W)``: the teacher's outputs at ``batch.positions``; rows where ``batch.mask`` is False hold the
+        outputs at position 0 and must be masked by the loss.
+
+    Raises:
+        ValueError: the batch size differs, or the teacher outputs are shorter than the inputs they claim to
+            score.
+    """
+    expected = tuple(batch.input_ids.shape)
+    if teacher_logits.dim() != 3 or teacher_logits.shape[0] != expected[0] or teacher_logits.shape[1] < expected[1]:
+        raise ValueError(
+            f"teacher_logits must have shape (B, S, W) with B = {expected[0]} and S >= {expected[1]} "
+            f"(the teacher inputs of the batch), got {tuple(teacher_logits.shape)}"
+        )
+    index = batch.positions.to(teacher_logits.device)[..., None].expand(-1, -1, teacher_logits.shape[-1])
+    return torch.gather(teacher_logits, 1, index)
+
+
+def _as_ids(values: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.array(values, dtype=np.int64).reshape(-1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    teacher: Rendering
+    positions: np.ndarray  # (T_b,) int64
+    mask: np.ndarray  # (T_b,) bool
+    student_chunks: np.ndarray  # (T_b,) int64
+    teacher_chunks: np.ndarray  # (S_b,) int64
+
+
+def _completion_text(
+    tokenizer: FastTokenizer, example: Mapping[str, Any], ids: np.ndarray, mode: Mode, kwargs: dict[str, Any]
+) -> tuple[str, int, bool]:
+    """The content the student wrote, where it starts in the completion bytes, and whether the turn closed."""
+    closers = {end_of_turn_id(tokenizer), tokenizer_info(tokenizer).eos_id} - {None}
+    finished = len(ids) > 0 and int(ids[-1]) in closers
+    body = decode_bytes(tokenizer, ids[:-1] if finished else ids)
+    separator = _separator(tokenizer, example, mode, kwargs).encode()
+    start = len(separator) if separator and body.startswith(separator) else 0
+    try:
+        return body[start:].decode(), start, finished
+    except UnicodeDecodeError as error:  # keep the valid prefix; what follows is not compared
+        return body[start : start + error.start].decode(), start, False
+
+
+_SEPARATORS: dict[tuple[Any, ...], str] = {}
+
+
+def _separator(tokenizer: FastTokenizer, example: Mapping[str, Any], mode: Mode, kwargs: dict[str, Any]) -> str:
+    """Template text between the end of the generation prompt and the content of the assistant turn.
+
+    Found once per tokenizer, mode and template variables on a one-turn conversation, and cached: Qwen3 writes
+    an empty ``<think>`` block there, Mistral a space; most templates nothing.
+    """
+    raw = example.get("messages") is None
+    key = (tokenizer_info(tokenizer), mode, raw, repr(sorted(kwargs.items())))
+    if key not in _SEPARATORS:
+        probe: dict[str, Any] = {"prompt": "x"} if raw else {"messages": [{"role": "user", "content": "x"}]}
+        prompt = render_prompt(tokenizer, probe, mode=mode, **kwargs)
+        if prompt.mode == "completion":
+            _SEPARATORS[key] = "" if raw else " "
+        else:
+            turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+            full = render(tokenizer, {"messages": turn}, mode="chat", turns="last", **kwargs)
+            start = full.message_spans[-1]
+            assert start is not None
+            text, head = full.text.encode(), prompt.text.encode()
+            _SEPARATORS[key] = text[len(head) : start[0]].decode() if text.startswith(head) else ""
+    return _SEPARATORS[key]
+
+
+def _aligned_row(
+    example: Mapping[str, Any],
+    ids: np.ndarray,
+    tokenizers: tuple[FastTokenizer, FastTokenizer],
+    modes: tuple[Mode, Mode],
+    kwargs: tuple[dict[str, Any], dict[str, Any]],
+    on_dropped: OnDropped,
+) -> _Row:
+    student_tok, teacher_tok = tokenizers
+    content, start, finished = _completion_text(student_tok, example, ids, modes[0], kwargs[0])
+    frames = len(ids)
+    if not content:
+        teacher = render_prompt(teacher_tok, example, mode=modes[1], **kwargs[1])
+        nothing = np.zeros(frames, dtype=np.int64)
+        return _Row(teacher, nothing, nothing.astype(np.bool_), nothing - 1, np.full(len(teacher.input_ids), -1))
+    completed = _with_completion(example, content)
+    teacher = render(teacher_tok, completed, mode=modes[1], turns="last", on_dropped=on_dropped, **kwargs[1])
+    message = teacher.trained_messages[-1]
+    span, (lead, _) = teacher.message_spans[message], teacher.trimmed[message]
+    assert span is not None
+    length = span[1] - span[0]
+    # the student's side: a virtual prompt token (frame 0) at byte 0, then the completion tokens
+    offsets = np.concatenate([[[0, 0]], token_byte_spans(student_tok, ids)])
+    closed = len(ids) if finished and len(content.encode()) + start == offsets[-2, 1] else None
+    student_turn = Turn(offsets, start + lead, length, closed)
+    alignment = align_turns([student_turn], [Turn(teacher.byte_offsets, span[0], length, teacher.end_of_turn[-1])])
+    keep = alignment.pairs[:, 0] < frames
+    positions = np.zeros(frames, dtype=np.int64)
+    positions[alignment.pairs[keep, 0]] = alignment.pairs[keep, 1]
+    mask = np.zeros(frames, dtype=np.bool_)
+    mask[alignment.pairs[keep, 0]] = True
+    return _Row(teacher, positions, mask, *_chunk_ids(alignment.chunks, frames, len(teacher.input_ids)))
+
+
+def _chunk_ids(chunks: Any, frames: int, teacher_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk id of each completion token and teacher token; chunks without a completion token are dropped."""
+    student = np.full(frames, -1, dtype=np.int64)
+    teacher = np.full(teacher_length, -1, dtype=np.int64)
+    kept = 0
+    for (s_lo, s_hi), (t_lo, t_hi) in zip(chunks.student.tolist(), chunks.teacher.tolist(), strict=True):
+        first, last = max(s_lo - 1, 0), s_hi - 1  # offsets index i is completion token i - 1
+        if last <= first:
+            continue
+        student[first:last] = kept
+        teacher[t_lo:t_hi] = kept
+        kept += 1
+    return student, teacher
+
+
+def _with_completion(example: Mapping[str, Any], content: str) -> dict[str, Any]:
+    if example.get("messages") is not None:
+        return {"messages": [*prompt_messages(example), {"role": "assistant", "content": content}]}
+    if example.get("prompt") is None:
+        raise ExampleError(f"example needs 'messages' or 'prompt'; it has keys {sorted(example)}")
+    return {"prompt": example["prompt"], "completion": content}
+
+
+def _pad_id(tokenizer: FastTokenizer) -> int:
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _collate(rows: list[_Row], completions: list[np.ndarray], pad_id: int) -> TeacherBatch:
+    batch, frames = len(rows), max((len(c) for c in completions), default=0)
+    length = max((len(r.teacher.input_ids) for r in rows), default=0)
+    input_ids = np.full((batch, length), pad_id, dtype=np.int64)
+    attention = np.zeros((batch, length), dtype=np.bool_)
+    positions = np.zeros((batch, frames), dtype=np.int64)
+    mask = np.zeros((batch, frames), dtype=np.bool_)
+    student_chunks = np.full((batch, frames), -1, dtype=np.int64)
+    teacher_chunks = np.full((batch, length), -1, dtype=np.int64)
+    for b, row in enumerate(rows):
+        n, t = len(row.teacher.input_ids), len(row.positions)
+        input_ids[b, :n], attention[b, :n], teacher_chunks[b, :n] = row.teacher.input_ids, True, row.teacher_chunks
+        positions[b, :t], mask[b, :t], student_chunks[b, :t] = row.positions, row.mask, row.student_chunks
+    return TeacherBatch(
+        input_ids=torch.from_numpy(input_ids),
+        attention_mask=torch.from_numpy(attention),
+        positions=torch.from_numpy(positions),
+        mask=torch.from_numpy(mask),
+        student_chunks=torch.from_numpy(student_chunks),
+        teacher_chunks=torch.from_numpy(teacher_chunks),
+        lengths=torch.tensor([len(c) for c in completions], dtype=torch.int64),
+        aligned=True,
+        renderings=tuple(r.teacher for r in rows),
+    )
+
+
+def _identity_batch(prompts: list[np.ndarray], completions: list[np.ndarray]) -> TeacherBatch:
+    batch, frames = len(prompts), max((len(c) for c in completions), default=0)
+    if any(len(p) == 0 for p in prompts):
+        raise AlignmentError("every prompt needs at least one token to predict the first completion token from")
+    sequences = [np.concatenate([p, c]) for p, c in zip(prompts, completions, strict=True)]
+    length = max((len(s) for s in sequences), default=0)
+    input_ids = torch.zeros((batch, length), dtype=torch.int64)
+    attention = torch.zeros((batch, length), dtype=torch.bool)
+    positions = torch.zeros((batch, frames), dtype=torch.int64)
+    mask = torch.zeros((batch, frames), dtype=torch.bool)
+    student_chunks = torch.full((batch, frames), -1, dtype=torch.int64)
+    teacher_chunks = torch.full((batch, length), -1, dtype=torch.int64)
+    for b, (prompt, completion, sequence) in enumerate(zip(prompts, completions, sequences, strict=True)):
+        n, t = len(sequence), len(completion)
+        input_ids[b, :n], attention[b, :n] = torch.from_numpy(sequence), True
+        positions[b, :t] = torch.arange(len(prompt) - 1, len(prompt) - 1 + t)
+        mask[b, :t] = True
+        student_chunks[b, :t] = torch.arange(t)
+        teacher_chunks[b, len(prompt) : n] = torch.arange(t)
+    return TeacherBatch(
+        input_ids=input_ids,
+        attention_mask=attention,
+        positions=positions,
+        mask=mask,
+        student_chunks=student_chunks,
+        teacher_chunks=teacher_chunks,
+        lengths=torch.tensor([len(c) for c in completions], dtype=torch.int64),
+        aligned=False,
+        renderings=(),
+    )

@@ -1,0 +1,294 @@
+"""Tests of the trainer seam: prepare_teacher_batch and align_teacher_logits, on real tokenizer pairs."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import alignment.teacher as teacher_module
+from alignment import (
+    ContentRewrittenError,
+    TokenizerError,
+    align_teacher_logits,
+    decode_bytes,
+    end_of_turn_id,
+    generalized_jsd,
+    prepare_teacher_batch,
+    project_logprobs,
+    render,
+    render_prompt,
+    vocab_projection,
+)
+from alignment.render import prompt_messages
+from tests.tokenizers import SHARED_DIR, SYNTHETIC, available_real_names, load_real, template_kwargs
+
+NAMES = (*available_real_names(), *SYNTHETIC)
+PAIRS = list(itertools.permutations(NAMES, 2))
+PAIR_IDS = [f"{a}->{b}" for a, b in PAIRS]
+
+EXAMPLES = [
+    {
+        "messages": [
+            {"role": "system", "content": "Answer with the number only."},
+            {"role": "user", "content": "What is 1234 + 5678?"},
+            {"role": "assistant", "content": "reference answer, replaced by the student's sample"},
+        ]
+    },
+    {"messages": [{"role": "user", "content": "Reverse the word 'café'."}]},
+    {"prompt": "Sort these words: pear apple fig\n", "completion": "apple fig pear"},
+]
+ANSWERS = ["1234 + 5678 = 6912.", "éfac ☕ done", "apple fig pear"]
+
+
+def tokenizer(name: str):
+    return SYNTHETIC[name]() if name in SYNTHETIC else load_real(name)
+
+
+def kwargs(name: str) -> dict:
+    return {} if name in SYNTHETIC else template_kwargs(name)
+
+
+def sample(name: str, example: dict, answer: str, *, canonical: bool = True, close: bool = True) -> list[int]:
+    """What an on-policy student would emit after its prompt: the turn's tokens through its closing token.
+
+    Taken from the student's rendering of the whole turn, from where its template text after the generation
+    prompt begins. Non-canonical samples spell the answer one character at a time.
+    """
+    tok = tokenizer(name)
+    if example.get("messages") is not None:
+        full_example = {"messages": [*prompt_messages(example), {"role": "assistant", "content": answer}]}
+    else:
+        full_example = {"prompt": example["prompt"], "completion": answer}
+    full = render(tok, full_example, turns="last", on_dropped="ignore", **kwargs(name))
+    start = full.message_spans[-1][0] - len(teacher_module._separator(tok, example, "auto", kwargs(name)).encode())
+    first = int(np.flatnonzero(full.byte_offsets[:, 0] >= start)[0])
+    completion = full.input_ids[first : full.end_of_turn[-1] + 1].tolist()
+    if not canonical:
+        body = [t for ch in answer for t in tok.encode(ch, add_special_tokens=False)]
+        completion = body + completion[-1:]
+    return completion if close else completion[:-1]
+
+
+def build(student: str, teacher: str, **options):
+    completions = [sample(student, e, a, **options) for e, a in zip(EXAMPLES, ANSWERS, strict=True)]
+    batch = prepare_teacher_batch(
+        EXAMPLES,
+        completions,
+        student_tokenizer=tokenizer(student),
+        teacher_tokenizer=tokenizer(teacher),
+        student_template_kwargs=kwargs(student),
+        teacher_template_kwargs=kwargs(teacher),
+        on_dropped="ignore" if teacher == "mistral_nemo" else "raise",
+    )
+    return completions, batch
+
+
+def read_text(name: str, completion: list[int], frame: int, example: dict) -> bytes:
+    """Content bytes the student has read before predicting completion token ``frame``."""
+    sep = teacher_module._separator(tokenizer(name), example, "auto", kwargs(name)).encode()
+    read = decode_bytes(tokenizer(name), completion[:frame])
+    if sep.startswith(read):  # still inside the template's own text
+        return b""
+    return read[len(sep) :] if read.startswith(sep) else read
+
+
+def expect_consistent(student: str, teacher: str, completions, batch) -> None:
+    frames = max(len(c) for c in completions)
+    assert batch.positions.shape == batch.mask.shape == (len(EXAMPLES), frames)
+    assert batch.lengths.tolist() == [len(c) for c in completions]
+    logits = torch.randn(*batch.input_ids.shape, 5)
+    aligned = align_teacher_logits(logits, batch)
+    assert aligned.shape == (len(EXAMPLES), frames, 5)  # exactly the student's completion length
+    for b, (example, completion) in enumerate(zip(EXAMPLES, completions, strict=True)):
+        assert not batch.mask[b, len(completion) :].any()
+        rendering = batch.renderings[b]
+        start = rendering.message_spans[rendering.trained_messages[-1]][0]
+        raw = rendering.text.encode()
+        for k in np.flatnonzero(batch.mask[b].numpy()):
+            j = int(batch.positions[b, k])
+            teacher_read = raw[start : max(int(rendering.byte_offsets[j, 1]), start)]
+            assert read_text(student, completion, int(k), example) == teacher_read, (b, k, j)
+            torch.testing.assert_close(aligned[b, k], logits[b, j])
+        # the first token carrying content is always predicted from a comparable prefix
+        first = next(k for k in range(len(completion)) if read_text(student, completion, k + 1, example))
+        assert batch.mask[b, first]
+
+
+def test_template_alignment_keeps_token_counts_and_logprob_lengths_consistent_vendored() -> None:
+    """The seed's acceptance test on a pair every clone has: SentencePiece student, byte-level teacher."""
+    completions, batch = build("mistral_v3", "smollm2")
+    expect_consistent("mistral_v3", "smollm2", completions, batch)
+    assert batch.aligned and batch.coverage > 0.5
+
+
+@pytest.mark.integration
+def test_template_alignment_keeps_token_counts_and_logprob_lengths_consistent() -> None:
+    """The seed's acceptance test: a Llama 3 student and a Qwen3 teacher."""
+    completions, batch = build("llama3", "qwen3")
+    expect_consistent("llama3", "qwen3", completions, batch)
+    assert "<|im_start|>assistant\n" in batch.renderings[0].text  # the teacher reads its own template
+    assert "<|start_header_id|>" not in batch.renderings[0].text
+    assert batch.coverage > 0.9  # every Llama token ends where some Qwen token ends on these answers
+
+
+@pytest.mark.parametrize(("student", "teacher"), PAIRS, ids=PAIR_IDS)
+def test_every_pair_keeps_lengths_and_byte_ends_consistent(student: str, teacher: str) -> None:
+    completions, batch = build(student, teacher)
+    expect_consistent(student, teacher, completions, batch)
+
+
+@pytest.mark.parametrize(("student", "teacher"), [("mistral_v3", "smollm2"), ("smollm2", "phi3")], ids=str)
+def test_non_canonical_samples_align_too(student: str, teacher: str) -> None:
+    completions, batch = build(student, teacher, canonical=False)
+    expect_consistent(student, teacher, completions, batch)
+
+
+def test_an_unfinished_sample_cut_inside_a_character_is_compared_up_to_the_cut() -> None:
+    tok = tokenizer("smollm2")
+    example = {"prompt": "Say coffee: ", "completion": "x"}
+    ids = tok.encode("☕☕", add_special_tokens=False)
+    cut = ids[:-1]  # ends inside the second ☕
+    assert decode_bytes(tok, cut).endswith(b"\xe2\x98") or len(decode_bytes(tok, cut)) % 3 != 0
+    batch = prepare_teacher_batch([example], [cut], student_tokenizer=tok, teacher_tokenizer=tokenizer("mistral_v3"))
+    rendering = batch.renderings[0]
+    content = rendering.text.encode()[slice(*rendering.message_spans[rendering.trained_messages[-1]])]
+    assert content == "☕".encode()
+    assert batch.mask[0, 0] and not batch.mask[0, len(cut) - 1]
+
+
+def test_an_empty_sample_keeps_a_teacher_row_with_nothing_compared() -> None:
+    student, teacher = tokenizer("smollm2"), tokenizer("mistral_v3")
+    example = EXAMPLES[1]
+    batch = prepare_teacher_batch(
+        [example, example],
+        [[end_of_turn_id(student)], sample("smollm2", example, "ok")],
+        student_tokenizer=student,
+        teacher_tokenizer=teacher,
+    )
+    assert not batch.mask[0].any() and batch.mask[1].any()
+    prompt = render_prompt(teacher, example)
+    assert batch.input_ids[0, : len(prompt.input_ids)].tolist() == prompt.input_ids.tolist()
+
+
+@pytest.mark.parametrize("name", ["smollm2", "mistral_v3"], ids=str)
+def test_identity_path_returns_the_students_ids_and_the_plain_loss(name: str, monkeypatch) -> None:
+    tok = tokenizer(name)
+    prompts = [render_prompt(tok, e).input_ids for e in EXAMPLES]
+    completions = [sample(name, e, a) for e, a in zip(EXAMPLES, ANSWERS, strict=True)]
+    monkeypatch.setattr(teacher_module, "render", None)  # no re-rendering and no tokenization may happen
+    monkeypatch.setattr(teacher_module, "render_prompt", None)
+    for flag in (False, True):  # flag off, or the same tokenizer on both sides
+        batch = prepare_teacher_batch(
+            EXAMPLES,
+            completions,
+            student_tokenizer=tok,
+            teacher_tokenizer=tok,
+            align_teacher_template=flag,
+            prompt_ids=prompts,
+        )
+        assert not batch.aligned and batch.renderings == ()
+        for b, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            n = len(p) + len(c)
+            assert batch.input_ids[b, :n].tolist() == [*p.tolist(), *c]
+            assert batch.positions[b, : len(c)].tolist() == list(range(len(p) - 1, n - 1))
+        # the loss through the seam equals the plain same-vocabulary loss on the student's own positions
+        gen = torch.Generator().manual_seed(0)
+        student_logits = torch.randn(*batch.input_ids.shape, 11, generator=gen)
+        teacher_logits = torch.randn(*batch.input_ids.shape, 11, generator=gen)
+        frames = batch.positions  # the student's logits predicting each completion token sit at the same places
+        student_frames = torch.gather(student_logits, 1, frames[..., None].expand(-1, -1, 11))
+        aligned = align_teacher_logits(teacher_logits, batch)
+        seam = generalized_jsd(student_frames, aligned, batch.mask, reduction="none")
+        for b, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            rows = slice(len(p) - 1, len(p) - 1 + len(c))
+            plain = generalized_jsd(student_logits[b, rows], teacher_logits[b, rows], reduction="none")
+            assert torch.equal(seam[b, : len(c)], plain)
+        mean = generalized_jsd(student_frames, aligned, batch.mask)
+        torch.testing.assert_close(mean, seam.sum() / sum(len(c) for c in completions), rtol=1e-6, atol=0)
+
+
+def test_flag_off_with_different_tokenizers_is_refused() -> None:
+    with pytest.raises(TokenizerError, match="align_teacher_template=True"):
+        prepare_teacher_batch(
+            EXAMPLES[:1],
+            [[1, 2]],
+            student_tokenizer=tokenizer("smollm2"),
+            teacher_tokenizer=tokenizer("phi3"),
+            align_teacher_template=False,
+        )
+
+
+def test_bad_inputs_are_refused() -> None:
+    student, teacher = tokenizer("smollm2"), tokenizer("mistral_v3")
+    with pytest.raises(ValueError, match="one entry per example"):
+        prepare_teacher_batch(EXAMPLES, [[1]], student_tokenizer=student, teacher_tokenizer=teacher)
+    with pytest.raises(TokenizerError, match="outside the vocabulary"):
+        prepare_teacher_batch(EXAMPLES[:1], [[10**7]], student_tokenizer=student, teacher_tokenizer=teacher)
+    _, batch = build("smollm2", "mistral_v3")
+    short = torch.zeros(len(EXAMPLES), batch.input_ids.shape[1] - 1, 4)
+    with pytest.raises(ValueError, match=r"S >= \d+"):
+        align_teacher_logits(short, batch)
+    with pytest.raises(ValueError, match="B = 3"):
+        align_teacher_logits(torch.zeros(2, batch.input_ids.shape[1], 4), batch)
+
+
+def test_chunks_hold_the_same_text_on_both_sides() -> None:
+    completions, batch = build("mistral_v3", "smollm2")
+    student, teacher = tokenizer("mistral_v3"), tokenizer("smollm2")
+    for b, completion in enumerate(completions):
+        rendering = batch.renderings[b]
+        content = rendering.message_spans[rendering.trained_messages[-1]]
+        raw = rendering.text.encode()
+        for g in range(int(batch.student_chunks[b].max()) + 1):
+            s_ids = [completion[k] for k in np.flatnonzero(batch.student_chunks[b].numpy() == g)]
+            t_idx = np.flatnonzero(batch.teacher_chunks[b].numpy() == g)
+            if end_of_turn_id(student) in s_ids:
+                assert [int(batch.input_ids[b, j]) for j in t_idx] == [end_of_turn_id(teacher)]
+                continue
+            t_bytes = b"".join(
+                raw[max(int(rendering.byte_offsets[j, 0]), content[0]) : int(rendering.byte_offsets[j, 1])]
+                for j in t_idx
+            )
+            assert decode_bytes(student, s_ids).lstrip(b" ") == t_bytes.lstrip(b" ")
+
+
+def test_projected_loss_runs_end_to_end_with_gradients() -> None:
+    student, teacher = tokenizer("mistral_v3"), tokenizer("smollm2")
+    _, batch = build("mistral_v3", "smollm2")
+    projection = vocab_projection(student, teacher)
+    student_logits = torch.randn(batch.mask.shape[0], batch.mask.shape[1], len(student), requires_grad=True)
+    teacher_logits = torch.randn(*batch.input_ids.shape, len(teacher))
+    s, t = project_logprobs(student_logits, align_teacher_logits(teacher_logits, batch), projection)
+    loss = generalized_jsd(s, t, batch.mask, beta=0.5)
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+    assert student_logits.grad is not None and torch.isfinite(student_logits.grad).all()
+    assert (student_logits.grad[~batch.mask] == 0).all()
+
+
+@pytest.mark.integration
+def test_a_teacher_template_that_drops_the_system_prompt_is_refused_unless_accepted() -> None:
+    completions = [sample("llama3", EXAMPLES[0], ANSWERS[0])]
+    options = {
+        "student_tokenizer": load_real("llama3"),
+        "teacher_tokenizer": load_real("mistral_nemo"),
+        "student_template_kwargs": template_kwargs("llama3"),
+    }
+    with pytest.raises(ContentRewrittenError, match="dropped message"):
+        prepare_teacher_batch(EXAMPLES[:1], completions, **options)
+    assert (
+        "Answer with the number only."
+        not in prepare_teacher_batch(EXAMPLES[:1], completions, on_dropped="ignore", **options).renderings[0].text
+    )
+
+
+@pytest.mark.integration
+def test_qwen3_student_think_block_is_not_compared() -> None:
+    completions, batch = build("qwen3", "llama3")
+    think = load_real("qwen3").encode("<think>\n\n</think>\n\n", add_special_tokens=False)
+    assert completions[1][: len(think)] == think
+    assert not batch.mask[1, 1 : len(think)].any() and batch.mask[1, len(think)]
+    assert SHARED_DIR.is_dir()
