@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = inspect(args.student, args.teacher, _read_example(args.example), mode=args.mode, limit=args.limit)
-    except (AlignmentError, OSError, json.JSONDecodeError) as error:
+    except (AlignmentError, OSError, ValueError) as error:  # ValueError: bad JSON or bytes that are not UTF-8
         print(f"alignment inspect: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     print(report)

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from alignment._checks import check_floating, check_in_range, upcast
+from alignment._checks import check_dtype, check_floating, check_in_range, upcast
 from alignment.errors import AlignmentError
 from alignment.losses import Reduction
 from alignment.types import VocabProjection
@@ -152,6 +152,7 @@ def chunk_likelihood_loss(
     teacher_chunks: torch.Tensor,
     *,
     reduction: Reduction = "batchmean",
+    num_items: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Compare how likely student and teacher find each aligned chunk of text (ALM-style).
 
@@ -173,6 +174,8 @@ def chunk_likelihood_loss(
         teacher_chunks: ``(B, S)`` int64 chunk id of each teacher token, ``-1`` for none.
         reduction: ``"none"`` gives ``(B, G)`` per chunk (``0`` for absent chunks); ``"sum"``; ``"mean"`` and
             ``"batchmean"`` average over the chunks present on both sides.
+        num_items: denominator for ``"mean"``/``"batchmean"`` instead of the chunks present (e.g. the count over
+            all gradient-accumulation steps); values below ``1`` count as ``1``.
 
     Returns:
         The loss, float32 (float64 for float64 inputs).
@@ -188,6 +191,8 @@ def chunk_likelihood_loss(
     """
     check_floating("student_logprobs", student_logprobs)
     check_floating("teacher_logprobs", teacher_logprobs)
+    check_dtype("student_chunks", student_chunks, torch.int64)
+    check_dtype("teacher_chunks", teacher_chunks, torch.int64)
     for name, values, chunks in (
         ("student", student_logprobs, student_chunks),
         ("teacher", teacher_logprobs, teacher_chunks),
@@ -205,7 +210,9 @@ def chunk_likelihood_loss(
     ceiling = -torch.finfo(student_sum.dtype).eps  # keeps log(1 - p) finite for chunks of probability 1
     ell_s, ell_t = student_sum.clamp_max(ceiling), teacher_sum.clamp_max(ceiling)
     p_t = ell_t.exp()
-    per_chunk = p_t * (ell_t - ell_s) + (1 - p_t) * (_log1mexp(ell_t) - _log1mexp(ell_s))
+    # 0 * log 0 = 0: a chunk the teacher gives probability 0 contributes only its second term
+    first = torch.where(p_t > 0, p_t * (torch.where(p_t > 0, ell_t, 0.0) - ell_s), 0.0)
+    per_chunk = first + (1 - p_t) * (_log1mexp(ell_t) - _log1mexp(ell_s))
     present = (student_count > 0) & (teacher_count > 0)
     per_chunk = torch.where(present, per_chunk, 0.0)
     if reduction == "none":
@@ -213,5 +220,6 @@ def chunk_likelihood_loss(
     if reduction == "sum":
         return per_chunk.sum()
     if reduction in ("mean", "batchmean"):
-        return per_chunk.sum() / present.sum().clamp_min(1)
+        count = present.sum() if num_items is None else torch.as_tensor(num_items, device=per_chunk.device)
+        return per_chunk.sum() / count.clamp_min(1)
     raise AlignmentError(f"reduction must be one of ('none', 'sum', 'mean', 'batchmean'), got {reduction!r}")

@@ -1,7 +1,10 @@
 """The library's exceptions: one small hierarchy rooted in :class:`AlignmentError`.
 
-Every error the library raises on bad input derives from :class:`AlignmentError`, itself a
-:class:`ValueError`, so ``except ValueError`` keeps working for callers who do not care which.
+What goes wrong with the *data* (a tokenizer that cannot be used, a template that rejects or rewrites a
+conversation, a malformed example, two texts that differ, bad tensors handed to a loss) raises a subclass of
+:class:`AlignmentError`, itself a :class:`ValueError`. Misused *arguments* of the numpy/rendering layers (an
+unknown option string, ids or spans of the wrong shape or dtype) raise plain :class:`ValueError` or
+:class:`TypeError` naming the argument. ``except ValueError`` catches both kinds.
 """
 
 from __future__ import annotations

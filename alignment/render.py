@@ -88,8 +88,8 @@ def _locate(
         if index >= len(messages) or index in spans:
             raise TemplateError(f"the template repeats or invents message {index}; its position is ambiguous")
         template_text = sentinel_text[previous : match.start()]
-        if not real.startswith(template_text, cursor):
-            _rewritten(real, cursor, messages, previous_index)
+        if not real.startswith(template_text, cursor):  # the template wrote other text around this content
+            _rewritten(real, cursor, messages, [i for i in (previous_index, index) if i is not None])
         cursor += len(template_text)
         following = sentinel_text[match.end() : _next_sentinel(sentinel_text, match.end())]
         content = messages[index]["content"]
@@ -101,10 +101,10 @@ def _locate(
                 cursor = end
                 break
         else:
-            _rewritten(real, cursor, messages, index)
+            _rewritten(real, cursor, messages, [index])
         previous, previous_index = match.end(), index
     if real[cursor:] != sentinel_text[previous:]:
-        _rewritten(real, cursor, messages, previous_index)
+        _rewritten(real, cursor, messages, [] if previous_index is None else [previous_index])
     return spans, trims
 
 
@@ -113,10 +113,10 @@ def _next_sentinel(text: str, start: int) -> int:
     return found.start() if found else len(text)
 
 
-def _rewritten(real: str, cursor: int, messages: list[dict[str, Any]], index: int | None) -> None:
-    where = f"message {index} ({messages[index]['role']})" if index is not None else "the template's own text"
+def _rewritten(real: str, cursor: int, messages: list[dict[str, Any]], suspects: list[int]) -> None:
+    named = " or ".join(f"message {i} ({messages[i]['role']})" for i in suspects) or "the template's own text"
     raise ContentRewrittenError(
-        f"{where} does not appear verbatim in the rendered text near {real[max(cursor - 20, 0) : cursor + 20]!r}: "
+        f"{named} does not appear verbatim in the rendered text near {real[max(cursor - 20, 0) : cursor + 20]!r}: "
         "the chat template rewrote it (for example Qwen3 drops <think> reasoning from earlier assistant turns). "
         "Remove what the template rewrites from the content before rendering, or render with another template."
     )

@@ -17,12 +17,12 @@ Segment = tuple[int, int, int | None]  # [char start, char stop) of the text, co
 
 def _checked_ids(info: TokenizerInfo, ids: Any) -> np.ndarray:
     array = np.asarray(ids)
+    if array.ndim != 1:
+        raise ValueError(f"ids must be one sequence of shape (T,), got shape {array.shape}")
     if array.size == 0:
         return np.zeros(0, dtype=np.int64)
     if not np.issubdtype(array.dtype, np.integer):
         raise TypeError(f"ids must be integers, got dtype {array.dtype}")
-    if array.ndim != 1:
-        raise ValueError(f"ids must be one sequence of shape (T,), got shape {array.shape}")
     bad = np.flatnonzero((array < 0) | (array >= info.vocab_size))
     if len(bad):
         raise TokenizerError(
@@ -121,6 +121,11 @@ def encode_segments(
             continue
         encoding = encodings[cursor]
         cursor += 1
+        if not encoding.ids:
+            raise TokenizerError(
+                f"{info.name} turns the text {text[a:b]!r} at characters {a}..{b} into no token at all: its "
+                "vocabulary cannot spell these bytes, so the model could never read them"
+            )
         ids.extend(encoding.ids)
         chars.extend((a + s, a + e) for s, e in encoding.offsets)
         segment_of.extend([index] * len(encoding.ids))

@@ -106,7 +106,7 @@ def prepare_teacher_batch(
     the content (Qwen3's empty ``<think>`` block, a separating space) is taken off the front, the closing token
     off the end, and a tail cut inside a character (or the rest after an invalid UTF-8 byte) is dropped. The
     conversation plus that text is rendered with the teacher's own template (or completion format), and the two
-    token sequences are aligned by byte offsets (:func:`~alignment.align_turns`); student frames without a
+    token sequences are aligned by byte offsets (as in :func:`~alignment.align_renderings`); student frames without a
     teacher position that read the same text are masked out. An empty completion keeps a teacher row (its prompt)
     with every frame masked.
 

@@ -220,3 +220,27 @@ class VocabProjection:
     def __post_init__(self) -> None:
         _frozen(self.student_classes, dtype=np.int64, ndim=1, name="student_classes")
         _frozen(self.teacher_classes, dtype=np.int64, ndim=1, name="teacher_classes")
+
+    def restrict(self, student_ids: np.ndarray, teacher_ids: np.ndarray) -> VocabProjection:
+        """The projection for models whose outputs cover only ``student_ids`` and ``teacher_ids``.
+
+        Output unit ``i`` of the student is token ``student_ids[i]`` (likewise for the teacher). Classes that
+        no listed token belongs to are dropped (they hold no mass on either side, so no divergence changes);
+        the end-of-turn and "other" classes stay the last two.
+
+        Examples:
+            >>> p = VocabProjection(student_classes=np.array([0, 1, 4, 3]), teacher_classes=np.array([1, 3, 4]),
+            ...                     num_classes=5, kind="prefix")
+            >>> r = p.restrict(np.array([1, 3]), np.array([0, 2]))
+            >>> r.student_classes.tolist(), r.teacher_classes.tolist(), r.num_classes
+            ([0, 1], [0, 2], 3)
+        """
+        student = self.student_classes[np.asarray(student_ids, dtype=np.int64)]
+        teacher = self.teacher_classes[np.asarray(teacher_ids, dtype=np.int64)]
+        used = np.unique(np.concatenate([student, teacher, [self.num_classes - 2, self.num_classes - 1]]))
+        return VocabProjection(
+            student_classes=np.searchsorted(used, student).astype(np.int64),
+            teacher_classes=np.searchsorted(used, teacher).astype(np.int64),
+            num_classes=len(used),
+            kind=self.kind,
+        )

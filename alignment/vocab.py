@@ -157,6 +157,7 @@ def _classes(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     anchors = _anchor_index(student, teacher)
     stop_class, other = len(anchors), len(anchors) + 1
+    longest = max(map(len, anchors), default=0)
 
     def classify(info: TokenizerInfo, stop_ids: set[int | None]) -> np.ndarray:
         classes = np.full(info.vocab_size, other, dtype=np.int64)
@@ -167,7 +168,7 @@ def _classes(
                 if kind == "exact":
                     classes[token] = anchors.get(data, other)
                     continue
-                for end in range(len(data), 0, -1):
+                for end in range(min(len(data), longest), 0, -1):
                     found = anchors.get(data[:end])
                     if found is not None:
                         classes[token] = found

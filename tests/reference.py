@@ -104,3 +104,50 @@ def trl_generalized_jsd_loss(
     if reduction == "mean":
         return jsd.mean()
     return jsd
+
+
+def project(logits: torch.Tensor, classes: list[int], num_classes: int, temperature: float = 1.0) -> torch.Tensor:
+    """``(..., V) -> (..., C)`` float64: log of the summed probabilities of each class's members, class by class.
+
+    ``classes[v]`` is the class of logit column ``v`` (one entry per column, padding included). An empty class
+    has probability 0 and log-probability ``-inf``.
+    """
+    p = probs(logits, temperature)
+    columns = []
+    for c in range(num_classes):
+        members = [v for v, cls in enumerate(classes) if cls == c]
+        columns.append(p[..., members].sum(dim=-1) if members else torch.zeros(p.shape[:-1], dtype=p.dtype))
+    return torch.log(torch.stack(columns, dim=-1))
+
+
+def chunk_likelihood(
+    student_logprobs: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    student_chunks: torch.Tensor,
+    teacher_chunks: torch.Tensor,
+    num_chunks: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-chunk binary KL(Bernoulli(p_t) || Bernoulli(p_s)), ``(B, G)`` float64, and ``(B, G)`` bool "present".
+
+    ``p = exp(sum of the chunk's token log-probabilities)`` on each side; chunk id ``-1`` belongs to no chunk; a
+    chunk counts only where it has tokens on both sides, and is 0 elsewhere. Needs ``0 < p < 1``.
+    """
+    batch = student_logprobs.shape[0]
+    rows, present_rows = [], []
+    for b in range(batch):
+        row, present_row = [], []
+        for g in range(num_chunks):
+            s_members = student_chunks[b] == g
+            t_members = teacher_chunks[b] == g
+            present = bool(s_members.any()) and bool(t_members.any())
+            if present:
+                p_s = torch.exp(student_logprobs[b][s_members].double().sum())
+                p_t = torch.exp(teacher_logprobs[b][t_members].double().sum())
+                value = p_t * torch.log(p_t / p_s) + (1 - p_t) * torch.log((1 - p_t) / (1 - p_s))
+            else:
+                value = torch.zeros((), dtype=torch.float64)
+            row.append(value)
+            present_row.append(present)
+        rows.append(torch.stack(row) if row else torch.zeros(0, dtype=torch.float64))
+        present_rows.append(present_row)
+    return torch.stack(rows), torch.tensor(present_rows, dtype=torch.bool).reshape(batch, num_chunks)
