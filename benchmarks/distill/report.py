@@ -1,0 +1,89 @@
+"""Write the distillation results: raw JSON, a markdown table and a PNG of the curves."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def _table(records: list[dict[str, Any]]) -> list[str]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[(record["pair"], record["arm"])].append(record)
+    lines = [
+        "| pair | arm | teacher → student | final eval (mean ± std) | final loss | steps | coverage | "
+        "teacher mass on shared vocab | seeds | wall s (mean) |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for (pair, arm), runs in sorted(groups.items()):
+        coverage = [r["coverage"] for r in runs if r["coverage"] is not None]
+        mass = [r["teacher_shared_mass"] for r in runs if r["teacher_shared_mass"] is not None]
+        lines.append(
+            f"| {pair} | {arm} | {runs[0]['teacher']} → {runs[0]['student']} | "
+            f"{_mean_std([r['final_eval'] for r in runs])} | {np.mean([r['final_loss'] for r in runs]):.4f} | "
+            f"{runs[0]['steps']} | {f'{np.mean(coverage):.3f}' if coverage else 'n/a'} | "
+            f"{f'{np.mean(mass):.3f}' if mass else 'n/a'} | {len(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} |"
+        )
+    return lines
+
+
+def _plot(records: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = sorted({r["pair"] for r in records})
+    figure, axes = plt.subplots(2, len(pairs), figsize=(6 * len(pairs), 7), squeeze=False)
+    for column, pair in enumerate(pairs):
+        for arm in sorted({r["arm"] for r in records if r["pair"] == pair}):
+            runs = [r for r in records if r["pair"] == pair and r["arm"] == arm]
+            steps = [p["step"] for p in runs[0]["curve"]]
+            for row, key in enumerate(("loss", "eval")):
+                values = np.array([[p[key] for p in r["curve"]] for r in runs])
+                axes[row][column].plot(steps, values.mean(0), label=arm)
+                if len(runs) > 1:
+                    axes[row][column].fill_between(steps, values.min(0), values.max(0), alpha=0.2)
+        axes[0][column].set_title(f"{pair}: training loss (each arm's own loss)")
+        axes[1][column].set_title(f"{pair}: held-out exact match (greedy)")
+        axes[1][column].set_xlabel("student step")
+        axes[0][column].set_yscale("log")
+        for row in range(2):
+            axes[row][column].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def write_report(
+    records: list[dict[str, Any]], out: Path, config: dict[str, Any], machine: str, wall: float, *, quick: bool
+) -> None:
+    """Write ``distill.json``, ``distill.md`` and ``distill.png`` (``distill-quick.*`` for the quick preset)."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "distill-quick" if quick else "distill"
+    (out / f"{stem}.json").write_text(json.dumps(records, indent=1))
+    command = "python -m benchmarks.distill.run" + (" --quick" if quick else "")
+    lines = [
+        "# Cross-family on-policy distillation",
+        "",
+        f"Command: `{command}` · machine: {machine} · total wall time {wall / 60:.1f} min.",
+        "",
+        "Configuration: " + ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if k != "cache"),
+        "",
+        *_table(records),
+        "",
+        f"Curves: `{stem}.png`; raw records with curves: `{stem}.json`.",
+    ]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    try:
+        _plot(records, out / f"{stem}.png")
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'); no PNG written")
+    print("\n".join(_table(records)))

@@ -1,0 +1,463 @@
+"""Cross-family on-policy distillation with tiny models trained from scratch, through the public API only.
+
+Run from the repository root (needs ``../shared/tokenizers``)::
+
+    python -m benchmarks.distill.run --quick          # one pair, one seed, few steps: a few minutes
+    python -m benchmarks.distill.run                  # all pairs, arms and seeds: writes docs/results/distill.*
+
+Each family is a real tokenizer with its real chat template (GPT-2: plain completion format). Models are tiny
+Llama-architecture decoders built from a config. Their input embedding covers the whole vocabulary; their output
+layer covers the tokens the task's renderings use in that family (a few hundred), so that a CPU can train them —
+the losses see exactly the distributions these heads produce, and the vocabulary projection is restricted to
+the same tokens.
+
+Arms (same student family and budget): ``same-family`` (teacher of the student's own family; the identity path),
+``aligned`` (cross-family teacher, ``align_teacher_template=True``; generalized JSD over the prefix projection
+plus the chunk-likelihood loss on the sampled path),
+``naive`` (cross-family teacher reads the student's template text; positions matched by index; exact
+shared-vocabulary projection, as trainers do today), ``sft`` (cross-entropy on the reference answers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np
+import torch
+from torch import nn
+
+from alignment import (
+    align_teacher_logits,
+    chunk_likelihood_loss,
+    decode_bytes,
+    end_of_turn_id,
+    generalized_jsd,
+    prepare_teacher_batch,
+    project_logprobs,
+    render,
+    render_prompt,
+    token_logprobs,
+    vocab_projection,
+)
+from benchmarks.distill.task import make_task
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
+PAIRS = {"qwen->llama": ("qwen3", "llama3"), "gpt2->mistral": ("gpt2", "mistral_v3")}
+ARMS = ("same-family", "aligned", "naive", "sft")
+
+
+@dataclass
+class Family:
+    """One tokenizer family: its tokenizer, template variables and the tokens its output layer covers."""
+
+    name: str
+    tokenizer: Any
+    kwargs: dict[str, Any]
+    head_ids: np.ndarray  # full vocabulary id of each output unit
+    to_head: np.ndarray  # full id -> output unit, -1 outside the head
+    eot: int
+    separator: bytes
+
+
+def load_family(name: str, examples: list[dict[str, Any]]) -> Family:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(SHARED / name))
+    kwargs = {"date_string": "26 Jul 2024"} if name == "llama3" else {}
+    ids = {end_of_turn_id(tokenizer), tokenizer.eos_token_id}
+    for example in examples:
+        ids.update(render(tokenizer, example, turns="last", **kwargs).input_ids.tolist())
+    head_ids = np.array(sorted(i for i in ids if i is not None), dtype=np.int64)
+    to_head = np.full(len(tokenizer), -1, dtype=np.int64)
+    to_head[head_ids] = np.arange(len(head_ids))
+    probe = {"messages": [{"role": "user", "content": "x"}]}
+    prompt = render_prompt(tokenizer, probe, **kwargs).text.encode()
+    full = render(
+        tokenizer, {"messages": [*probe["messages"], {"role": "assistant", "content": "y"}]}, turns="last", **kwargs
+    )
+    start = full.message_spans[-1][0]
+    separator = full.text.encode()[len(prompt) : start] if full.text.encode().startswith(prompt) else b""
+    return Family(name, tokenizer, kwargs, head_ids, to_head, end_of_turn_id(tokenizer), separator)
+
+
+class TinyLM(nn.Module):
+    """A small Llama-architecture decoder with a full input embedding and a trimmed output layer."""
+
+    def __init__(self, vocab: int, head: int, *, width: int, layers: int, seed: int) -> None:
+        from transformers import LlamaConfig, LlamaModel
+
+        super().__init__()
+        torch.manual_seed(seed)
+        config = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+            tie_word_embeddings=False,
+        )
+        self.body = LlamaModel(config)
+        self.head = nn.Linear(width, head, bias=False)
+
+    def forward(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        positions = (attention.long().cumsum(-1) - 1).clamp_min(0)
+        hidden = self.body(input_ids=ids, attention_mask=attention.long(), position_ids=positions).last_hidden_state
+        return self.head(hidden)
+
+
+def pad(rows: list[list[int]], value: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for b, row in enumerate(rows):
+        cols = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[b, cols], mask[b, cols] = torch.tensor(row, dtype=torch.long), True
+    return ids, mask
+
+
+def reference_completion(family: Family, example: dict[str, Any]) -> list[int]:
+    """The family's own tokens for the reference answer after its generation prompt, through end of turn."""
+    full = render(family.tokenizer, example, turns="last", **family.kwargs)
+    start = full.message_spans[-1][0] - len(family.separator)
+    first = int(np.flatnonzero(full.byte_offsets[:, 0] >= start)[0])
+    return full.input_ids[first : full.end_of_turn[-1] + 1].tolist()
+
+
+@torch.no_grad()
+def generate(
+    model: TinyLM,
+    family: Family,
+    prompts: list[list[int]],
+    *,
+    greedy: bool,
+    limit: int = 12,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    ids, mask = pad(prompts, 0, left=True)
+    done = torch.zeros(len(prompts), dtype=torch.bool)
+    out: list[list[int]] = [[] for _ in prompts]
+    for _ in range(limit):
+        logits = model(ids, mask)[:, -1].float()
+        unit = logits.argmax(-1) if greedy else torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+        token = torch.from_numpy(family.head_ids)[unit]
+        for b in range(len(prompts)):
+            if not done[b]:
+                out[b].append(int(token[b]))
+        done |= token == family.eot
+        ids = torch.cat([ids, token[:, None]], 1)
+        mask = torch.cat([mask, (~done | (token == family.eot))[:, None]], 1)
+        if done.all():
+            break
+    return out
+
+
+def answer_of(family: Family, completion: list[int]) -> str:
+    body = decode_bytes(family.tokenizer, [t for t in completion if t != family.eot])
+    if family.separator and body.startswith(family.separator):
+        body = body[len(family.separator) :]
+    return body.decode("utf-8", errors="replace").strip()
+
+
+def evaluate(model: TinyLM, family: Family, examples: list[dict[str, Any]], prompts: list[list[int]]) -> float:
+    model.eval()
+    hits = 0
+    for start in range(0, len(examples), 64):
+        outs = generate(model, family, prompts[start : start + 64], greedy=True)
+        hits += sum(
+            answer_of(family, o) == e["answer"] for o, e in zip(outs, examples[start : start + 64], strict=True)
+        )
+    model.train()
+    return hits / len(examples)
+
+
+def frames_logits(model: TinyLM, prompts: list[list[int]], completions: list[list[int]]) -> torch.Tensor:
+    """Student logits predicting each completion token: ``(B, T, head)``."""
+    ids, mask = pad([p + c for p, c in zip(prompts, completions, strict=True)], 0)
+    logits = model(ids, mask)
+    frames = max(len(c) for c in completions)
+    index = torch.zeros((len(prompts), frames), dtype=torch.long)
+    for b, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        index[b, : len(c)] = torch.arange(len(p) - 1, len(p) - 1 + len(c))
+    return torch.gather(logits, 1, index[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+def completion_targets(family: Family, completions: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    frames = max(len(c) for c in completions)
+    targets = torch.zeros((len(completions), frames), dtype=torch.long)
+    mask = torch.zeros((len(completions), frames), dtype=torch.bool)
+    for b, c in enumerate(completions):
+        targets[b, : len(c)] = torch.from_numpy(family.to_head[np.array(c)])
+        mask[b, : len(c)] = True
+    return targets, mask
+
+
+def train_teacher(
+    family: Family, train: list[dict[str, Any]], held_out: list[dict[str, Any]], config: dict[str, Any], cache: Path
+) -> TinyLM:
+    path = cache / f"teacher-{family.name}-{config['train']}-{config['teacher_steps']}-{config['width']}.pt"
+    model = TinyLM(
+        len(family.tokenizer), len(family.head_ids), width=config["width"], layers=config["layers"], seed=1234
+    )
+    prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in train]
+    completions = [reference_completion(family, e) for e in train]
+    if path.exists():
+        model.load_state_dict(torch.load(path))
+        return model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
+    rng = random.Random(0)
+    for step in range(config["teacher_steps"]):
+        picks = [rng.randrange(len(train)) for _ in range(config["teacher_batch"])]
+        logits = frames_logits(model, [prompts[i] for i in picks], [completions[i] for i in picks])
+        targets, mask = completion_targets(family, [completions[i] for i in picks])
+        loss = nn.functional.cross_entropy(logits[mask], targets[mask])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        for group in optimizer.param_groups:
+            group["lr"] = config["lr"] * 0.5 * (1 + math.cos(math.pi * (step + 1) / config["teacher_steps"]))
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return model
+
+
+def naive_teacher_logits(
+    teacher_model: TinyLM, student: Family, teacher: Family, prompts_text: list[str], completions: list[list[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What trainers do today: the teacher tokenizes the student's template text, positions matched by index."""
+    rows, starts = [], []
+    for text, completion in zip(prompts_text, completions, strict=True):
+        head = teacher.tokenizer(text, add_special_tokens=False)["input_ids"]
+        tail = teacher.tokenizer(
+            decode_bytes(student.tokenizer, completion).decode("utf-8", "replace"), add_special_tokens=False
+        )["input_ids"]
+        rows.append(head + tail)
+        starts.append(len(head))
+    ids, mask = pad(rows, 0)
+    with torch.no_grad():
+        logits = teacher_model(ids, mask)
+    frames = max(len(c) for c in completions)
+    index = torch.zeros((len(rows), frames), dtype=torch.long)
+    valid = torch.zeros((len(rows), frames), dtype=torch.bool)
+    for b, (start, completion) in enumerate(zip(starts, completions, strict=True)):
+        for k in range(len(completion)):
+            if start - 1 + k < len(rows[b]):
+                index[b, k], valid[b, k] = start - 1 + k, True
+    return torch.gather(logits, 1, index[..., None].expand(-1, -1, logits.shape[-1])), valid
+
+
+def chunk_loss(
+    student: Family,
+    teacher: Family,
+    student_logits: torch.Tensor,
+    teacher_all: torch.Tensor,
+    completions: list[list[int]],
+    batch: Any,
+) -> torch.Tensor:
+    """Chunk-likelihood loss on the sampled path: credits multi-token spans (Llama's ``530`` vs Qwen's 5, 3, 0)."""
+    targets, _ = completion_targets(student, completions)
+    student_lp = token_logprobs(student_logits, targets)
+    units = torch.from_numpy(teacher.to_head)[batch.input_ids[:, 1:]]
+    teacher_lp = token_logprobs(teacher_all[:, :-1], units.clamp_min(0)).masked_fill(units < 0, -math.inf)
+    teacher_lp = torch.cat([torch.zeros_like(teacher_lp[:, :1]), teacher_lp], dim=1)
+    return chunk_likelihood_loss(student_lp, teacher_lp, batch.student_chunks, batch.teacher_chunks)
+
+
+def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:
+    teacher_name, student_name = PAIRS[pair]
+    if arm == "same-family":
+        teacher_name = student_name
+    train, held_out = make_task(config["train"], config["eval"])
+    both = train + held_out
+    student = load_family(student_name, both)
+    teacher = load_family(teacher_name, both)
+    teacher_model = train_teacher(teacher, train, held_out, config, Path(config["cache"]))
+    teacher_model.eval()
+    for parameter in teacher_model.parameters():
+        parameter.requires_grad_(False)
+    model = TinyLM(
+        len(student.tokenizer), len(student.head_ids), width=config["width"], layers=config["layers"], seed=seed
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
+    prompts = [render_prompt(student.tokenizer, e, **student.kwargs) for e in train]
+    eval_prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in held_out]
+    references = [reference_completion(student, e) for e in train]
+    prefix = vocab_projection(student.tokenizer, teacher.tokenizer).restrict(student.head_ids, teacher.head_ids)
+    exact = vocab_projection(student.tokenizer, teacher.tokenizer, kind="exact").restrict(
+        student.head_ids, teacher.head_ids
+    )
+    rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    curve, coverages, shared_mass, started = [], [], [], time.time()
+    window: list[float] = []
+    for step in range(config["student_steps"]):
+        picks = [rng.randrange(len(train)) for _ in range(config["student_batch"])]
+        batch_prompts = [prompts[i].input_ids.tolist() for i in picks]
+        if arm == "sft" or rng.random() >= config["on_policy"]:
+            completions = [references[i] for i in picks]
+        else:
+            completions = generate(model, student, batch_prompts, greedy=False, generator=generator)
+        completions = [c if c else [student.eot] for c in completions]
+        student_logits = frames_logits(model, batch_prompts, completions)
+        if arm == "sft":
+            targets, mask = completion_targets(student, completions)
+            loss = nn.functional.cross_entropy(student_logits[mask], targets[mask])
+        elif arm == "naive":
+            texts = [prompts[i].text for i in picks]
+            teacher_logits, mask = naive_teacher_logits(teacher_model, student, teacher, texts, completions)
+            s, t = project_logprobs(student_logits, teacher_logits, exact, temperature=config["temperature"])
+            loss = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
+        else:
+            batch = prepare_teacher_batch(
+                [train[i] for i in picks],
+                completions,
+                student_tokenizer=student.tokenizer,
+                teacher_tokenizer=teacher.tokenizer,
+                prompt_ids=batch_prompts,
+                student_template_kwargs=student.kwargs,
+                teacher_template_kwargs=teacher.kwargs,
+            )
+            with torch.no_grad():
+                teacher_all = teacher_model(batch.input_ids, batch.attention_mask)
+                teacher_logits = align_teacher_logits(teacher_all, batch)
+            mask = batch.mask
+            if arm == "same-family":
+                loss = generalized_jsd(
+                    student_logits,
+                    teacher_logits,
+                    mask,
+                    beta=config["beta"],
+                    temperature=config["temperature"],
+                    check_finite=False,
+                )
+            else:
+                coverages.append(batch.coverage)
+                s, t = project_logprobs(student_logits, teacher_logits, prefix, temperature=config["temperature"])
+                loss = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
+                loss = loss + chunk_loss(student, teacher, student_logits, teacher_all, completions, batch)
+                _, t_exact = project_logprobs(student_logits.detach(), teacher_logits, exact)
+                shared_mass.append(float(t_exact[..., :-1].exp().sum(-1)[mask].mean()))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        window.append(float(loss.detach()))
+        if (step + 1) % config["eval_every"] == 0 or step + 1 == config["student_steps"]:
+            accuracy = evaluate(model, student, held_out, eval_prompts)
+            curve.append({"step": step + 1, "loss": float(np.mean(window)), "eval": accuracy})
+            window = []
+    return {
+        "pair": pair,
+        "arm": arm,
+        "seed": seed,
+        "teacher": teacher_name,
+        "student": student_name,
+        "final_eval": curve[-1]["eval"],
+        "final_loss": curve[-1]["loss"],
+        "steps": config["student_steps"],
+        "coverage": float(np.mean(coverages)) if coverages else (1.0 if arm == "same-family" else None),
+        "teacher_shared_mass": float(np.mean(shared_mass)) if shared_mass else None,
+        "wall_s": round(time.time() - started, 1),
+        "curve": curve,
+    }
+
+
+PRESETS = {
+    "quick": {
+        "pairs": ["qwen->llama"],
+        "arms": ["same-family", "aligned", "naive"],
+        "seeds": [0],
+        "train": 2000,
+        "eval": 100,
+        "teacher_steps": 400,
+        "teacher_batch": 32,
+        "student_steps": 60,
+        "student_batch": 16,
+        "eval_every": 20,
+    },
+    "full": {
+        "pairs": list(PAIRS),
+        "arms": list(ARMS),
+        "seeds": [0, 1, 2],
+        "train": 4000,
+        "eval": 200,
+        "teacher_steps": 2500,
+        "teacher_batch": 64,
+        "student_steps": 500,
+        "student_batch": 32,
+        "eval_every": 50,
+    },
+}
+COMMON = {"width": 96, "layers": 2, "lr": 3e-3, "beta": 0.5, "temperature": 1.0, "on_policy": 0.5}
+
+
+def _teacher_job(args: tuple[str, dict[str, Any]]) -> tuple[str, float]:
+    torch.set_num_threads(1)
+    name, config = args
+    train, held_out = make_task(config["train"], config["eval"])
+    family = load_family(name, train + held_out)
+    model = train_teacher(family, train, held_out, config, Path(config["cache"]))
+    prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in held_out]
+    accuracy = evaluate(model, family, held_out, prompts)
+    print(f"teacher {name}: held-out exact match {accuracy:.3f}", flush=True)
+    return name, accuracy
+
+
+def _job(args: tuple[str, str, int, dict[str, Any]]) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    record = run_student(*args)
+    print(
+        f"{record['pair']:14s} {record['arm']:12s} seed {record['seed']}: eval {record['final_eval']:.3f} "
+        f"loss {record['final_loss']:.4f} ({record['wall_s']} s)",
+        flush=True,
+    )
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one pair, one seed, few steps")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"), help="teacher cache")
+    parser.add_argument("--out", default="docs/results", help="where distill.json/.md/.png go")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--teacher-steps", type=int)
+    parser.add_argument("--student-steps", type=int)
+    args = parser.parse_args()
+    config = {**COMMON, **PRESETS["quick" if args.quick else "full"], "cache": args.cache}
+    for key in ("teacher_steps", "student_steps"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    # teachers first, so that student runs share the cache
+    families = sorted({f for p in config["pairs"] for f in PAIRS[p]})
+    jobs = [(p, a, s, config) for p in config["pairs"] for a in config["arms"] for s in config["seeds"]]
+    started = time.time()
+    if args.workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            teachers = pool.map(_teacher_job, [(name, config) for name in families])
+            records = pool.map(_job, jobs, chunksize=1)
+    else:
+        teachers = [_teacher_job((name, config)) for name in families]
+        records = [_job(j) for j in jobs]
+    for record in records:
+        record["teacher_eval"] = dict(teachers)[record["teacher"]]
+    from benchmarks.distill.report import write_report
+
+    machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {args.workers} workers"
+    write_report(records, Path(args.out), config, machine, time.time() - started, quick=args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Smoke test of the distillation benchmark (benchmarks/distill): every arm runs end to end through the public API."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+pytestmark = pytest.mark.integration  # the benchmark uses ../shared/tokenizers (llama3, qwen3)
+
+TINY = {
+    "width": 32,
+    "layers": 1,
+    "lr": 3e-3,
+    "beta": 0.5,
+    "temperature": 1.0,
+    "on_policy": 0.5,
+    "train": 60,
+    "eval": 8,
+    "teacher_steps": 3,
+    "teacher_batch": 4,
+    "student_steps": 3,
+    "student_batch": 4,
+    "eval_every": 3,
+}
+
+
+@pytest.mark.parametrize("arm", ["same-family", "aligned", "naive", "sft"])
+def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
+    from benchmarks.distill.report import write_report
+    from benchmarks.distill.run import run_student
+
+    record = run_student("qwen->llama", arm, 0, {**TINY, "cache": str(tmp_path / "cache")})
+    assert record["pair"] == "qwen->llama" and record["arm"] == arm and record["steps"] == 3
+    assert 0.0 <= record["final_eval"] <= 1.0 and math.isfinite(record["final_loss"])
+    assert [p["step"] for p in record["curve"]] == [3]
+    if arm == "aligned":
+        assert 0.0 < record["coverage"] <= 1.0 and 0.0 < record["teacher_shared_mass"] <= 1.0
+    write_report([record], tmp_path / "out", TINY, "test machine", 1.0, quick=True)
+    saved = json.loads((tmp_path / "out" / "distill-quick.json").read_text())
+    assert {"pair", "arm", "seed", "final_eval", "final_loss", "steps", "coverage"} <= set(saved[0])
+    assert "| qwen->llama |" in (tmp_path / "out" / "distill-quick.md").read_text()
