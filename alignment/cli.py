@@ -100,6 +100,9 @@ def inspect(student_name: str, teacher_name: str, example: dict[str, Any], *, mo
     student_tok, teacher_tok = load_tokenizer(student_name), load_tokenizer(teacher_name)
     student = render(student_tok, example, mode=mode)
     teacher = render(teacher_tok, example, mode=mode)
+    if len(student.trained_messages) != len(teacher.trained_messages):  # chat vs completion: compare the last turn
+        student = render(student_tok, example, mode=mode, turns="last")
+        teacher = render(teacher_tok, example, mode=mode, turns="last")
     alignment = align_renderings(student, teacher)
     vocab = vocab_map(student_tok, teacher_tok)
     specials = ", ".join(

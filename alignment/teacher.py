@@ -152,7 +152,8 @@ def prepare_teacher_batch(
         if prompt_ids is None:
             kwargs = dict(student_template_kwargs or {})
             prompt_ids = [render_prompt(student_tokenizer, e, mode=student_mode, **kwargs).input_ids for e in examples]
-        return _identity_batch([_as_ids(p) for p in prompt_ids], ids)
+        rows = [_identity_row(_as_ids(p), c) for p, c in zip(prompt_ids, ids, strict=True)]
+        return _collate(rows, ids, _pad_id(student_tokenizer), aligned=False)
     rows = [
         _aligned_row(
             example,
@@ -164,7 +165,7 @@ def prepare_teacher_batch(
         )
         for example, completion in zip(examples, ids, strict=True)
     ]
-    return _collate(rows, ids, _pad_id(teacher_tokenizer))
+    return _collate(rows, ids, _pad_id(teacher_tokenizer), aligned=True)
 
 
 def align_teacher_logits(teacher_logits: torch.Tensor, batch: TeacherBatch) -> torch.Tensor:
@@ -201,11 +202,14 @@ def _as_ids(values: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class _Row:
-    teacher: Rendering
+    """One example of a :class:`TeacherBatch`, before padding."""
+
+    input_ids: np.ndarray  # (S_b,) int64 teacher inputs
     positions: np.ndarray  # (T_b,) int64
     mask: np.ndarray  # (T_b,) bool
     student_chunks: np.ndarray  # (T_b,) int64
     teacher_chunks: np.ndarray  # (S_b,) int64
+    rendering: Rendering | None  # the teacher rendering; None on the identity path
 
 
 def _completion_text(
@@ -263,7 +267,8 @@ def _aligned_row(
     if not content:
         teacher = render_prompt(teacher_tok, example, mode=modes[1], **kwargs[1])
         nothing = np.zeros(frames, dtype=np.int64)
-        return _Row(teacher, nothing, nothing.astype(np.bool_), nothing - 1, np.full(len(teacher.input_ids), -1))
+        unchunked = np.full(len(teacher.input_ids), -1, dtype=np.int64)
+        return _Row(teacher.input_ids, nothing, nothing.astype(np.bool_), nothing - 1, unchunked, teacher)
     completed = _with_completion(example, content)
     teacher = render(teacher_tok, completed, mode=modes[1], turns="last", on_dropped=on_dropped, **kwargs[1])
     message = teacher.trained_messages[-1]
@@ -280,7 +285,8 @@ def _aligned_row(
     positions[alignment.pairs[keep, 0]] = alignment.pairs[keep, 1]
     mask = np.zeros(frames, dtype=np.bool_)
     mask[alignment.pairs[keep, 0]] = True
-    return _Row(teacher, positions, mask, *_chunk_ids(alignment.chunks, frames, len(teacher.input_ids)))
+    student_chunks, teacher_chunks = _chunk_ids(alignment.chunks, frames, len(teacher.input_ids))
+    return _Row(teacher.input_ids, positions, mask, student_chunks, teacher_chunks, teacher)
 
 
 def _chunk_ids(chunks: Any, frames: int, teacher_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -314,9 +320,26 @@ def _pad_id(tokenizer: FastTokenizer) -> int:
     return 0
 
 
-def _collate(rows: list[_Row], completions: list[np.ndarray], pad_id: int) -> TeacherBatch:
+def _identity_row(prompt: np.ndarray, completion: np.ndarray) -> _Row:
+    """The teacher reads the student's own ids; frame ``k`` is position ``len(prompt) - 1 + k``."""
+    if len(prompt) == 0:
+        raise AlignmentError("every prompt needs at least one token to predict the first completion token from")
+    frames = np.arange(len(completion), dtype=np.int64)
+    teacher_chunks = np.concatenate([np.full(len(prompt), -1, dtype=np.int64), frames])
+    return _Row(
+        np.concatenate([prompt, completion]),
+        len(prompt) - 1 + frames,
+        np.ones(len(completion), dtype=np.bool_),
+        frames,
+        teacher_chunks,
+        None,
+    )
+
+
+def _collate(rows: list[_Row], completions: list[np.ndarray], pad_id: int, *, aligned: bool) -> TeacherBatch:
+    """Right-pad the rows into a :class:`TeacherBatch`."""
     batch, frames = len(rows), max((len(c) for c in completions), default=0)
-    length = max((len(r.teacher.input_ids) for r in rows), default=0)
+    length = max((len(r.input_ids) for r in rows), default=0)
     input_ids = np.full((batch, length), pad_id, dtype=np.int64)
     attention = np.zeros((batch, length), dtype=np.bool_)
     positions = np.zeros((batch, frames), dtype=np.int64)
@@ -324,8 +347,8 @@ def _collate(rows: list[_Row], completions: list[np.ndarray], pad_id: int) -> Te
     student_chunks = np.full((batch, frames), -1, dtype=np.int64)
     teacher_chunks = np.full((batch, length), -1, dtype=np.int64)
     for b, row in enumerate(rows):
-        n, t = len(row.teacher.input_ids), len(row.positions)
-        input_ids[b, :n], attention[b, :n], teacher_chunks[b, :n] = row.teacher.input_ids, True, row.teacher_chunks
+        n, t = len(row.input_ids), len(row.positions)
+        input_ids[b, :n], attention[b, :n], teacher_chunks[b, :n] = row.input_ids, True, row.teacher_chunks
         positions[b, :t], mask[b, :t], student_chunks[b, :t] = row.positions, row.mask, row.student_chunks
     return TeacherBatch(
         input_ids=torch.from_numpy(input_ids),
@@ -335,38 +358,6 @@ def _collate(rows: list[_Row], completions: list[np.ndarray], pad_id: int) -> Te
         student_chunks=torch.from_numpy(student_chunks),
         teacher_chunks=torch.from_numpy(teacher_chunks),
         lengths=torch.tensor([len(c) for c in completions], dtype=torch.int64),
-        aligned=True,
-        renderings=tuple(r.teacher for r in rows),
-    )
-
-
-def _identity_batch(prompts: list[np.ndarray], completions: list[np.ndarray]) -> TeacherBatch:
-    batch, frames = len(prompts), max((len(c) for c in completions), default=0)
-    if any(len(p) == 0 for p in prompts):
-        raise AlignmentError("every prompt needs at least one token to predict the first completion token from")
-    sequences = [np.concatenate([p, c]) for p, c in zip(prompts, completions, strict=True)]
-    length = max((len(s) for s in sequences), default=0)
-    input_ids = torch.zeros((batch, length), dtype=torch.int64)
-    attention = torch.zeros((batch, length), dtype=torch.bool)
-    positions = torch.zeros((batch, frames), dtype=torch.int64)
-    mask = torch.zeros((batch, frames), dtype=torch.bool)
-    student_chunks = torch.full((batch, frames), -1, dtype=torch.int64)
-    teacher_chunks = torch.full((batch, length), -1, dtype=torch.int64)
-    for b, (prompt, completion, sequence) in enumerate(zip(prompts, completions, sequences, strict=True)):
-        n, t = len(sequence), len(completion)
-        input_ids[b, :n], attention[b, :n] = torch.from_numpy(sequence), True
-        positions[b, :t] = torch.arange(len(prompt) - 1, len(prompt) - 1 + t)
-        mask[b, :t] = True
-        student_chunks[b, :t] = torch.arange(t)
-        teacher_chunks[b, len(prompt) : n] = torch.arange(t)
-    return TeacherBatch(
-        input_ids=input_ids,
-        attention_mask=attention,
-        positions=positions,
-        mask=mask,
-        student_chunks=student_chunks,
-        teacher_chunks=teacher_chunks,
-        lengths=torch.tensor([len(c) for c in completions], dtype=torch.int64),
-        aligned=False,
-        renderings=(),
+        aligned=aligned,
+        renderings=tuple(r.rendering for r in rows if r.rendering is not None),
     )

@@ -246,3 +246,12 @@ def test_python_dash_m_alignment_inspect() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("# alignment inspect: student mistral_v3 ↔ teacher smollm2")
     assert marked(result.stdout) == ASSISTANT * 2
+
+
+def test_completion_teacher_with_a_multi_turn_chat_compares_the_last_turn(capsys: pytest.CaptureFixture[str]) -> None:
+    # the student's chat rendering trains both assistant turns, the plain-format teacher only the last
+    code, out, _ = run_main(capsys, "--teacher", str(VENDORED["gpt2"]))
+    assert code == 0
+    for side in ("student", "teacher"):
+        block = "\n".join(rendered_block(out, side))
+        assert block.count("⟦") == 1 and "⟦éfac ☕⟧" in block  # one marked completion on each side

@@ -11,7 +11,9 @@ layer covers the tokens the task's renderings use in that family (a few hundred)
 the losses see exactly the distributions these heads produce, and the vocabulary projection is restricted to
 the same tokens.
 
-Arms (same student family and budget): ``same-family`` (teacher of the student's own family; the identity path),
+Every student starts from the same short supervised warm-up (``warmup_steps`` on the reference answers, per
+student family and seed; cached), so that its first samples are not pure noise; then, with the same budget,
+arms: ``same-family`` (teacher of the student's own family; the identity path),
 ``aligned`` (cross-family teacher, ``align_teacher_template=True``; generalized JSD over the prefix projection
 plus the chunk-likelihood loss on the sampled path),
 ``naive`` (cross-family teacher reads the student's template text; positions matched by index; exact
@@ -258,6 +260,33 @@ def naive_teacher_logits(
     return torch.gather(logits, 1, index[..., None].expand(-1, -1, logits.shape[-1])), valid
 
 
+def warm_up(family: Family, train: list[dict[str, Any]], config: dict[str, Any], seed: int) -> TinyLM:
+    """The common start of every arm: a fresh student after ``warmup_steps`` of supervised steps (cached)."""
+    model = TinyLM(
+        len(family.tokenizer), len(family.head_ids), width=config["width"], layers=config["layers"], seed=seed
+    )
+    steps = config["warmup_steps"]
+    path = Path(config["cache"]) / f"warmup-{family.name}-{config['train']}-{steps}-{config['width']}-{seed}.pt"
+    if path.exists():
+        model.load_state_dict(torch.load(path))
+        return model
+    prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in train]
+    completions = [reference_completion(family, e) for e in train]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
+    rng = random.Random(seed + 1000)
+    for _ in range(steps):
+        picks = [rng.randrange(len(train)) for _ in range(config["student_batch"])]
+        logits = frames_logits(model, [prompts[i] for i in picks], [completions[i] for i in picks])
+        targets, mask = completion_targets(family, [completions[i] for i in picks])
+        loss = nn.functional.cross_entropy(logits[mask], targets[mask])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    Path(config["cache"]).mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return model
+
+
 def chunk_loss(
     student: Family,
     teacher: Family,
@@ -287,9 +316,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
     teacher_model.eval()
     for parameter in teacher_model.parameters():
         parameter.requires_grad_(False)
-    model = TinyLM(
-        len(student.tokenizer), len(student.head_ids), width=config["width"], layers=config["layers"], seed=seed
-    )
+    model = warm_up(student, train, config, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
     prompts = [render_prompt(student.tokenizer, e, **student.kwargs) for e in train]
     eval_prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in held_out]
@@ -299,7 +326,8 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
         student.head_ids, teacher.head_ids
     )
     rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
-    curve, coverages, shared_mass, started = [], [], [], time.time()
+    curve = [{"step": 0, "loss": float("nan"), "eval": evaluate(model, student, held_out, eval_prompts)}]
+    coverages, shared_mass, started = [], [], time.time()
     window: list[float] = []
     for step in range(config["student_steps"]):
         picks = [rng.randrange(len(train)) for _ in range(config["student_batch"])]
@@ -382,6 +410,7 @@ PRESETS = {
         "eval": 100,
         "teacher_steps": 400,
         "teacher_batch": 32,
+        "warmup_steps": 50,
         "student_steps": 60,
         "student_batch": 16,
         "eval_every": 20,
@@ -394,7 +423,8 @@ PRESETS = {
         "eval": 200,
         "teacher_steps": 2500,
         "teacher_batch": 64,
-        "student_steps": 500,
+        "warmup_steps": 300,
+        "student_steps": 400,
         "student_batch": 32,
         "eval_every": 50,
     },
@@ -412,6 +442,13 @@ def _teacher_job(args: tuple[str, dict[str, Any]]) -> tuple[str, float]:
     accuracy = evaluate(model, family, held_out, prompts)
     print(f"teacher {name}: held-out exact match {accuracy:.3f}", flush=True)
     return name, accuracy
+
+
+def _warmup_job(args: tuple[str, int, dict[str, Any]]) -> None:
+    torch.set_num_threads(1)
+    name, seed, config = args
+    train, held_out = make_task(config["train"], config["eval"])
+    warm_up(load_family(name, train + held_out), train, config, seed)
 
 
 def _job(args: tuple[str, str, int, dict[str, Any]]) -> dict[str, Any]:
@@ -432,24 +469,30 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results", help="where distill.json/.md/.png go")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--teacher-steps", type=int)
+    parser.add_argument("--warmup-steps", type=int)
     parser.add_argument("--student-steps", type=int)
     args = parser.parse_args()
     config = {**COMMON, **PRESETS["quick" if args.quick else "full"], "cache": args.cache}
-    for key in ("teacher_steps", "student_steps"):
+    for key in ("teacher_steps", "warmup_steps", "student_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     # teachers first, so that student runs share the cache
     families = sorted({f for p in config["pairs"] for f in PAIRS[p]})
     jobs = [(p, a, s, config) for p in config["pairs"] for a in config["arms"] for s in config["seeds"]]
+    warmups = [(name, seed, config) for name, seed in sorted({(PAIRS[p][1], s) for p, _, s, _ in jobs})]
     started = time.time()
     if args.workers > 1:
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-            teachers = pool.map(_teacher_job, [(name, config) for name in families])
+            teacher_runs = pool.map_async(_teacher_job, [(name, config) for name in families], chunksize=1)
+            pool.map(_warmup_job, warmups, chunksize=1)
+            teachers = teacher_runs.get()
             records = pool.map(_job, jobs, chunksize=1)
     else:
         teachers = [_teacher_job((name, config)) for name in families]
+        for warmup in warmups:
+            _warmup_job(warmup)
         records = [_job(j) for j in jobs]
     for record in records:
         record["teacher_eval"] = dict(teachers)[record["teacher"]]
