@@ -20,6 +20,7 @@ TINY = {
     "eval": 8,
     "teacher_steps": 3,
     "teacher_batch": 4,
+    "warmup_steps": 2,
     "student_steps": 3,
     "student_batch": 4,
     "eval_every": 3,
