@@ -79,7 +79,7 @@ def _content_candidates(content: str) -> list[tuple[str, int]]:
 def _locate(
     real: str, sentinel_text: str, messages: list[dict[str, Any]]
 ) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
-    """Char spans of each located message in ``real`` and the (lead, trail) characters trimmed from it."""
+    """Char spans of each located message in ``real`` and the (lead, trail) bytes trimmed from it."""
     spans: dict[int, tuple[int, int]] = {}
     trims: dict[int, tuple[int, int]] = {}
     cursor, previous, previous_index = 0, 0, None
@@ -100,8 +100,10 @@ def _locate(
                 trims[index] = (len(content[:lead].encode()), len(content[lead + len(candidate) :].encode()))
                 cursor = end
                 break
-        else:
-            _rewritten(real, cursor, messages, [index])
+        else:  # the content itself is there: the text after it changed, maybe because of the next message
+            upcoming = _SENTINEL.search(sentinel_text, match.end())
+            verbatim = real.startswith(content, cursor) and upcoming is not None
+            _rewritten(real, cursor, messages, [index, int(upcoming.group(1))] if verbatim and upcoming else [index])
         previous, previous_index = match.end(), index
     if real[cursor:] != sentinel_text[previous:]:
         _rewritten(real, cursor, messages, [] if previous_index is None else [previous_index])

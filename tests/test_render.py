@@ -435,3 +435,10 @@ def test_gemma2_template_rejects_a_system_role() -> None:
     template = (SHARED_DIR / "extra_templates" / "google-gemma-2-2b-it.jinja").read_text()
     with pytest.raises(TemplateError, match="rejected the conversation"):
         render(load_real("gemma3"), {"messages": SYSTEM_CONVERSATION}, chat_template=template)
+
+
+@integration
+def test_qwen3_reasoning_in_the_final_turn_is_refused_naming_the_assistant_turn() -> None:
+    messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>\nadd\n</think>\n\n4"}]
+    with pytest.raises(ContentRewrittenError, match=r"message 0 \(user\) or message 1 \(assistant\)"):
+        render(load_real("qwen3"), {"messages": messages})
