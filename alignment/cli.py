@@ -95,14 +95,23 @@ def _pair_table(student: Rendering, teacher: Rendering, alignment: TokenAlignmen
     return rows
 
 
-def inspect(student_name: str, teacher_name: str, example: dict[str, Any], *, mode: Mode, limit: int = 60) -> str:
-    """The side-by-side report as markdown text."""
+def inspect(
+    student_name: str,
+    teacher_name: str,
+    example: dict[str, Any],
+    *,
+    mode: Mode,
+    limit: int = 60,
+    template_vars: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
+) -> str:
+    """The side-by-side report as markdown text; ``template_vars`` are the student's and the teacher's."""
     student_tok, teacher_tok = load_tokenizer(student_name), load_tokenizer(teacher_name)
-    student = render(student_tok, example, mode=mode)
-    teacher = render(teacher_tok, example, mode=mode)
+    student_vars, teacher_vars = template_vars
+    student = render(student_tok, example, mode=mode, **student_vars)
+    teacher = render(teacher_tok, example, mode=mode, **teacher_vars)
     if len(student.trained_messages) != len(teacher.trained_messages):  # chat vs completion: compare the last turn
-        student = render(student_tok, example, mode=mode, turns="last")
-        teacher = render(teacher_tok, example, mode=mode, turns="last")
+        student = render(student_tok, example, mode=mode, turns="last", **student_vars)
+        teacher = render(teacher_tok, example, mode=mode, turns="last", **teacher_vars)
     alignment = align_renderings(student, teacher)
     vocab = vocab_map(student_tok, teacher_tok)
     specials = ", ".join(
@@ -143,6 +152,13 @@ def _read_example(path: str | None) -> dict[str, Any]:
     return data
 
 
+def _variables(pairs: list[str]) -> dict[str, Any]:
+    for pair in pairs:
+        if "=" not in pair:
+            raise ExampleError(f"template variables are NAME=VALUE, got {pair!r}")
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``alignment`` command."""
     parser = argparse.ArgumentParser(prog="alignment", description=__doc__.split("\n\n")[0])
@@ -155,9 +171,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     inspect_cmd.add_argument("--mode", default="auto", choices=["auto", "chat", "completion"])
     inspect_cmd.add_argument("--limit", type=int, default=60, help="chunks to list (default 60)")
+    for side in ("student", "teacher"):
+        inspect_cmd.add_argument(
+            f"--{side}-var",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help=f"a variable of the {side}'s chat template, e.g. date_string='26 Jul 2024' for Llama 3 (repeatable)",
+        )
     args = parser.parse_args(argv)
     try:
-        report = inspect(args.student, args.teacher, _read_example(args.example), mode=args.mode, limit=args.limit)
+        template_vars = (_variables(args.student_var), _variables(args.teacher_var))
+        example = _read_example(args.example)
+        report = inspect(
+            args.student, args.teacher, example, mode=args.mode, limit=args.limit, template_vars=template_vars
+        )
     except (AlignmentError, OSError, ValueError) as error:  # ValueError: bad JSON or bytes that are not UTF-8
         print(f"alignment inspect: {type(error).__name__}: {error}", file=sys.stderr)
         return 2

@@ -255,3 +255,13 @@ def test_completion_teacher_with_a_multi_turn_chat_compares_the_last_turn(capsys
     for side in ("student", "teacher"):
         block = "\n".join(rendered_block(out, side))
         assert block.count("⟦") == 1 and "⟦éfac ☕⟧" in block  # one marked completion on each side
+
+
+@pytest.mark.integration
+def test_template_variables_reach_each_side(capsys: pytest.CaptureFixture[str]) -> None:
+    llama = str(REPO_ROOT.parent / "shared" / "tokenizers" / "llama3")
+    code, out, _ = run_main(capsys, "--teacher", llama, "--teacher-var", "date_string=26 Jul 2024")
+    assert code == 0
+    assert "Today Date: 26 Jul 2024" in "\n".join(rendered_block(out, "teacher"))
+    code, _, err = run_main(capsys, "--student-var", "no-equals-sign")
+    assert code == 2 and "NAME=VALUE" in err
