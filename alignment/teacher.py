@@ -108,7 +108,7 @@ def prepare_teacher_batch(
     conversation plus that text is rendered with the teacher's own template (or completion format), and the two
     token sequences are aligned by byte offsets (as in :func:`~alignment.align_renderings`); student frames without a
     teacher position that read the same text are masked out. An empty completion keeps a teacher row (its prompt)
-    with every frame masked.
+    with every frame masked; so does a whitespace-only one that the teacher's template trims away.
 
     With ``align_teacher_template=False``, or when :func:`same_template` holds, this is the identity: the teacher
     reads the student's own ids (``prompt_ids`` + completion; the prompts are rendered when not given) and frame
@@ -265,12 +265,15 @@ def _aligned_row(
     content, start, finished = _completion_text(student_tok, example, ids, modes[0], kwargs[0])
     frames = len(ids)
     if not content:
-        teacher = render_prompt(teacher_tok, example, mode=modes[1], **kwargs[1])
-        nothing = np.zeros(frames, dtype=np.int64)
-        unchunked = np.full(len(teacher.input_ids), -1, dtype=np.int64)
-        return _Row(teacher.input_ids, nothing, nothing.astype(np.bool_), nothing - 1, unchunked, teacher)
+        return _unaligned_row(teacher_tok, example, frames, modes[1], kwargs[1])
     completed = _with_completion(example, content)
-    teacher = render(teacher_tok, completed, mode=modes[1], turns="last", on_dropped=on_dropped, **kwargs[1])
+    try:
+        teacher = render(teacher_tok, completed, mode=modes[1], turns="last", on_dropped=on_dropped, **kwargs[1])
+    except ExampleError:
+        if content.strip():
+            raise
+        # a whitespace-only sample that the teacher's template trims away (Qwen3 strips leading newlines)
+        return _unaligned_row(teacher_tok, example, frames, modes[1], kwargs[1])
     message = teacher.trained_messages[-1]
     span, (lead, _) = teacher.message_spans[message], teacher.trimmed[message]
     assert span is not None
@@ -287,6 +290,16 @@ def _aligned_row(
     mask[alignment.pairs[keep, 0]] = True
     student_chunks, teacher_chunks = _chunk_ids(alignment.chunks, frames, len(teacher.input_ids))
     return _Row(teacher.input_ids, positions, mask, student_chunks, teacher_chunks, teacher)
+
+
+def _unaligned_row(
+    tokenizer: FastTokenizer, example: Mapping[str, Any], frames: int, mode: Mode, kwargs: dict[str, Any]
+) -> _Row:
+    """A sample with nothing to compare: the teacher reads its prompt and every frame is masked."""
+    teacher = render_prompt(tokenizer, example, mode=mode, **kwargs)
+    nothing = np.zeros(frames, dtype=np.int64)
+    unchunked = np.full(len(teacher.input_ids), -1, dtype=np.int64)
+    return _Row(teacher.input_ids, nothing, nothing.astype(np.bool_), nothing - 1, unchunked, teacher)
 
 
 def _chunk_ids(chunks: Any, frames: int, teacher_length: int) -> tuple[np.ndarray, np.ndarray]:

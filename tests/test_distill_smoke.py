@@ -27,7 +27,7 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("arm", ["same-family", "aligned", "naive", "sft"])
+@pytest.mark.parametrize("arm", ["same-family", "aligned", "naive", "sft", "aligned-projection", "aligned-chunk"])
 def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     from benchmarks.distill.report import write_report
     from benchmarks.distill.run import run_student
@@ -38,7 +38,7 @@ def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     assert [p["step"] for p in record["curve"]] == [0, 3]  # after the common warm-up, then at the end
     if arm == "aligned":
         assert 0.0 < record["coverage"] <= 1.0 and 0.0 < record["teacher_shared_mass"] <= 1.0
-    write_report([record], tmp_path / "out", TINY, "test machine", 1.0, quick=True)
+    write_report([record], tmp_path / "out", TINY, "test machine", 1.0, stem="distill-quick")
     saved = json.loads((tmp_path / "out" / "distill-quick.json").read_text())
     assert {"pair", "arm", "seed", "final_eval", "final_loss", "steps", "coverage"} <= set(saved[0])
     assert "| qwen->llama |" in (tmp_path / "out" / "distill-quick.md").read_text()

@@ -292,3 +292,18 @@ def test_qwen3_student_think_block_is_not_compared() -> None:
     assert completions[1][: len(think)] == think
     assert not batch.mask[1, 1 : len(think)].any() and batch.mask[1, len(think)]
     assert SHARED_DIR.is_dir()
+
+
+@pytest.mark.integration
+def test_a_whitespace_sample_the_teacher_template_trims_away_is_masked_not_fatal() -> None:
+    student, teacher = load_real("llama3"), load_real("qwen3")
+    example = EXAMPLES[1]
+    newline = [*student.encode("\n", add_special_tokens=False), end_of_turn_id(student)]
+    batch = prepare_teacher_batch(
+        [example, example],
+        [newline, sample("llama3", example, "ok")],
+        student_tokenizer=student,
+        teacher_tokenizer=teacher,
+        student_template_kwargs=template_kwargs("llama3"),
+    )
+    assert not batch.mask[0].any() and batch.mask[1].any()

@@ -63,13 +63,24 @@ def _plot(records: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_report(
-    records: list[dict[str, Any]], out: Path, config: dict[str, Any], machine: str, wall: float, *, quick: bool
+    records: list[dict[str, Any]],
+    out: Path,
+    config: dict[str, Any],
+    machine: str,
+    wall: float,
+    *,
+    stem: str = "distill",
+    command: str = "python -m benchmarks.distill.run",
+    quick: bool | None = None,
 ) -> None:
-    """Write ``distill.json``, ``distill.md`` and ``distill.png`` (``distill-quick.*`` for the quick preset)."""
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out`` (``quick=`` picks the preset's stem)."""
+    if quick is not None:
+        stem = "distill-quick" if quick else "distill"
+        command = "python -m benchmarks.distill.run" + (" --quick" if quick else "")
     out.mkdir(parents=True, exist_ok=True)
-    stem = "distill-quick" if quick else "distill"
     (out / f"{stem}.json").write_text(json.dumps(records, indent=1))
-    command = "python -m benchmarks.distill.run" + (" --quick" if quick else "")
+    failed = [r for r in records if "error" in r]
+    records = [r for r in records if "error" not in r]
     lines = [
         "# Cross-family on-policy distillation",
         "",
@@ -78,6 +89,8 @@ def write_report(
         "Configuration: " + ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if k != "cache"),
         "",
         *_table(records),
+        "",
+        *(f"- FAILED: {r['pair']} {r['arm']} seed {r['seed']}: {r['error']}" for r in failed),
         "",
         f"Curves: `{stem}.png`; raw records with curves: `{stem}.json`.",
     ]

@@ -57,6 +57,7 @@ from benchmarks.distill.task import make_task
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
 PAIRS = {"qwen->llama": ("qwen3", "llama3"), "gpt2->mistral": ("gpt2", "mistral_v3")}
 ARMS = ("same-family", "aligned", "naive", "sft")
+ABLATIONS = ("aligned-projection", "aligned-chunk")  # the aligned arm's two loss terms alone
 
 
 @dataclass
@@ -372,8 +373,9 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
             else:
                 coverages.append(batch.coverage)
                 s, t = project_logprobs(student_logits, teacher_logits, prefix, temperature=config["temperature"])
-                loss = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
-                loss = loss + chunk_loss(student, teacher, student_logits, teacher_all, completions, batch)
+                projected = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
+                chunks = chunk_loss(student, teacher, student_logits, teacher_all, completions, batch)
+                loss = {"aligned": projected + chunks, "aligned-projection": projected, "aligned-chunk": chunks}[arm]
                 _, t_exact = project_logprobs(student_logits.detach(), teacher_logits, exact)
                 shared_mass.append(float(t_exact[..., :-1].exp().sum(-1)[mask].mean()))
         optimizer.zero_grad()
@@ -453,13 +455,24 @@ def _warmup_job(args: tuple[str, int, dict[str, Any]]) -> None:
 
 def _job(args: tuple[str, str, int, dict[str, Any]]) -> dict[str, Any]:
     torch.set_num_threads(1)
-    record = run_student(*args)
+    try:
+        record = run_student(*args)
+    except Exception as error:  # one failed run must not lose the others: it is reported in the results
+        pair, arm, seed, _ = args
+        print(f"{pair:14s} {arm:12s} seed {seed}: FAILED {type(error).__name__}: {error}", flush=True)
+        return {"pair": pair, "arm": arm, "seed": seed, "error": f"{type(error).__name__}: {error}"}
     print(
         f"{record['pair']:14s} {record['arm']:12s} seed {record['seed']}: eval {record['final_eval']:.3f} "
         f"loss {record['final_loss']:.4f} ({record['wall_s']} s)",
         flush=True,
     )
     return record
+
+
+def _command() -> str:
+    import sys
+
+    return " ".join(["python -m benchmarks.distill.run", *sys.argv[1:]])
 
 
 def main() -> None:
@@ -469,11 +482,15 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results", help="where distill.json/.md/.png go")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--teacher-steps", type=int)
+    parser.add_argument("--arms", nargs="+", choices=[*ARMS, *ABLATIONS], help="override the preset's arms")
+    parser.add_argument("--seeds", nargs="+", type=int, help="override the preset's seeds")
+    parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), help="override the preset's pairs")
+    parser.add_argument("--tag", default="", help="suffix of the output files, e.g. 'ablation'")
     parser.add_argument("--warmup-steps", type=int)
     parser.add_argument("--student-steps", type=int)
     args = parser.parse_args()
     config = {**COMMON, **PRESETS["quick" if args.quick else "full"], "cache": args.cache}
-    for key in ("teacher_steps", "warmup_steps", "student_steps"):
+    for key in ("teacher_steps", "warmup_steps", "student_steps", "arms", "seeds", "pairs"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     # teachers first, so that student runs share the cache
@@ -499,7 +516,8 @@ def main() -> None:
     from benchmarks.distill.report import write_report
 
     machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {args.workers} workers"
-    write_report(records, Path(args.out), config, machine, time.time() - started, quick=args.quick)
+    stem = "distill" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+    write_report(records, Path(args.out), config, machine, time.time() - started, stem=stem, command=_command())
 
 
 if __name__ == "__main__":
