@@ -171,7 +171,9 @@ def align_renderings(
     Each trained turn contributes, on both sides, in one shared byte coordinate system:
 
     * the *turn start*: the last token that ends at or before the content (a template token). After it both
-      models predict the first content token, so it is paired. It covers one virtual byte;
+      models predict the first content token, so it is paired — unless on either side the first content token
+      straddles the content start (Mistral's ``▁Hello`` holds the template's space), where the two have not read
+      the same text and the turn start takes no part. It covers one virtual byte;
     * the content tokens, clipped to the content bytes both renderings kept (a template may trim edge
       whitespace, see :attr:`Rendering.trimmed`);
     * the end-of-turn token (``<|eot_id|>`` on one side, ``<|im_end|>`` on the other), covering one virtual
@@ -201,8 +203,8 @@ def align_renderings(
         >>> example = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
         >>> s, t = render(load_tokenizer("mistral_v3"), example), render(load_tokenizer("smollm2"), example)
         >>> a = align_renderings(s, t)
-        >>> [(s.token_text(i), t.token_text(j)) for i, j in a.pairs]
-        [('[/INST]', '\\n'), (' Hello', 'Hello'), ('!', '!'), ('</s>', '<|im_end|>')]
+        >>> [(s.token_text(i), t.token_text(j)) for i, j in a.pairs]  # ▁Hello straddles: no turn-start pair
+        [(' Hello', 'Hello'), ('!', '!'), ('</s>', '<|im_end|>')]
     """
     if end_of_turn not in ("pair", "exclude"):
         raise ValueError(f"end_of_turn must be 'pair' or 'exclude', got {end_of_turn!r}")
@@ -247,7 +249,7 @@ def align_turns(
         first_s = int(np.searchsorted(turn_s.offsets[:, 1], turn_s.low, side="right"))
         first_t = int(np.searchsorted(turn_t.offsets[:, 1], turn_t.low, side="right"))
         closed = turn_s.end_of_turn is not None and turn_t.end_of_turn is not None
-        ends = (first_s > 0 and first_t > 0, end_of_turn == "pair" and closed)
+        ends = (_clean_start(turn_s, first_s) and _clean_start(turn_t, first_t), end_of_turn == "pair" and closed)
         parts_s.append(_turn_tokens(turn_s, first_s, base, ends))
         parts_t.append(_turn_tokens(turn_t, first_t, base, ends))
         base += turn_s.length + 2
@@ -287,6 +289,16 @@ def _common_content(student: Rendering, teacher: Rendering, turn: int) -> tuple[
             f"{text_s[max(differ - 20, 0) : differ + 20]!r}, teacher has {text_t[max(differ - 20, 0) : differ + 20]!r}"
         )
     return low_s, low_t, length
+
+
+def _clean_start(turn: Turn, first: int) -> bool:
+    """Whether the turn start is comparable: a token precedes the content and none straddles its start.
+
+    A first content token that also covers template text before the content (Mistral's ``▁Hello`` after
+    ``[/INST]``, GPT-2's `` 482`` after ``Assistant:``) means the token before it has not read that text, while the
+    other side's may have: their next-token distributions would be compared on different prefixes.
+    """
+    return first > 0 and (first >= len(turn.offsets) or int(turn.offsets[first, 0]) >= turn.low)
 
 
 def _turn_tokens(turn: Turn, first: int, base: int, ends: tuple[bool, bool]) -> tuple[np.ndarray, np.ndarray]:

@@ -50,6 +50,11 @@ def kept_ranges(rendering: Rendering, other: Rendering) -> list[tuple[int, int]]
     return ranges
 
 
+def clean_start(rendering: Rendering, start: int) -> bool:
+    first = int(np.flatnonzero(rendering.byte_offsets[:, 1] > start)[0])
+    return first > 0 and int(rendering.byte_offsets[first, 0]) >= start
+
+
 def roles_of(rendering: Rendering, kept: list[tuple[int, int]], indices: np.ndarray) -> list[tuple[int, str, int]]:
     """For each listed token: (turn, kind, end relative to the turn's kept content start)."""
     out = []
@@ -94,8 +99,14 @@ def test_pairs_end_at_the_same_content_byte_on_both_sides(student: str, teacher:
     ends = {tuple(p) for p in pairs.tolist()}
     for turn in range(len(s.trained_messages)):
         assert (s.end_of_turn[turn], t.end_of_turn[turn]) in ends
+    # a turn start pairs only where neither side's first content token also covers template text before it
+    starts = [clean_start(s, a) and clean_start(t, c) for (a, _), (c, _) in zip(kept_s, kept_t, strict=True)]
+    assert [any(r == (turn, "start", 0) for r in student_roles) for turn in range(len(kept_s))] == starts
     # coverage is the share of the tokens taking part (turn start, kept content, end of turn) that pair up
-    taking_part = sum(int(np.sum((s.byte_offsets[:, 1] > a) & (s.byte_offsets[:, 0] < b))) + 2 for a, b in kept_s)
+    taking_part = sum(
+        int(np.sum((s.byte_offsets[:, 1] > a) & (s.byte_offsets[:, 0] < b))) + 1 + start
+        for (a, b), start in zip(kept_s, starts, strict=True)
+    )
     assert alignment.num_student == taking_part
     assert alignment.student_coverage == len(pairs) / taking_part
 
