@@ -207,33 +207,66 @@ def completion_targets(family: Family, completions: list[list[int]]) -> tuple[to
     return targets, mask
 
 
-def train_teacher(
-    family: Family, train: list[dict[str, Any]], held_out: list[dict[str, Any]], config: dict[str, Any], cache: Path
+def supervised_loss(logits: torch.Tensor, family: Family, completions: list[list[int]]) -> torch.Tensor:
+    """Cross-entropy of the completion tokens from their frame logits (teachers, warm-up and the SFT arm)."""
+    targets, mask = completion_targets(family, completions)
+    return nn.functional.cross_entropy(logits[mask], targets[mask])
+
+
+def train_supervised(
+    model: TinyLM,
+    family: Family,
+    train: list[dict[str, Any]],
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    rng_seed: int,
+    cosine: bool,
+    path: Path,
 ) -> TinyLM:
-    path = cache / f"teacher-{family.name}-{config['train']}-{config['teacher_steps']}-{config['width']}.pt"
-    model = TinyLM(
-        len(family.tokenizer), len(family.head_ids), width=config["width"], layers=config["layers"], seed=1234
-    )
-    prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in train]
-    completions = [reference_completion(family, e) for e in train]
+    """``steps`` supervised steps on the reference answers, cached at ``path`` (loaded if it exists)."""
     if path.exists():
         model.load_state_dict(torch.load(path))
         return model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
-    rng = random.Random(0)
-    for step in range(config["teacher_steps"]):
-        picks = [rng.randrange(len(train)) for _ in range(config["teacher_batch"])]
-        logits = frames_logits(model, [prompts[i] for i in picks], [completions[i] for i in picks])
-        targets, mask = completion_targets(family, [completions[i] for i in picks])
-        loss = nn.functional.cross_entropy(logits[mask], targets[mask])
+    prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in train]
+    completions = [reference_completion(family, e) for e in train]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    rng = random.Random(rng_seed)
+    for step in range(steps):
+        picks = [rng.randrange(len(train)) for _ in range(batch)]
+        chosen = [completions[i] for i in picks]
+        loss = supervised_loss(frames_logits(model, [prompts[i] for i in picks], chosen), family, chosen)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        for group in optimizer.param_groups:
-            group["lr"] = config["lr"] * 0.5 * (1 + math.cos(math.pi * (step + 1) / config["teacher_steps"]))
-    cache.mkdir(parents=True, exist_ok=True)
+        if cosine:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps))
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return model
+
+
+def train_teacher(
+    family: Family, train: list[dict[str, Any]], held_out: list[dict[str, Any]], config: dict[str, Any], cache: Path
+) -> TinyLM:
+    """The family's teacher: ``teacher_steps`` supervised steps with a cosine schedule (cached)."""
+    model = TinyLM(
+        len(family.tokenizer), len(family.head_ids), width=config["width"], layers=config["layers"], seed=1234
+    )
+    path = cache / f"teacher-{family.name}-{config['train']}-{config['teacher_steps']}-{config['width']}.pt"
+    return train_supervised(
+        model,
+        family,
+        train,
+        steps=config["teacher_steps"],
+        batch=config["teacher_batch"],
+        lr=config["lr"],
+        rng_seed=0,
+        cosine=True,
+        path=path,
+    )
 
 
 def naive_teacher_logits(
@@ -268,24 +301,17 @@ def warm_up(family: Family, train: list[dict[str, Any]], config: dict[str, Any],
     )
     steps = config["warmup_steps"]
     path = Path(config["cache"]) / f"warmup-{family.name}-{config['train']}-{steps}-{config['width']}-{seed}.pt"
-    if path.exists():
-        model.load_state_dict(torch.load(path))
-        return model
-    prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in train]
-    completions = [reference_completion(family, e) for e in train]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
-    rng = random.Random(seed + 1000)
-    for _ in range(steps):
-        picks = [rng.randrange(len(train)) for _ in range(config["student_batch"])]
-        logits = frames_logits(model, [prompts[i] for i in picks], [completions[i] for i in picks])
-        targets, mask = completion_targets(family, [completions[i] for i in picks])
-        loss = nn.functional.cross_entropy(logits[mask], targets[mask])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    Path(config["cache"]).mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return model
+    return train_supervised(
+        model,
+        family,
+        train,
+        steps=steps,
+        batch=config["student_batch"],
+        lr=config["lr"],
+        rng_seed=seed + 1000,
+        cosine=False,
+        path=path,
+    )
 
 
 def chunk_loss(
@@ -340,8 +366,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
         completions = [c if c else [student.eot] for c in completions]
         student_logits = frames_logits(model, batch_prompts, completions)
         if arm == "sft":
-            targets, mask = completion_targets(student, completions)
-            loss = nn.functional.cross_entropy(student_logits[mask], targets[mask])
+            loss = supervised_loss(student_logits, student, completions)
         elif arm == "naive":
             texts = [prompts[i].text for i in picks]
             teacher_logits, mask = naive_teacher_logits(teacher_model, student, teacher, texts, completions)
