@@ -28,8 +28,17 @@ def end_of_turn_id(tokenizer: FastTokenizer) -> int | None:
         >>> tok.convert_ids_to_tokens(end_of_turn_id(tok))
         '<|im_end|>'
     """
-    if not getattr(tokenizer, "chat_template", None):
-        return tokenizer_info(tokenizer).eos_id
+    template = getattr(tokenizer, "chat_template", None)
+    key = (tokenizer_info(tokenizer), template if template is None or isinstance(template, str) else repr(template))
+    if key not in _END_OF_TURN:  # rendering is cheap but this runs per sample in prepare_teacher_batch: cache
+        _END_OF_TURN[key] = _find_end_of_turn(tokenizer) if template else tokenizer_info(tokenizer).eos_id
+    return _END_OF_TURN[key]
+
+
+_END_OF_TURN: dict[tuple[TokenizerInfo, str | None], int | None] = {}
+
+
+def _find_end_of_turn(tokenizer: FastTokenizer) -> int | None:
     conversation = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     try:
         rendering = render_chat(tokenizer, conversation)
