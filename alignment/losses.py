@@ -5,7 +5,8 @@ Every loss compares, at each position, :math:`q = \mathrm{softmax}(z_s/\tau)` (s
 ``(...)`` bool, ``True`` where a position counts; masked positions are exactly ``0`` and have no influence, not even
 through NaN logits; ``-inf`` logits are probability ``0`` (``0 \log 0 = 0``). The teacher may also be sparse,
 a :class:`TopK` as inference servers return it. Positions are processed in chunks inside one autograd function that
-saves only its inputs and recomputes the softmax in the backward, so memory does not grow with copies of ``(..., V)``.
+computes each chunk's value and gradient together and keeps only the gradient, so the memory beyond the inputs is
+one tensor the size of the logits that need a gradient (which the backward returns anyway) plus a chunk's temporaries.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ __all__ = ["TopK", "forward_kl", "generalized_jsd", "masked_kl", "reverse_kl"]
 
 Reduction = Literal["none", "sum", "mean", "batchmean"]
 _REDUCTIONS = ("none", "sum", "mean", "batchmean")
-_CHUNK_ELEMENTS = 1 << 24  # default chunk: about 2**24 logits, so each float32 temporary stays near 64 MiB
+# Default chunk, in logits: on CPU small enough that a chunk's float32 temporaries stay in cache (1 MiB each);
+# on an accelerator large enough that each kernel has work (64 MiB each).
+_CHUNK_ELEMENTS = {"cpu": 1 << 18, "other": 1 << 24}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,7 +105,8 @@ def generalized_jsd(
         check_finite: check that counted positions have no NaN or ``+inf`` logits and not only ``-inf``
             (one device synchronisation); turn off in hot loops, where such rows give NaN. The ids of a
             :class:`TopK` teacher are always checked (an out-of-range id would fault the device).
-        chunk_size: positions per chunk; ``None`` picks about :math:`2^{24}/V`, so temporaries stay near 64 MiB each.
+        chunk_size: positions per chunk; ``None`` picks about :math:`2^{18}/V` on CPU (each float32 temporary
+            near 1 MiB, in cache) and :math:`2^{24}/V` on an accelerator (near 64 MiB).
 
     Returns:
         ``(...)`` per-position values for ``"none"``, exactly ``0.0`` where ``mask`` is False, else a scalar;
@@ -310,7 +314,8 @@ def _loss(
         mask.reshape(-1),
         beta,
         temperature,
-        chunk_size or max(1, _CHUNK_ELEMENTS // vocab),
+        chunk_size or max(1, _CHUNK_ELEMENTS["cpu" if student_logits.device.type == "cpu" else "other"] // vocab),
+        torch.is_grad_enabled(),
     )
     return _reduce(rows.reshape(batch_shape), mask, reduction, num_items)
 
@@ -348,7 +353,13 @@ def _reduce(
 
 class _ChunkedDivergence(torch.autograd.Function):
     """Per-row divergence of ``(N, V)`` student logits from ``(N, V)`` teacher logits, or from ``(N, k + 1)``
-    teacher bucket log-probs with ``(N, k)`` ids, ``chunk`` rows at a time. Saves only its inputs."""
+    teacher bucket log-probs with ``(N, k)`` ids, ``chunk`` rows at a time.
+
+    The gradient of each row with respect to the logits that need one is computed in the same pass as the value
+    and kept (one tensor the size of those logits, which the backward must return anyway); the backward only
+    scales it by the incoming per-row gradient, in place. A second backward through the same graph
+    (``retain_graph=True``) recomputes it from the saved inputs.
+    """
 
     @staticmethod
     def forward(
@@ -360,97 +371,142 @@ class _ChunkedDivergence(torch.autograd.Function):
         beta: float,
         temperature: float,
         chunk: int,
+        grad_enabled: bool,
     ) -> torch.Tensor:
         ctx.save_for_backward(student, teacher, ids, mask)
-        dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
-        ctx.options = (beta, temperature, chunk, dtype)
-        rows = torch.zeros(student.shape[0], dtype=dtype, device=student.device)
-        for part in _chunks(student.shape[0], chunk):
-            _, log_q, log_p = _chunk_log_probs(student, teacher, ids, part, temperature, dtype)
-            rows[part] = _divergence(log_q, log_p, beta)
-        return torch.where(mask, rows, 0.0)
+        ctx.options = (beta, temperature, chunk)
+        need = (grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1])
+        rows, *grads = _rows_and_grads(student, teacher, ids, mask, beta, temperature, chunk, need=need)
+        ctx.grads = grads
+        return rows
 
     @staticmethod
     def backward(ctx: Any, grad_rows: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        student, teacher, ids, mask = ctx.saved_tensors
-        beta, temperature, chunk, dtype = ctx.options
-        grad_student = torch.zeros_like(student) if ctx.needs_input_grad[0] else None
-        grad_teacher = torch.zeros_like(teacher) if ctx.needs_input_grad[1] else None
-        for part in _chunks(student.shape[0], chunk):
-            log_q_all, log_q, log_p = _chunk_log_probs(student, teacher, ids, part, temperature, dtype)
-            grad_q, grad_p = _divergence_grads(log_q, log_p, beta)
-            scale, keep = grad_rows[part, None] / temperature, mask[part, None]
-            if grad_student is not None:
-                grad_q = grad_q if ids is None else _unbucket(grad_q, log_q_all, log_q, ids[part])
-                grad_student[part] = torch.where(keep, grad_q * scale, 0.0)
-            if grad_teacher is not None:
-                grad_teacher[part] = torch.where(keep, grad_p * scale, 0.0)
-        return grad_student, grad_teacher, None, None, None, None, None
+        grads, ctx.grads = ctx.grads, None
+        if grads is None:  # a second backward: the kept gradients were scaled in place by the first
+            student, teacher, ids, mask = ctx.saved_tensors
+            _, *grads = _rows_and_grads(student, teacher, ids, mask, *ctx.options, need=tuple(ctx.needs_input_grad[:2]))
+        mask = ctx.saved_tensors[3]
+        scale = torch.where(mask, grad_rows, 0.0)[:, None]
+        grad_student, grad_teacher = (None if grad is None else grad.mul_(scale) for grad in grads)
+        return grad_student, grad_teacher, None, None, None, None, None, None
+
+
+def _rows_and_grads(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    ids: torch.Tensor | None,
+    mask: torch.Tensor,
+    beta: float,
+    temperature: float,
+    chunk: int,
+    *,
+    need: tuple[bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Per-row divergences (``0`` where masked) and, where ``need`` asks, their gradients with respect to the
+    student's and the teacher's logits, row by row (``0`` where masked), chunk by chunk."""
+    dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
+    rows = torch.zeros(student.shape[0], dtype=dtype, device=student.device)
+    grad_student = torch.empty_like(student) if need[0] else None
+    grad_teacher = torch.empty_like(teacher) if need[1] else None
+    for part in _chunks(student.shape[0], chunk):
+        keep = mask[part, None]
+        if ids is None:
+            value, grad_q, grad_p = _dense_chunk(student[part], teacher[part], beta, temperature, dtype, need)
+        else:
+            value, grad_q, grad_p = _sparse_chunk(student[part], teacher[part], ids[part], beta, temperature, dtype)
+        rows[part] = value.masked_fill_(~keep[:, 0], 0.0)
+        if grad_student is not None and grad_q is not None:
+            grad_student[part] = grad_q.masked_fill_(~keep, 0.0)
+        if grad_teacher is not None and grad_p is not None:
+            grad_teacher[part] = grad_p.masked_fill_(~keep, 0.0)
+    return rows, grad_student, grad_teacher
 
 
 def _chunks(rows: int, chunk: int) -> list[slice]:
     return [slice(start, start + chunk) for start in range(0, rows, chunk)]
 
 
-def _chunk_log_probs(
+def _dense_chunk(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    ids: torch.Tensor | None,
-    part: slice,
+    beta: float,
     temperature: float,
     dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For rows ``part``: student log-probs over ``V``, then student and teacher log-probs over the compared support,
-    the vocabulary or the ``k`` listed ids plus the tail (exact: a log-sum-exp over the unlisted ids, floored)."""
-    log_q_all = torch.log_softmax(student[part].to(dtype) / temperature, dim=-1)
-    log_p = torch.log_softmax(teacher[part].to(dtype) / temperature, dim=-1)
-    if ids is None:
-        return log_q_all, log_q_all, log_p
-    listed = ids[part]
-    tail = log_q_all.scatter(-1, listed, -math.inf).logsumexp(dim=-1, keepdim=True)
-    return log_q_all, torch.cat([log_q_all.gather(-1, listed), _floor(tail)], dim=-1), log_p
+    need: tuple[bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    r"""Row values of :math:`\mathrm{JSD}_\beta` and their gradients with respect to both sides' logits.
 
-
-def _divergence(log_q: torch.Tensor, log_p: torch.Tensor, beta: float) -> torch.Tensor:
-    """Per-row ``JSD_beta`` of normalised log-probs, with the KLs at ``beta`` 0 and 1."""
-    if beta == 0.0:
-        return _kl(log_p, log_q)
-    if beta == 1.0:
-        return _kl(log_q, log_p)
-    log_m = _log_mixture(log_p, log_q, beta)
-    return beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
-
-
-def _divergence_grads(log_q: torch.Tensor, log_p: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Gradients of :func:`_divergence` with respect to the student's and the teacher's logits.
-
-    With :math:`L = \beta \sum p \log p + (1-\beta) \sum q \log q - \sum m \log m`, the mixture terms
-    cancel: :math:`\partial L / \partial z_q = (1-\beta)\, q \odot (\log q - \log m - \mathrm{KL}(q\|m))`.
+    With :math:`L = \beta\,\mathrm{KL}(p\|m) + (1-\beta)\,\mathrm{KL}(q\|m)` the terms through the mixture
+    cancel: :math:`\partial L / \partial z_q = (1-\beta)\, q \odot (\log q - \log m - \mathrm{KL}(q\|m)) / \tau`;
+    at the end points, :math:`\partial \mathrm{KL}(p\|q) / \partial z_q = (q - p) / \tau`.
     """
+    log_q = torch.log_softmax(_scaled(student, temperature, dtype), dim=-1)
+    log_p = torch.log_softmax(_scaled(teacher, temperature, dtype), dim=-1)
+    q, p = log_q.exp(), log_p.exp()
+    if beta == 0.0 or beta == 1.0:
+        (x, log_x, y, log_y) = (p, log_p, q, log_q) if beta == 0.0 else (q, log_q, p, log_p)
+        terms, value = _terms(x, log_x - log_y)
+        grad_x = terms.addcmul_(x, value[:, None], value=-1.0).div_(temperature) if need[beta == 0.0] else None
+        grad_y = (y - x).div_(temperature) if need[beta == 1.0] else None
+        return (value, grad_y, grad_x) if beta == 0.0 else (value, grad_x, grad_y)
+    log_m = torch.lerp(q, p, beta).log_()
+    (terms_q, kl_q), (terms_p, kl_p) = _terms(q, log_q - log_m), _terms(p, log_p - log_m)
+    value = beta * kl_p + (1.0 - beta) * kl_q
+    grad_q = terms_q.addcmul_(q, kl_q[:, None], value=-1.0).mul_((1.0 - beta) / temperature) if need[0] else None
+    grad_p = terms_p.addcmul_(p, kl_p[:, None], value=-1.0).mul_(beta / temperature) if need[1] else None
+    return value, grad_q, grad_p
+
+
+def _scaled(logits: torch.Tensor, temperature: float, dtype: torch.dtype) -> torch.Tensor:
+    logits = logits.to(dtype)
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def _terms(x: torch.Tensor, log_ratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The terms ``x * log_ratio`` of a KL, in place of ``log_ratio``, and their row sums; a term is exactly 0
+    where ``x`` is 0. On CPU the zeroing runs only for a chunk whose sums came out NaN (``0 * inf``, which needs a
+    ``-inf`` logit), since it costs as much as the rest of the chunk; elsewhere always, as testing would sync."""
+    terms = log_ratio.mul_(x)
+    sums = terms.sum(dim=-1)
+    if terms.device.type != "cpu" or bool(sums.isnan().any()):
+        sums = terms.masked_fill_(x == 0.0, 0.0).sum(dim=-1)
+    return terms, sums
+
+
+def _times(x: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
+    """``x * log_ratio`` elementwise, exactly 0 where ``x`` is 0 (``log_ratio`` may be infinite or NaN there)."""
+    return log_ratio.mul_(x).masked_fill_(x == 0.0, 0.0)
+
+
+def _sparse_chunk(
+    student: torch.Tensor, teacher: torch.Tensor, ids: torch.Tensor, beta: float, temperature: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, None]:
+    """Row values and student gradients against a top-k teacher's ``k + 1`` bucket log-probs (the student is
+    reduced to the same buckets: the listed ids, and a tail holding the rest, a floored log-sum-exp)."""
+    log_q_all = torch.log_softmax(_scaled(student, temperature, dtype), dim=-1)
+    log_p = teacher.to(dtype)
+    tail = log_q_all.scatter(-1, ids, -math.inf).logsumexp(dim=-1, keepdim=True)
+    log_q = torch.cat([log_q_all.gather(-1, ids), _floor(tail)], dim=-1)
     if beta == 0.0:
-        return log_q.exp() - log_p.exp(), _kl_grad(log_p, log_q)
-    if beta == 1.0:
-        return _kl_grad(log_q, log_p), log_p.exp() - log_q.exp()
-    log_m = _log_mixture(log_p, log_q, beta)
-    return (1.0 - beta) * _kl_grad(log_q, log_m), beta * _kl_grad(log_p, log_m)
-
-
-def _log_mixture(log_p: torch.Tensor, log_q: torch.Tensor, beta: float) -> torch.Tensor:
-    return torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
-
-
-def _weighted(log_x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``x * values`` elementwise, exactly 0 where ``x`` is 0 (``values`` may be NaN there)."""
-    return torch.where(log_x == -math.inf, 0.0, log_x.exp() * values)
+        value, grad_buckets = _kl(log_p, log_q), log_q.exp() - log_p.exp()
+    elif beta == 1.0:
+        value, grad_buckets = _kl(log_q, log_p), _kl_grad(log_q, log_p)
+    else:
+        log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+        value = beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
+        grad_buckets = (1.0 - beta) * _kl_grad(log_q, log_m)
+    return value, _unbucket(grad_buckets, log_q_all, log_q, ids) / temperature, None
 
 
 def _kl(log_x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:
-    return _weighted(log_x, log_x - log_y).sum(dim=-1)
+    return _times(log_x.exp(), log_x - log_y).sum(dim=-1)
 
 
 def _kl_grad(log_x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:
     """Gradient of ``KL(x || y)`` with respect to the logits of ``x``: ``x * (log x - log y - KL)``."""
-    return _weighted(log_x, log_x - log_y - _kl(log_x, log_y)[..., None])
+    x = log_x.exp()
+    return _times(x, log_x - log_y - _kl(log_x, log_y)[..., None])
 
 
 def _unbucket(

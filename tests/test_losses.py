@@ -377,6 +377,58 @@ def test_chunking_changes_neither_values_nor_gradients(loss: Loss, chunk_size: i
     )
 
 
+# --- the gradient kept from the forward ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_backward_twice_through_one_graph_gives_the_same_gradients(loss: Loss) -> None:
+    """The first backward scales the gradient kept by the forward in place; a second one recomputes it."""
+    student, teacher, mask = draw(ODD_SHAPE, seed=31)
+    leaf_s = student.requires_grad_()
+    leaf_t = teacher.requires_grad_() if not loss.sparse else teacher
+    weights = torch.rand(ODD_SHAPE[:-1], generator=torch.Generator().manual_seed(32), dtype=torch.float64)
+    inputs = (leaf_s,) if loss.sparse else (leaf_s, leaf_t)
+    value = (loss(leaf_s, loss.teacher(leaf_t), mask, reduction="none") * weights).sum()
+    first = torch.autograd.grad(value, inputs, retain_graph=True)
+    second = torch.autograd.grad(value, inputs)
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, atol=0.0, rtol=0.0)
+
+
+@pytest.mark.parametrize("loss", DENSE_LOSSES)
+def test_weighted_rows_give_the_weighted_reference_gradients(loss: Loss) -> None:
+    """Per-row incoming gradients (a weighted sum of the unreduced loss) scale each row's kept gradient."""
+    student, teacher, mask = draw(ODD_SHAPE, seed=33)
+    weights = torch.randn(ODD_SHAPE[:-1], generator=torch.Generator().manual_seed(34), dtype=torch.float64)
+    ours_s, ours_t = student.clone().requires_grad_(), teacher.clone().requires_grad_()
+    ref_s, ref_t = student.clone().requires_grad_(), teacher.clone().requires_grad_()
+    (loss(ours_s, ours_t, mask, reduction="none") * weights).sum().backward()
+    (torch.where(mask, loss.reference(ref_s, ref_t), 0.0) * weights).sum().backward()
+    for ours, ref in ((ours_s, ref_s), (ours_t, ref_t)):
+        torch.testing.assert_close(ours.grad, ref.grad, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_no_gradient_is_computed_when_none_is_needed(loss: Loss, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``torch.no_grad`` (or with inputs that need none) the forward keeps no gradient tensor."""
+    import alignment.losses as losses
+
+    kept: list[tuple[Any, ...]] = []
+    original = losses._rows_and_grads
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        kept.append(result[1:])
+        return result
+
+    monkeypatch.setattr(losses, "_rows_and_grads", spy)
+    student, teacher, mask = draw(ODD_SHAPE, seed=35)
+    with torch.no_grad():
+        loss(student.requires_grad_(), loss.teacher(teacher), mask)
+    loss(student.detach(), loss.teacher(teacher), mask)
+    assert kept == [(None, None), (None, None)]
+
+
 # --- -inf logits ------------------------------------------------------------------------------------------------
 
 

@@ -642,7 +642,13 @@ def test_encode_segments_keeps_control_tokens_apart(name: str, left: str, right:
     text = left + literal + right
     a, b = len(left), len(left) + len(literal)
     segments = [s for s in [(0, a, None), (a, b, control_id), (b, len(text), None)] if s[2] is not None or s[0] < s[1]]
-    ids, offsets, control = encode_segments(tok, text, segments)
+    if not set((left + right).encode()) <= ref.single_bytes:
+        try:  # a byte the vocabulary lacks (SmolLM2): a typed error, or offsets that still tile (see the test below)
+            ids, offsets, control = encode_segments(tok, text, segments)
+        except TokenizerError:
+            return
+    else:
+        ids, offsets, control = encode_segments(tok, text, segments)
     raw = text.encode()
     assert offsets.shape == (len(ids), 2) and control.shape == (len(ids),)
     assert control.tolist() == ref.is_control[ids].tolist()
