@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 
+from alignment import _triton
 from alignment._checks import (
     check_choice,
     check_dtype,
@@ -406,9 +407,20 @@ def _rows_and_grads(
     """Per-row divergences (``0`` where masked) and, where ``need`` asks, their gradients with respect to the
     student's and the teacher's logits, row by row (``0`` where masked), chunk by chunk."""
     dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
-    rows = torch.zeros(student.shape[0], dtype=dtype, device=student.device)
     grad_student = torch.empty_like(student) if need[0] else None
     grad_teacher = torch.empty_like(teacher) if need[1] else None
+    if ids is None and student.dtype == teacher.dtype and _triton.available(student):  # one fused kernel per row
+        rows = _triton.jsd_rows(
+            _rows_contiguous(student),
+            _rows_contiguous(teacher),
+            mask,
+            beta=beta,
+            temperature=temperature,
+            grad_student=grad_student,
+            grad_teacher=grad_teacher,
+        )
+        return rows, grad_student, grad_teacher
+    rows = torch.zeros(student.shape[0], dtype=dtype, device=student.device)
     for part in _chunks(student.shape[0], chunk):
         keep = mask[part, None]
         if ids is None:
@@ -421,6 +433,10 @@ def _rows_and_grads(
         if grad_teacher is not None and grad_p is not None:
             grad_teacher[part] = grad_p.masked_fill_(~keep, 0.0)
     return rows, grad_student, grad_teacher
+
+
+def _rows_contiguous(logits: torch.Tensor) -> torch.Tensor:
+    return logits if logits.stride(-1) == 1 else logits.contiguous()
 
 
 def _chunks(rows: int, chunk: int) -> list[slice]:

@@ -6,8 +6,10 @@ The layers, lowest first (see STYLE.md B.1)::
     _tokenizer, spans, align         numpy over tokenizer facts and byte spans
     render                           templates and located messages
     vocab                            vocabularies matched by bytes (uses render to find end of turn)
+    _triton_kernel, _triton          the fused CUDA kernel of the losses (triton imported lazily, optional)
     _checks, losses                  torch; independent of the text layers
     crossvocab                       torch losses across vocabularies (the result types, no text layers)
+    nextbyte                         next-byte distributions: torch over the vocabularies' bytes
     teacher                          the trainer seam: anything but cli
     cli, __main__                    the command line: anything
 
@@ -53,7 +55,7 @@ def allow(*package: str, third_party: tuple[str, ...] = (), lazy: tuple[str, ...
 
 
 TEXT_CORE = ("types", "errors", "_tokenizer")
-BELOW_TEACHER = (*TEXT_CORE, "spans", "align", "render", "vocab", "_checks", "losses", "crossvocab")
+BELOW_TEACHER = (*TEXT_CORE, "spans", "align", "render", "vocab", "_checks", "losses", "crossvocab", "nextbyte")
 
 LAYERS: dict[str, Layer] = {
     "types": allow(third_party=("numpy",)),
@@ -64,8 +66,11 @@ LAYERS: dict[str, Layer] = {
     "render": allow(*TEXT_CORE, "spans", third_party=("numpy",)),
     "vocab": allow(*TEXT_CORE, "spans", "render", third_party=("numpy",)),
     "_checks": allow("errors", third_party=("torch",)),
-    "losses": allow("errors", "_checks", third_party=("torch",)),
+    "_triton_kernel": allow(lazy=("triton",)),
+    "_triton": allow("_triton_kernel", third_party=("torch",), lazy=("triton",)),
+    "losses": allow("errors", "_checks", "_triton", third_party=("torch",)),
     "crossvocab": allow("types", "errors", "_checks", "losses", third_party=("torch",)),
+    "nextbyte": allow(*TEXT_CORE, "vocab", "_checks", third_party=("numpy", "torch")),
     # The trainer seam: every layer but the command line.
     "teacher": allow(*BELOW_TEACHER, third_party=("numpy", "torch")),
     "__init__": allow(*BELOW_TEACHER, "teacher"),

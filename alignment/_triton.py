@@ -1,0 +1,129 @@
+"""Private: a fused Triton kernel for the generalized JSD of dense logits, row by row, with its gradients.
+
+The torch path of :mod:`alignment.losses` asks :func:`available` and then calls :func:`jsd_rows`. Importing this module
+never imports triton (an optional dependency): triton is imported on the first launch, and the kernel of
+:mod:`alignment._triton_kernel` is wrapped with ``triton.jit`` then, once to compile and once for Triton's CPU
+interpreter (``TRITON_INTERPRET=1``). The interpreter also needs that variable set before triton is first imported in
+the process, because triton wraps its own library functions (``tl.max``, ``tl.sum``) when it is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import math
+import os
+from typing import Any
+
+import torch
+
+_FORWARD, _REVERSE, _MIXTURE = 0, 1, 2  # the kernel's MODE: beta == 0, beta == 1, 0 < beta < 1
+_MAX_BLOCK = 4096  # columns per block; a row of any length is read in ceil(V / block) blocks
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def available(student: torch.Tensor) -> bool:
+    """Whether :func:`jsd_rows` can run on ``student``'s device and dtype.
+
+    True when triton is importable, ``student`` is float32, bfloat16 or float16 (float64 stays on the torch path,
+    so ``gradcheck`` keeps working), and ``student`` is on CUDA or ``TRITON_INTERPRET=1`` is set (Triton's CPU
+    interpreter, used by the tests).
+    """
+    return student.dtype in _KERNEL_DTYPES and (student.is_cuda or _interpreting()) and _triton_installed()
+
+
+def jsd_rows(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    beta: float,
+    temperature: float,
+    grad_student: torch.Tensor | None,
+    grad_teacher: torch.Tensor | None,
+) -> torch.Tensor:
+    r"""Generalized JSD of each row of logits, and optionally its gradients, in one fused kernel.
+
+    .. math:: \mathrm{rows}_i = \beta\,\mathrm{KL}(p_i \,\|\, m_i) + (1-\beta)\,\mathrm{KL}(q_i \,\|\, m_i), \quad
+        \frac{\partial\,\mathrm{rows}_i}{\partial s_i} = \frac{1-\beta}{\tau}\, q_i \odot
+        \bigl(\log q_i - \log m_i - \mathrm{KL}(q_i \,\|\, m_i)\bigr)
+
+    with :math:`q = \mathrm{softmax}(s/\tau)`, :math:`p = \mathrm{softmax}(t/\tau)`, :math:`m = \beta p + (1-\beta) q`,
+    and the teacher's gradient the same with :math:`\beta` and :math:`p`. At :math:`\beta = 0` the rows are
+    :math:`\mathrm{KL}(p \,\|\, q)`, with gradients :math:`(q - p)/\tau` and
+    :math:`p \odot (\log p - \log q - \mathrm{KL}(p \,\|\, q))/\tau`; at :math:`\beta = 1` they are
+    :math:`\mathrm{KL}(q \,\|\, p)`, with the roles swapped. Everything is computed in float32 from the logits.
+    A ``-inf`` logit is probability 0 and adds nothing (:math:`0 \log 0 = 0`); a KL is ``+inf`` where its second
+    distribution is 0 and its first is not, and the gradients that involve it are then not finite.
+
+    Args:
+        student: ``(N, V)`` float32, bfloat16 or float16 student logits, rows contiguous (any row stride).
+        teacher: ``(N, V)`` teacher logits, same dtype and device, rows contiguous.
+        mask: ``(N,)`` bool, ``True`` where a row counts; the logits of other rows are never read (may be NaN).
+        beta: weight of the teacher in ``[0, 1]``.
+        temperature: :math:`\tau > 0`, applied to both sides; no :math:`\tau^2` rescaling.
+        grad_student: ``(N, V)`` buffer (any float dtype, rows contiguous) that receives
+            :math:`\partial\,\mathrm{rows}_i / \partial s_i` in row ``i``, or None to skip it.
+        grad_teacher: ``(N, V)`` buffer for :math:`\partial\,\mathrm{rows}_i / \partial t_i`, or None.
+
+    Returns:
+        ``(N,)`` float32, exactly ``0.0`` where ``mask`` is False; the gradient buffers hold zero rows there.
+
+    Private: the caller checks shapes, dtypes and ranges (see :func:`available`); nothing is checked here.
+    """
+    num_rows, vocab = student.shape
+    rows = torch.empty(num_rows, dtype=torch.float32, device=student.device)
+    if num_rows == 0:
+        return rows
+    mode = _FORWARD if beta == 0.0 else _REVERSE if beta == 1.0 else _MIXTURE
+    teacher_weight, student_weight = {_FORWARD: (1.0, 0.0), _REVERSE: (0.0, 1.0)}.get(mode, (beta, 1.0 - beta))
+    block = min(_MAX_BLOCK, 1 << max(vocab - 1, 1).bit_length())  # the power of two at or above V, at least 2
+    device = torch.cuda.device(student.device) if student.is_cuda else contextlib.nullcontext()
+    with device:
+        _kernel(_interpreting())[(num_rows,)](
+            student,
+            teacher,
+            mask,
+            rows,
+            rows if grad_student is None else grad_student,  # a stand-in pointer, never written
+            rows if grad_teacher is None else grad_teacher,
+            student.stride(0),
+            teacher.stride(0),
+            0 if grad_student is None else grad_student.stride(0),
+            0 if grad_teacher is None else grad_teacher.stride(0),
+            vocab,
+            1.0 / temperature,
+            teacher_weight,
+            student_weight,
+            math.log(beta) if mode == _MIXTURE else 0.0,
+            math.log1p(-beta) if mode == _MIXTURE else 0.0,
+            MODE=mode,
+            STUDENT_GRAD_PASS=0 if grad_student is None else 2 if mode == _FORWARD else 3,
+            TEACHER_GRAD_PASS=0 if grad_teacher is None else 2 if mode == _REVERSE else 3,
+            BLOCK=block,
+            num_warps=8 if block >= 2048 else 4,
+        )
+    return rows
+
+
+def _interpreting() -> bool:
+    """Whether ``TRITON_INTERPRET=1`` asks for Triton's CPU interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.cache
+def _kernel(interpret: bool) -> Any:
+    """The kernel wrapped by ``triton.jit``: compiled, or interpreted when ``interpret`` (the cache key)."""
+    import triton  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    import triton.language  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+    from alignment import _triton_kernel
+
+    _triton_kernel.tl = triton.language  # type: ignore[attr-defined]  # the kernel's `tl`, imported only for mypy
+    return triton.jit(_triton_kernel.jsd_rows_kernel)
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None

@@ -1,0 +1,245 @@
+"""Parity of the fused Triton kernel (``alignment._triton``) with a float64 closed-form reference.
+
+With CUDA the compiled kernel runs on the GPU. Without it the same kernel runs on CPU tensors under Triton's
+interpreter, which has to be chosen before triton is first imported, because triton wraps its own library functions
+(``tl.max``, ``tl.sum``, ...) at import. So this module imports triton with ``TRITON_INTERPRET=1`` and then restores
+the environment, so that the rest of the suite (and :func:`alignment._triton.available`) does not see the interpreter;
+an autouse fixture sets the variable again for each test here. If something imported triton earlier without it, the
+interpreter cannot run, and the module is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from alignment import _triton
+from tests import reference
+
+ON_GPU = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+
+with pytest.MonkeyPatch.context() as _env:
+    if not ON_GPU:
+        _env.setenv("TRITON_INTERPRET", "1")
+    triton = pytest.importorskip("triton")
+    from triton.runtime.interpreter import InterpretedFunction
+
+if not ON_GPU and not isinstance(triton.language.sum, InterpretedFunction):
+    pytest.skip(
+        "triton was imported before this module without TRITON_INTERPRET=1, so its interpreter cannot run here; "
+        "run `pytest tests/test_triton.py` on its own",
+        allow_module_level=True,
+    )
+
+# The interpreter computes with numpy, which warns where the kernel forms NaN in lanes it then discards
+# (log m where p = q = 0, e.g. the ragged tail of a row).
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+
+BETAS = [0.0, 0.1, 0.5, 0.9, 1.0]
+TEMPERATURES = [0.7, 1.0, 2.0]
+ROWS_RTOL, ROWS_ATOL = 1e-5, 1e-6  # float32 math from the logits, whatever their dtype
+# A gradient element is computed in float32, with an error of about 1e-5 of its row's largest element (cancellation in
+# log q - log m - KL), then rounded once to its buffer's dtype (half an ulp: 2**-8 for bfloat16, 2**-11 for float16,
+# and at most half the spacing of the subnormals, 2**-25 for float16).
+GRAD_SCALE_ATOL = 1e-5
+GRAD_RTOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+
+
+@pytest.fixture(autouse=True)
+def _interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not ON_GPU:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def closed_form(
+    student: torch.Tensor, teacher: torch.Tensor, *, beta: float, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float64 rows, student gradient and teacher gradient from the closed forms, with ``0 log 0 = 0``."""
+    log_q = torch.log_softmax(student.double() / temperature, dim=-1)
+    log_p = torch.log_softmax(teacher.double() / temperature, dim=-1)
+    q, p = log_q.exp(), log_p.exp()
+
+    def kl(a: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+        return torch.where(a > 0, a * (log_a - log_b), 0.0).sum(dim=-1)
+
+    def centred(a: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+        # d KL(a || b) / d logits of a, with b held fixed (where b is the mixture, its own terms cancel)
+        return torch.where(a > 0, a * (log_a - log_b - kl(a, log_a, log_b)[..., None]), 0.0) / temperature
+
+    if beta == 0:
+        return kl(p, log_p, log_q), (q - p) / temperature, centred(p, log_p, log_q)
+    if beta == 1:
+        return kl(q, log_q, log_p), centred(q, log_q, log_p), (p - q) / temperature
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+    rows = beta * kl(p, log_p, log_m) + (1 - beta) * kl(q, log_q, log_m)
+    return rows, (1 - beta) * centred(q, log_q, log_m), beta * centred(p, log_p, log_m)
+
+
+def random_logits(
+    shape: tuple[int, int], *, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    student, teacher = 2 * torch.randn(shape, generator=gen), 2 * torch.randn(shape, generator=gen)
+    return student.to(DEVICE, dtype), teacher.to(DEVICE, dtype)
+
+
+def fused(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    beta: float,
+    temperature: float = 1.0,
+    grads: tuple[bool, bool] = (True, True),
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Run the kernel with gradient buffers prefilled with NaN, so that an element it fails to write shows."""
+    grad_student, grad_teacher = (torch.full_like(student, math.nan) if want else None for want in grads)
+    rows = _triton.jsd_rows(
+        student, teacher, mask, beta=beta, temperature=temperature, grad_student=grad_student, grad_teacher=grad_teacher
+    )
+    return rows, grad_student, grad_teacher
+
+
+def assert_matches(
+    actual: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+    expected: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> None:
+    assert actual[0].dtype == torch.float32
+    torch.testing.assert_close(actual[0].double(), expected[0], rtol=ROWS_RTOL, atol=ROWS_ATOL)
+    for grad, want in zip(actual[1:], expected[1:], strict=True):
+        if grad is not None:
+            finfo = torch.finfo(grad.dtype)
+            atol = GRAD_SCALE_ATOL * want.abs().max().item() + finfo.smallest_normal * finfo.eps
+            torch.testing.assert_close(grad.double(), want, rtol=GRAD_RTOL[grad.dtype], atol=atol)
+
+
+def test_closed_form_matches_autograd_of_the_reference() -> None:
+    student, teacher = (x.cpu().double().requires_grad_() for x in random_logits((3, 11)))
+    for beta in BETAS:
+        rows, grad_student, grad_teacher = closed_form(student, teacher, beta=beta, temperature=0.7)
+        values = reference.generalized_jsd(student, teacher, beta=beta, temperature=0.7)
+        torch.testing.assert_close(rows, values)
+        torch.testing.assert_close((grad_student, grad_teacher), torch.autograd.grad(values.sum(), (student, teacher)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("temperature", TEMPERATURES, ids=lambda t: f"tau={t}")
+@pytest.mark.parametrize("beta", BETAS, ids=lambda b: f"beta={b}")
+def test_matches_closed_form(beta: float, temperature: float, dtype: torch.dtype) -> None:
+    student, teacher = random_logits((6, 1000), dtype=dtype, seed=1)
+    mask = torch.tensor([True, True, False, True, True, False], device=DEVICE)
+    expected = closed_form(student[mask], teacher[mask], beta=beta, temperature=temperature)
+    student[~mask], teacher[~mask] = math.nan, math.nan  # masked rows are never read
+    rows, grad_student, grad_teacher = fused(student, teacher, mask, beta=beta, temperature=temperature)
+    assert grad_student is not None and grad_teacher is not None
+    assert_matches((rows[mask], grad_student[mask], grad_teacher[mask]), expected)
+    assert (rows[~mask] == 0).all() and (grad_student[~mask] == 0).all() and (grad_teacher[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0], ids=lambda b: f"beta={b}")
+@pytest.mark.parametrize("vocab", [1, 37, 4096, 5003, 9001], ids=lambda v: f"V={v}")
+def test_ragged_and_multi_block_rows(vocab: int, beta: float) -> None:
+    # blocks hold up to 4096 columns: 5003 and 9001 end in a partial block, 1 and 37 are one partial block
+    student, teacher = random_logits((3, vocab), seed=vocab)
+    mask = torch.ones(3, dtype=torch.bool, device=DEVICE)
+    expected = closed_form(student, teacher, beta=beta, temperature=1.5)
+    assert_matches(fused(student, teacher, mask, beta=beta, temperature=1.5), expected)
+
+
+@pytest.mark.parametrize("grads", [(False, False), (True, False), (False, True)], ids=str)
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0], ids=lambda b: f"beta={b}")
+def test_gradient_buffers_are_optional(beta: float, grads: tuple[bool, bool]) -> None:
+    student, teacher = random_logits((4, 300), seed=2)
+    mask = torch.tensor([True, False, True, True], device=DEVICE)
+    rows, student_grad, teacher_grad = closed_form(student, teacher, beta=beta, temperature=0.7)
+    expected = (
+        torch.where(mask, rows, 0.0),
+        torch.where(mask[:, None], student_grad, 0.0),
+        torch.where(mask[:, None], teacher_grad, 0.0),
+    )
+    actual = fused(student, teacher, mask, beta=beta, temperature=0.7, grads=grads)
+    assert (actual[1] is not None, actual[2] is not None) == grads
+    assert_matches(actual, expected)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0], ids=lambda b: f"beta={b}")
+def test_fully_masked_rows_give_exact_zeros(beta: float) -> None:
+    student = torch.full((3, 50), math.nan, device=DEVICE)
+    rows, grad_student, grad_teacher = fused(
+        student, student.clone(), torch.zeros(3, dtype=torch.bool, device=DEVICE), beta=beta
+    )
+    assert grad_student is not None and grad_teacher is not None
+    assert (rows == 0).all() and (grad_student == 0).all() and (grad_teacher == 0).all()
+
+
+@pytest.mark.parametrize("beta", BETAS, ids=lambda b: f"beta={b}")
+def test_neg_inf_on_both_sides_adds_nothing(beta: float) -> None:
+    student, teacher = random_logits((3, 200), seed=3)
+    student[:, ::3], teacher[:, ::3] = -math.inf, -math.inf
+    mask = torch.ones(3, dtype=torch.bool, device=DEVICE)
+    rows, grad_student, grad_teacher = fused(student, teacher, mask, beta=beta, temperature=0.7)
+    assert grad_student is not None and grad_teacher is not None
+    assert (grad_student[:, ::3] == 0).all() and (grad_teacher[:, ::3] == 0).all()
+    kept = torch.ones(200, dtype=torch.bool, device=DEVICE)
+    kept[::3] = False
+    expected = closed_form(student[:, kept], teacher[:, kept], beta=beta, temperature=0.7)
+    assert_matches((rows, grad_student[:, kept], grad_teacher[:, kept]), expected)
+
+
+@pytest.mark.parametrize(
+    ("side", "beta"),
+    [("teacher", 0.0), ("student", 0.5), ("teacher", 0.5), ("student", 0.9), ("student", 1.0)],
+    ids=str,
+)
+def test_neg_inf_on_one_side_where_the_kl_stays_finite(side: str, beta: float) -> None:
+    # a -inf logit facing a finite one: a zero probability in the first argument of a KL, or in a mixture
+    student, teacher = random_logits((3, 200), seed=4)
+    (student if side == "student" else teacher)[:, :50] = -math.inf
+    actual = fused(student, teacher, torch.ones(3, dtype=torch.bool, device=DEVICE), beta=beta, temperature=0.7)
+    assert torch.isfinite(actual[0]).all()
+    assert_matches(actual, closed_form(student, teacher, beta=beta, temperature=0.7))
+
+
+@pytest.mark.parametrize(("side", "beta"), [("student", 0.0), ("teacher", 1.0)], ids=str)
+def test_kl_is_inf_where_its_second_distribution_is_zero(side: str, beta: float) -> None:
+    # forward KL(p || q) with q = 0 < p, reverse KL(q || p) with p = 0 < q. Of the gradients only the one without
+    # the KL in its formula, the -inf side's (q - p) / tau or (p - q) / tau, is finite, and checked.
+    student, teacher = random_logits((3, 200), seed=4)
+    (student if side == "student" else teacher)[:, :50] = -math.inf
+    rows, grad_student, grad_teacher = fused(
+        student, teacher, torch.ones(3, dtype=torch.bool, device=DEVICE), beta=beta
+    )
+    expected_rows, expected_student, expected_teacher = closed_form(student, teacher, beta=beta, temperature=1.0)
+    assert (rows == math.inf).all() and (expected_rows == math.inf).all()
+    grad, want = (grad_student, expected_student) if side == "student" else (grad_teacher, expected_teacher)
+    assert grad is not None
+    torch.testing.assert_close(grad.double(), want, rtol=GRAD_RTOL[torch.float32], atol=1e-7)
+
+
+def test_row_stride_and_gradient_dtype_may_differ() -> None:
+    student, teacher = random_logits((4, 130), dtype=torch.bfloat16, seed=5)
+    padded = torch.zeros(4, 160, dtype=torch.bfloat16, device=DEVICE)
+    padded[:, :130] = student  # rows 160 apart, 130 long
+    grad_student = torch.full((4, 130), math.nan, device=DEVICE)  # float32 buffer for bfloat16 logits
+    mask = torch.ones(4, dtype=torch.bool, device=DEVICE)
+    rows = _triton.jsd_rows(
+        padded[:, :130], teacher, mask, beta=0.5, temperature=1.0, grad_student=grad_student, grad_teacher=None
+    )
+    assert_matches((rows, grad_student, None), closed_form(student, teacher, beta=0.5, temperature=1.0))
+
+
+def test_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    student = torch.zeros(2, 3, device=DEVICE)
+    assert _triton.available(student)
+    assert not _triton.available(student.double())  # float64 stays on the torch path (gradcheck)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert _triton.available(student) is ON_GPU
+
+
+@pytest.mark.skipif(ON_GPU, reason="the interpreter runs only without CUDA here")
+def test_the_interpreter_runs_the_kernel_itself() -> None:
+    assert isinstance(_triton._kernel(True), InterpretedFunction)
+    assert _triton._kernel(True).fn.__name__ == "jsd_rows_kernel"
