@@ -18,6 +18,7 @@ from alignment.errors import (
     TokenizerError,
 )
 from alignment.losses import TopK, forward_kl, generalized_jsd, masked_kl, reverse_kl
+from alignment.nextbyte import ByteFrames, ByteVocab, byte_vocab, next_byte_logprobs
 from alignment.render import render, render_chat, render_completion, render_prompt
 from alignment.spans import decode_bytes, token_byte_spans
 from alignment.teacher import TeacherBatch, align_teacher_logits, prepare_teacher_batch, same_template
@@ -28,6 +29,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlignmentError",
+    "ByteFrames",
+    "ByteVocab",
     "ChatMessage",
     "Chunks",
     "ContentRewrittenError",
@@ -46,12 +49,14 @@ __all__ = [
     "align_renderings",
     "align_spans",
     "align_teacher_logits",
+    "byte_vocab",
     "chunk_likelihood_loss",
     "decode_bytes",
     "end_of_turn_id",
     "forward_kl",
     "generalized_jsd",
     "masked_kl",
+    "next_byte_logprobs",
     "prepare_teacher_batch",
     "project_logprobs",
     "render",

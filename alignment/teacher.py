@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignment._tokenizer import FastTokenizer, tokenizer_info
+from alignment._tokenizer import FastTokenizer, TokenizerInfo, tokenizer_info
 from alignment.align import Turn, align_turns
 from alignment.errors import AlignmentError, ExampleError, TokenizerError
+from alignment.nextbyte import END, ByteFrames, Frames, _collate_frames, _empty_frames, _row_frames
 from alignment.render import Mode, OnDropped, prompt_messages, render, render_prompt
 from alignment.spans import decode_bytes, token_byte_spans
 from alignment.types import Rendering
@@ -48,6 +49,8 @@ class TeacherBatch:
         lengths: ``(B,)`` int64 completion length of each example.
         aligned: ``False`` on the identity path (flag off, or the same tokenizer and template).
         renderings: the teacher :class:`~alignment.Rendering` of each example (empty on the identity path).
+        byte_frames: with ``byte_frames=True``, where each side's next-byte distribution is read at every
+            compared byte (:class:`~alignment.ByteFrames`, for :func:`~alignment.next_byte_logprobs`); else None.
     """
 
     input_ids: torch.Tensor
@@ -59,6 +62,7 @@ class TeacherBatch:
     lengths: torch.Tensor
     aligned: bool
     renderings: tuple[Rendering, ...]
+    byte_frames: ByteFrames | None = None
 
     @property
     def coverage(self) -> float:
@@ -98,6 +102,7 @@ def prepare_teacher_batch(
     student_template_kwargs: Mapping[str, Any] | None = None,
     teacher_template_kwargs: Mapping[str, Any] | None = None,
     on_dropped: OnDropped = "raise",
+    byte_frames: bool = False,
 ) -> TeacherBatch:
     """Re-render a batch for the teacher and map its positions onto the student's completion frame.
 
@@ -127,6 +132,9 @@ def prepare_teacher_batch(
         teacher_template_kwargs: Jinja variables of the teacher's template.
         on_dropped: whether a teacher template may leave out a prompt message (see :func:`~alignment.render_chat`;
             Mistral NeMo keeps the system prompt only before the last user turn).
+        byte_frames: also build :attr:`TeacherBatch.byte_frames`: every byte of the content both sides hold
+            (on the identity path, of every completion token that is text), and the end of the turn where both
+            closed it, with the frame and the token bytes read before it on each side.
 
     Returns:
         A :class:`TeacherBatch`.
@@ -152,7 +160,9 @@ def prepare_teacher_batch(
         if prompt_ids is None:
             kwargs = dict(student_template_kwargs or {})
             prompt_ids = [render_prompt(student_tokenizer, e, mode=student_mode, **kwargs).input_ids for e in examples]
-        rows = [_identity_row(_as_ids(p), c) for p, c in zip(prompt_ids, ids, strict=True)]
+        info = tokenizer_info(student_tokenizer) if byte_frames else None
+        ends = {end_of_turn_id(student_tokenizer), tokenizer_info(student_tokenizer).eos_id}
+        rows = [_identity_row(_as_ids(p), c, info, ends) for p, c in zip(prompt_ids, ids, strict=True)]
         return _collate(rows, ids, _pad_id(student_tokenizer), aligned=False)
     rows = [
         _aligned_row(
@@ -162,6 +172,7 @@ def prepare_teacher_batch(
             (student_mode, teacher_mode),
             (dict(student_template_kwargs or {}), dict(teacher_template_kwargs or {})),
             on_dropped,
+            byte_frames,
         )
         for example, completion in zip(examples, ids, strict=True)
     ]
@@ -210,6 +221,7 @@ class _Row:
     student_chunks: np.ndarray  # (T_b,) int64
     teacher_chunks: np.ndarray  # (S_b,) int64
     rendering: Rendering | None  # the teacher rendering; None on the identity path
+    frames: Frames | None = None  # byte frames (see nextbyte._row_frames), when asked for
 
 
 def _completion_text(
@@ -260,12 +272,13 @@ def _aligned_row(
     modes: tuple[Mode, Mode],
     kwargs: tuple[dict[str, Any], dict[str, Any]],
     on_dropped: OnDropped,
+    byte_frames: bool = False,
 ) -> _Row:
     student_tok, teacher_tok = tokenizers
     content, start, finished = _completion_text(student_tok, example, ids, modes[0], kwargs[0])
     frames = len(ids)
     if not content:
-        return _unaligned_row(teacher_tok, example, frames, modes[1], kwargs[1])
+        return _unaligned_row(teacher_tok, example, frames, modes[1], kwargs[1], byte_frames)
     completed = _with_completion(example, content)
     try:
         teacher = render(teacher_tok, completed, mode=modes[1], turns="last", on_dropped=on_dropped, **kwargs[1])
@@ -273,7 +286,7 @@ def _aligned_row(
         if content.strip():
             raise
         # a whitespace-only sample that the teacher's template trims away (Qwen3 strips leading newlines)
-        return _unaligned_row(teacher_tok, example, frames, modes[1], kwargs[1])
+        return _unaligned_row(teacher_tok, example, frames, modes[1], kwargs[1], byte_frames)
     message = teacher.trained_messages[-1]
     span, (lead, _) = teacher.message_spans[message], teacher.trimmed[message]
     assert span is not None
@@ -289,17 +302,33 @@ def _aligned_row(
     mask = np.zeros(frames, dtype=np.bool_)
     mask[alignment.pairs[keep, 0]] = True
     student_chunks, teacher_chunks = _chunk_ids(alignment.chunks, frames, len(teacher.input_ids))
-    return _Row(teacher.input_ids, positions, mask, student_chunks, teacher_chunks, teacher)
+    row_frames = None
+    if byte_frames:
+        s_pieces, t_pieces = tokenizer_info(student_tok).token_bytes, tokenizer_info(teacher_tok).token_bytes
+        whole = closed is not None and start + lead + length == offsets[-2, 1]
+        row_frames = _row_frames(
+            (offsets[1:], [s_pieces[i] for i in ids], decode_bytes(student_tok, ids), start + lead),
+            (teacher.byte_offsets, [t_pieces[i] for i in teacher.input_ids], teacher.text.encode(), span[0]),
+            length,
+            end=(len(ids) - 1, teacher.end_of_turn[-1]) if whole and teacher.end_of_turn[-1] is not None else None,
+        )
+    return _Row(teacher.input_ids, positions, mask, student_chunks, teacher_chunks, teacher, row_frames)
 
 
 def _unaligned_row(
-    tokenizer: FastTokenizer, example: Mapping[str, Any], frames: int, mode: Mode, kwargs: dict[str, Any]
+    tokenizer: FastTokenizer,
+    example: Mapping[str, Any],
+    frames: int,
+    mode: Mode,
+    kwargs: dict[str, Any],
+    byte_frames: bool,
 ) -> _Row:
     """A sample with nothing to compare: the teacher reads its prompt and every frame is masked."""
     teacher = render_prompt(tokenizer, example, mode=mode, **kwargs)
     nothing = np.zeros(frames, dtype=np.int64)
     unchunked = np.full(len(teacher.input_ids), -1, dtype=np.int64)
-    return _Row(teacher.input_ids, nothing, nothing.astype(np.bool_), nothing - 1, unchunked, teacher)
+    empty = _empty_frames() if byte_frames else None
+    return _Row(teacher.input_ids, nothing, nothing.astype(np.bool_), nothing - 1, unchunked, teacher, empty)
 
 
 def _chunk_ids(chunks: Any, frames: int, teacher_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -333,12 +362,29 @@ def _pad_id(tokenizer: FastTokenizer) -> int:
     return 0
 
 
-def _identity_row(prompt: np.ndarray, completion: np.ndarray) -> _Row:
-    """The teacher reads the student's own ids; frame ``k`` is position ``len(prompt) - 1 + k``."""
+def _identity_row(
+    prompt: np.ndarray, completion: np.ndarray, info: TokenizerInfo | None, ends: set[int | None]
+) -> _Row:
+    """The teacher reads the student's own ids; frame ``k`` is position ``len(prompt) - 1 + k``. With ``info``,
+    byte frames: every byte of every completion token that is text (not a control token), and
+    :data:`~alignment.nextbyte.END` at a closing token."""
     if len(prompt) == 0:
         raise AlignmentError("every prompt needs at least one token to predict the first completion token from")
     frames = np.arange(len(completion), dtype=np.int64)
     teacher_chunks = np.concatenate([np.full(len(prompt), -1, dtype=np.int64), frames])
+    row_frames = None
+    if info is not None:
+        entries = [
+            (k, b"" if token in ends else info.token_bytes[token][:i], END if token in ends else piece[i])
+            for k, token in enumerate(completion.tolist())
+            if token in ends or not info.is_control[token]
+            for piece in [info.token_bytes[token]]
+            for i in range(1 if token in ends else len(piece))
+        ]
+        index = np.array([e[0] for e in entries], dtype=np.int64)
+        prefixes = [e[1] for e in entries]
+        targets = np.array([e[2] for e in entries], dtype=np.int64)
+        row_frames = (index, prefixes, len(prompt) - 1 + index, prefixes, targets)
     return _Row(
         np.concatenate([prompt, completion]),
         len(prompt) - 1 + frames,
@@ -346,6 +392,7 @@ def _identity_row(prompt: np.ndarray, completion: np.ndarray) -> _Row:
         frames,
         teacher_chunks,
         None,
+        row_frames,
     )
 
 
@@ -363,6 +410,7 @@ def _collate(rows: list[_Row], completions: list[np.ndarray], pad_id: int, *, al
         n, t = len(row.input_ids), len(row.positions)
         input_ids[b, :n], attention[b, :n], teacher_chunks[b, :n] = row.input_ids, True, row.teacher_chunks
         positions[b, :t], mask[b, :t], student_chunks[b, :t] = row.positions, row.mask, row.student_chunks
+    frames_of = [row.frames for row in rows if row.frames is not None]
     return TeacherBatch(
         input_ids=torch.from_numpy(input_ids),
         attention_mask=torch.from_numpy(attention),
@@ -373,4 +421,5 @@ def _collate(rows: list[_Row], completions: list[np.ndarray], pad_id: int, *, al
         lengths=torch.tensor([len(c) for c in completions], dtype=torch.int64),
         aligned=aligned,
         renderings=tuple(r.rendering for r in rows if r.rendering is not None),
+        byte_frames=None if len(frames_of) < len(rows) else _collate_frames(frames_of),
     )

@@ -18,6 +18,8 @@ API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 PUBLIC_NAMES = [
     "AlignmentError",
+    "ByteFrames",
+    "ByteVocab",
     "ChatMessage",
     "Chunks",
     "ContentRewrittenError",
@@ -36,12 +38,14 @@ PUBLIC_NAMES = [
     "align_renderings",
     "align_spans",
     "align_teacher_logits",
+    "byte_vocab",
     "chunk_likelihood_loss",
     "decode_bytes",
     "end_of_turn_id",
     "forward_kl",
     "generalized_jsd",
     "masked_kl",
+    "next_byte_logprobs",
     "prepare_teacher_batch",
     "project_logprobs",
     "render",
