@@ -116,6 +116,8 @@ class TokenizerInfo:
     vocab_size: int
     token_bytes: tuple[bytes, ...]
     byte_lengths: np.ndarray  # (vocab,) int64
+    byte_starts: np.ndarray  # (vocab,) int64: where each token's bytes start in ``all_bytes``
+    all_bytes: np.ndarray  # (sum of byte_lengths,) uint8: every token's bytes, in id order
     first_byte: np.ndarray  # (vocab,) int16, -1 for a token of no bytes
     is_control: np.ndarray  # (vocab,) bool: added tokens
     control_pattern: re.Pattern[str] | None
@@ -180,11 +182,14 @@ def _build(tokenizer: FastTokenizer) -> TokenizerInfo:
     prefix = tuple(with_specials[: with_specials.index(without[0])]) if without and without[0] in with_specials else ()
     bos_id = getattr(tokenizer, "bos_token_id", None)
     eos_id = getattr(tokenizer, "eos_token_id", None)
+    byte_lengths = np.fromiter(map(len, token_bytes), dtype=np.int64, count=vocab_size)
     return TokenizerInfo(
         name=str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),
         vocab_size=vocab_size,
         token_bytes=tuple(token_bytes),
-        byte_lengths=np.fromiter(map(len, token_bytes), dtype=np.int64, count=vocab_size),
+        byte_lengths=byte_lengths,
+        byte_starts=np.cumsum(byte_lengths) - byte_lengths,
+        all_bytes=np.frombuffer(b"".join(token_bytes), dtype=np.uint8),
         first_byte=np.fromiter((b[0] if b else -1 for b in token_bytes), dtype=np.int16, count=vocab_size),
         is_control=is_control,
         control_pattern=re.compile("|".join(map(re.escape, by_length))) if by_length else None,

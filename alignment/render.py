@@ -16,14 +16,16 @@ How messages are located (never guessed):
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from alignment._tokenizer import FastTokenizer, TokenizerInfo, tokenizer_info
-from alignment.errors import ContentRewrittenError, ExampleError, TemplateError, TokenizerError
-from alignment.spans import Segment, char_to_byte, encode_segments
+from alignment.errors import AlignmentError, ContentRewrittenError, ExampleError, TemplateError, TokenizerError
+from alignment.spans import Segment, char_to_byte, encode_segments_batch
 from alignment.types import Rendering
 
 __all__ = ["prompt_messages", "render", "render_chat", "render_completion", "render_prompt"]
@@ -110,6 +112,40 @@ def _locate(
     return spans, trims
 
 
+_SHAPES: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str]] = weakref.WeakKeyDictionary()
+
+
+def _locate_messages(
+    tokenizer: FastTokenizer, text: str, messages: list[dict[str, Any]], options: dict[str, Any]
+) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
+    """:func:`_locate` the messages in ``text`` with the sentinel rendering of the conversation's shape.
+
+    The sentinel rendering depends on the roles and other keys of the messages and on the options, not on the
+    contents, so it is rendered once per tokenizer and shape and cached. A cached one that does not fit the
+    text (a template that prints today's date, say) is rendered afresh before anything is refused.
+    """
+    sentinels = [{**m, "content": _sentinel(i)} for i, m in enumerate(messages)]
+    try:
+        shapes = _SHAPES.setdefault(tokenizer, {})
+    except TypeError:  # not weak-referenceable: no cache
+        shapes = {}
+    template = options.get("chat_template")  # a long string: hashed (once) rather than printed
+    rest = sorted((k, v) for k, v in options.items() if k != "chat_template")
+    key = (template if isinstance(template, str) else repr(template), repr((sentinels, rest)))
+    if key in shapes:
+        try:
+            return _locate(text, shapes[key], messages)
+        except AlignmentError:
+            pass
+    if len(shapes) >= _MAX_SHAPES:
+        shapes.clear()
+    shapes[key] = _apply_template(tokenizer, sentinels, **options)
+    return _locate(text, shapes[key], messages)
+
+
+_MAX_SHAPES = 256  # per tokenizer; a batch of conversations has a handful
+
+
 def _next_sentinel(text: str, start: int) -> int:
     found = _SENTINEL.search(text, start)
     return found.start() if found else len(text)
@@ -147,25 +183,52 @@ def _trained(roles: Sequence[str], turns: Turns) -> tuple[int, ...]:
     return assistant if turns == "all" else assistant[-1:]
 
 
-def _assemble(
-    tokenizer: FastTokenizer,
-    text: str,
-    mode: Literal["chat", "completion"],
-    roles: Sequence[str],
-    char_spans: Sequence[tuple[int, int] | None],
-    trims: Sequence[tuple[int, int]],
-    trained: tuple[int, ...],
-    segments: list[Segment],
-) -> Rendering:
-    """Tokenize the segments and mark each trained turn from its first content token through end of turn."""
-    info = tokenizer_info(tokenizer)
-    ids, offsets, control = encode_segments(tokenizer, text, segments)
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A rendering before its text is tokenized: what :func:`_tokenize` needs to finish it."""
+
+    tokenizer: FastTokenizer
+    text: str
+    mode: Literal["chat", "completion"]
+    roles: Sequence[str]
+    char_spans: Sequence[tuple[int, int] | None]
+    trims: Sequence[tuple[int, int]]
+    trained: tuple[int, ...]
+    segments: list[Segment]
+
+
+def _tokenize(plans: Sequence[_Plan]) -> list[Rendering | Exception]:
+    """Tokenize plans of one tokenizer in one batch; a plan that fails gets the exception it raised."""
+    if not plans:
+        return []
+    encoded = encode_segments_batch(plans[0].tokenizer, [(plan.text, plan.segments) for plan in plans])
+    renderings: list[Rendering | Exception] = []
+    for plan, tokens in zip(plans, encoded, strict=True):
+        try:
+            if isinstance(tokens, Exception):
+                raise tokens
+            renderings.append(_finish(plan, *tokens))
+        except Exception as error:  # kept in its place: the caller raises it in the order of its examples
+            renderings.append(error)
+    return renderings
+
+
+def _one(plan: _Plan) -> Rendering:
+    (rendering,) = _tokenize([plan])
+    if isinstance(rendering, Exception):
+        raise rendering
+    return rendering
+
+
+def _finish(plan: _Plan, ids: np.ndarray, offsets: np.ndarray, control: np.ndarray) -> Rendering:
+    """Mark each trained turn of the tokenized plan from its first content token through end of turn."""
+    text, roles = plan.text, plan.roles
     to_byte = char_to_byte(text)
-    byte_spans = [None if s is None else (int(to_byte[s[0]]), int(to_byte[s[1]])) for s in char_spans]
+    byte_spans = [None if s is None else (int(to_byte[s[0]]), int(to_byte[s[1]])) for s in plan.char_spans]
     raw = text.encode()
     mask = np.zeros(len(ids), dtype=np.bool_)
     closers = []
-    for index in trained:
+    for index in plan.trained:
         span = byte_spans[index]
         if span is None:
             raise ContentRewrittenError(f"message {index} ({roles[index]}) is trained but the template dropped it")
@@ -178,22 +241,22 @@ def _assemble(
         after = np.flatnonzero(control & (offsets[:, 0] >= span[1]))
         if len(after) == 0 or raw[span[1] : offsets[after[0], 0]].strip():
             raise TemplateError(
-                f"no end-of-turn token closes message {index} ({roles[index]}) in the {info.name} rendering: "
-                f"the text after it is {raw[span[1] : span[1] + 40]!r}"
+                f"no end-of-turn token closes message {index} ({roles[index]}) in the "
+                f"{tokenizer_info(plan.tokenizer).name} rendering: the text after it is {raw[span[1] : span[1] + 40]!r}"
             )
         mask[first : after[0] + 1] = True
         closers.append(int(after[0]))
     return Rendering(
         text=text,
-        mode=mode,
+        mode=plan.mode,
         input_ids=ids,
         byte_offsets=offsets,
         control_mask=control,
         completion_mask=mask,
         roles=tuple(roles),
         message_spans=tuple(byte_spans),
-        trimmed=tuple(trims),
-        trained_messages=trained,
+        trimmed=tuple(plan.trims),
+        trained_messages=plan.trained,
         end_of_turn=tuple(closers),
     )
 
@@ -238,6 +301,29 @@ def render_chat(
         >>> r.text[slice(*r.message_spans[1])], [r.token_text(i) for i in r.completion_mask.nonzero()[0]]
         ('4', ['4', '<|im_end|>'])
     """
+    return _one(
+        _plan_chat(
+            tokenizer,
+            messages,
+            turns=turns,
+            add_generation_prompt=add_generation_prompt,
+            chat_template=chat_template,
+            on_dropped=on_dropped,
+            **template_kwargs,
+        )
+    )
+
+
+def _plan_chat(
+    tokenizer: FastTokenizer,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    turns: Turns,
+    add_generation_prompt: bool,
+    chat_template: str | None,
+    on_dropped: OnDropped,
+    **template_kwargs: Any,
+) -> _Plan:
     checked = _checked_messages(messages)
     template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
     if not template:
@@ -249,8 +335,7 @@ def render_chat(
         raise ValueError(f"on_dropped must be 'raise' or 'ignore', got {on_dropped!r}")
     options = {"add_generation_prompt": add_generation_prompt, "chat_template": template, **template_kwargs}
     text = _apply_template(tokenizer, checked, **options)
-    sentinels = [{**m, "content": _sentinel(i)} for i, m in enumerate(checked)]
-    spans, trims = _locate(text, _apply_template(tokenizer, sentinels, **options), checked)
+    spans, trims = _locate_messages(tokenizer, text, checked, options)
     roles = [m["role"] for m in checked]
     dropped = [i for i in range(len(checked)) if i not in spans]
     if dropped and on_dropped == "raise":
@@ -260,7 +345,7 @@ def render_chat(
             "to accept that (the teacher then never sees them), or move their content into another message"
         )
     segments = _control_segments(tokenizer_info(tokenizer), text, list(spans.values()))
-    return _assemble(
+    return _Plan(
         tokenizer,
         text,
         "chat",
@@ -304,16 +389,16 @@ def render_completion(tokenizer: FastTokenizer, prompt: str, completion: str) ->
         ('<s>Q: 2+2=4</s>', ['4', '</s>'])
     """
     pieces = [(_plain_text(prompt, "prompt"), True)]
-    return _render_plain(tokenizer, ("prompt", "completion"), pieces, "", _plain_text(completion, "completion"))
+    return _one(_plan_plain(tokenizer, ("prompt", "completion"), pieces, "", _plain_text(completion, "completion")))
 
 
-def _render_plain(
+def _plan_plain(
     tokenizer: FastTokenizer,
     roles: Sequence[str],
     prompt: Sequence[tuple[str, bool]],
     separator: str,
     completion: str | None,
-) -> Rendering:
+) -> _Plan:
     """BOS, the prompt pieces (those flagged ``True`` are messages, located in order), separator, completion, EOS.
 
     The prompt and the separator plus completion are one plain segment each. With ``completion=None`` only
@@ -349,7 +434,7 @@ def _render_plain(
         text += separator + completion + eos
         trained = (len(spans) - 1,)
     segments = [s for s in segments if s[2] is not None or s[0] < s[1]]
-    return _assemble(tokenizer, text, "completion", roles, spans, [(0, 0)] * len(spans), trained, segments)
+    return _Plan(tokenizer, text, "completion", roles, spans, [(0, 0)] * len(spans), trained, segments)
 
 
 def _plain_prompt(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool]]:
@@ -360,7 +445,7 @@ def _plain_prompt(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool
     return [*prompt, ("Assistant:", False)]
 
 
-def _render_messages_plain(tokenizer: FastTokenizer, messages: list[dict[str, Any]]) -> Rendering:
+def _plan_messages_plain(tokenizer: FastTokenizer, messages: list[dict[str, Any]]) -> _Plan:
     """The plain layout of the earlier turns, then ``" "`` and the last message as the completion."""
     if messages[-1]["role"] != "assistant":
         raise ExampleError(
@@ -368,7 +453,7 @@ def _render_messages_plain(tokenizer: FastTokenizer, messages: list[dict[str, An
             f"got role {messages[-1]['role']!r}"
         )
     roles = [m["role"] for m in messages]
-    return _render_plain(tokenizer, roles, _plain_prompt(messages[:-1]), " ", messages[-1]["content"])
+    return _plan_plain(tokenizer, roles, _plain_prompt(messages[:-1]), " ", messages[-1]["content"])
 
 
 def prompt_messages(example: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -406,9 +491,10 @@ def render_prompt(
     has_messages = example.get("messages") is not None
     if _resolve_mode(tokenizer, example, mode, chat_template) == "completion":
         if example.get("prompt") is not None:
-            return _render_plain(tokenizer, ("prompt",), [(_plain_text(example["prompt"], "prompt"), True)], "", None)
+            prompt = [(_plain_text(example["prompt"], "prompt"), True)]
+            return _one(_plan_plain(tokenizer, ("prompt",), prompt, "", None))
         messages = prompt_messages(example)
-        return _render_plain(tokenizer, [m["role"] for m in messages], _plain_prompt(messages), "", None)
+        return _one(_plan_plain(tokenizer, [m["role"] for m in messages], _plain_prompt(messages), "", None))
     messages = (
         prompt_messages(example)
         if has_messages
@@ -472,6 +558,37 @@ def render(
         >>> render(load_tokenizer("smollm2"), example, mode="completion").text
         "Reverse 'abc'.cba<|im_end|>"
     """
+    options = {"turns": turns, "chat_template": chat_template, "on_dropped": on_dropped, **template_kwargs}
+    return _one(_plan_example(tokenizer, example, mode=mode, **options))
+
+
+def render_each(tokenizer: FastTokenizer, examples: Sequence[Mapping[str, Any]], **options: Any) -> list[Any]:
+    """:func:`render` of every example (same keyword options), tokenizing all of them in one batch.
+
+    Returns a list holding each example's :class:`~alignment.Rendering`, or the exception its :func:`render`
+    raises: the caller decides, in the order of its examples, what to raise.
+    """
+    plans: list[_Plan | Exception] = []
+    for example in examples:
+        try:
+            plans.append(_plan_example(tokenizer, example, **options))
+        except Exception as error:  # raised by the caller in the order of its examples
+            plans.append(error)
+    done = iter(_tokenize([plan for plan in plans if isinstance(plan, _Plan)]))
+    return [plan if isinstance(plan, Exception) else next(done) for plan in plans]
+
+
+def _plan_example(
+    tokenizer: FastTokenizer,
+    example: Mapping[str, Any],
+    *,
+    mode: Mode = "auto",
+    turns: Turns = "all",
+    chat_template: str | None = None,
+    on_dropped: OnDropped = "raise",
+    **template_kwargs: Any,
+) -> _Plan:
+    """What :func:`render` renders, before tokenization."""
     resolved = _resolve_mode(tokenizer, example, mode, chat_template)
     has_messages = example.get("messages") is not None
     has_text = example.get("prompt") is not None and example.get("completion") is not None
@@ -479,8 +596,10 @@ def render(
         raise ExampleError(f"example needs 'messages' or both 'prompt' and 'completion'; it has keys {sorted(example)}")
     if resolved == "completion":
         if has_text:
-            return render_completion(tokenizer, example["prompt"], example["completion"])
-        return _render_messages_plain(tokenizer, _checked_messages(example["messages"]))
+            prompt = [(_plain_text(example["prompt"], "prompt"), True)]
+            completion = _plain_text(example["completion"], "completion")
+            return _plan_plain(tokenizer, ("prompt", "completion"), prompt, "", completion)
+        return _plan_messages_plain(tokenizer, _checked_messages(example["messages"]))
     messages = (
         example["messages"]
         if has_messages
@@ -489,6 +608,12 @@ def render(
             {"role": "assistant", "content": _plain_text(example["completion"], "completion")},
         ]
     )
-    return render_chat(
-        tokenizer, messages, turns=turns, chat_template=chat_template, on_dropped=on_dropped, **template_kwargs
+    return _plan_chat(
+        tokenizer,
+        messages,
+        turns=turns,
+        add_generation_prompt=False,
+        chat_template=chat_template,
+        on_dropped=on_dropped,
+        **template_kwargs,
     )

@@ -78,7 +78,16 @@ def decode_bytes(tokenizer: FastTokenizer, ids: Sequence[int] | np.ndarray) -> b
         b' Hi \\xe2\\x98'
     """
     info = tokenizer_info(tokenizer)
-    return b"".join(info.token_bytes[i] for i in _checked_ids(info, ids).tolist())
+    return _spelled(info, _checked_ids(info, ids)).tobytes()
+
+
+def _spelled(info: TokenizerInfo, ids: np.ndarray) -> np.ndarray:
+    """``(n,)`` uint8: the bytes of the tokens ``ids``, one after the other (gathered from ``info.all_bytes``)."""
+    lengths = info.byte_lengths[ids]
+    stops = np.cumsum(lengths)
+    shift = np.repeat(info.byte_starts[ids] - (stops - lengths), lengths)  # from a token's place here to its bytes
+    spelled: np.ndarray = info.all_bytes[np.arange(stops[-1] if len(stops) else 0) + shift]
+    return spelled
 
 
 def char_to_byte(text: str) -> np.ndarray:
@@ -99,47 +108,104 @@ def encode_segments(
 
     Returns ``(ids, byte_offsets, control_mask)``; the byte offsets tile ``text.encode()``.
     """
+    (encoded,) = encode_segments_batch(tokenizer, [(text, segments)])
+    if isinstance(encoded, TokenizerError):
+        raise encoded
+    return encoded
+
+
+def encode_segments_batch(
+    tokenizer: FastTokenizer, texts: Sequence[tuple[str, Sequence[Segment]]]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | TokenizerError]:
+    """:func:`encode_segments` of every ``(text, segments)``, with one tokenizer call for all of them.
+
+    One call over the whole batch lets the tokenizer run in parallel and keeps its tables in cache. Where the
+    tokens spell the text's bytes exactly (most text), their byte offsets follow from their byte lengths, so
+    the tokenizer need not track character offsets; the other texts are tokenized again with them (see
+    :func:`_byte_offsets`). A text that :func:`encode_segments` would refuse gets the :class:`TokenizerError` it
+    would raise, in its place.
+    """
     info = tokenizer_info(tokenizer)
-    plain = [(a, b) for a, b, control in segments if control is None]
-    encodings: list[Any] = [None] * len(plain)
-    first = [k for k, (a, _) in enumerate(plain) if a == 0]
-    inner = [k for k, (a, _) in enumerate(plain) if a != 0]
-    for model, picks in ((info.plain_first, first), (info.plain_inner, inner)):
-        if picks:
-            batch = model.encode_batch([text[plain[k][0] : plain[k][1]] for k in picks], add_special_tokens=False)
-            for k, encoding in zip(picks, batch, strict=True):
-                encodings[k] = encoding
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray] | TokenizerError | None] = []
+    for encodings, (text, segments) in zip(_encode_plain(info, texts, offsets=False), texts, strict=True):
+        try:
+            ids = _segment_ids(info, text, segments, encodings)
+        except TokenizerError as error:
+            results.append(error)
+            continue
+        results.append(None)  # tokenized again below, with character offsets
+        if np.array_equal(_spelled(info, ids), np.frombuffer(text.encode(), dtype=np.uint8)):
+            lengths = info.byte_lengths[ids]  # the tokens tile the text in order
+            stops = np.cumsum(lengths)
+            results[-1] = (ids, np.stack([stops - lengths, stops], axis=1), info.is_control[ids])
+    again = [k for k, result in enumerate(results) if result is None]
+    for k, encodings in zip(again, _encode_plain(info, [texts[k] for k in again], offsets=True), strict=True):
+        results[k] = _from_encodings(info, *texts[k], encodings)
+    return [result for result in results if result is not None]
+
+
+def _encode_plain(
+    info: TokenizerInfo, texts: Sequence[tuple[str, Sequence[Segment]]], *, offsets: bool
+) -> list[list[Any]]:
+    """The encodings of every text's plain segments, in order: one tokenizer call per kind of segment, each
+    distinct piece of text (template text repeats in every example) tokenized once."""
+    pieces: tuple[dict[str, Any], dict[str, Any]] = ({}, {})  # plain text at offset 0, and after it
+    for text, segments in texts:
+        for a, b, control in segments:
+            if control is None:
+                pieces[a != 0].setdefault(text[a:b])
+    for model, encodings in zip((info.plain_first, info.plain_inner), pieces, strict=True):
+        # encode_batch_fast (tokenizers >= 0.21) leaves out the character offsets
+        encode = model.encode_batch if offsets else getattr(model, "encode_batch_fast", model.encode_batch)
+        if encodings:
+            encodings.update(zip(encodings, encode(list(encodings), add_special_tokens=False), strict=True))
+    return [[pieces[a != 0][text[a:b]] for a, b, control in segments if control is None] for text, segments in texts]
+
+
+def _segment_ids(info: TokenizerInfo, text: str, segments: Sequence[Segment], encodings: Sequence[Any]) -> np.ndarray:
+    """The ids of ``text``: control tokens and the encodings of the plain segments, in order."""
     ids: list[int] = []
-    chars: list[tuple[int, int]] = []
-    segment_of: list[int] = []
-    cursor = 0
-    for index, (a, b, control) in enumerate(segments):
+    plain = iter(encodings)
+    for a, b, control in segments:
         if control is not None:
             ids.append(control)
-            chars.append((a, b))
-            segment_of.append(index)
             continue
-        encoding = encodings[cursor]
-        cursor += 1
+        encoding = next(plain)
         if not encoding.ids:
             raise TokenizerError(
                 f"{info.name} turns the text {text[a:b]!r} at characters {a}..{b} into no token at all: its "
                 "vocabulary cannot spell these bytes, so the model could never read them"
             )
         ids.extend(encoding.ids)
-        chars.extend((a + s, a + e) for s, e in encoding.offsets)
-        segment_of.extend([index] * len(encoding.ids))
-    id_array = np.asarray(ids, dtype=np.int64)
-    bounds = np.asarray([(a, b) for a, b, _ in segments], dtype=np.int64).reshape(-1, 2)
+    return np.array(ids, dtype=np.int64)
+
+
+def _from_encodings(
+    info: TokenizerInfo, text: str, segments: Sequence[Segment], encodings: Sequence[Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids, byte offsets and control mask of ``text`` from the encodings (with offsets) of its plain segments."""
+    ids = _segment_ids(info, text, segments, encodings)
+    chars: list[np.ndarray] = []
+    counts: list[int] = []
+    plain = iter(encodings)
+    for a, b, control in segments:
+        if control is not None:
+            chars.append(np.array([[a, b]], dtype=np.int64))
+            counts.append(1)
+            continue
+        encoding = next(plain)
+        chars.append(np.array(encoding.offsets, dtype=np.int64).reshape(-1, 2) + a)
+        counts.append(len(encoding.ids))
+    bounds = np.array([(a, b) for a, b, _ in segments], dtype=np.int64).reshape(-1, 2)
     offsets = _byte_offsets(
         info,
         text,
-        id_array,
-        np.asarray(chars, dtype=np.int64).reshape(-1, 2),
-        np.asarray(segment_of, dtype=np.int64),
+        ids,
+        np.concatenate(chars) if chars else np.zeros((0, 2), dtype=np.int64),
+        np.repeat(np.arange(len(segments), dtype=np.int64), counts),
         bounds,
     )
-    return id_array, offsets, info.is_control[id_array]
+    return ids, offsets, info.is_control[ids]
 
 
 def _byte_offsets(

@@ -24,9 +24,9 @@ from alignment._tokenizer import FastTokenizer, TokenizerInfo, tokenizer_info
 from alignment.align import Turn, align_turns
 from alignment.errors import AlignmentError, ExampleError, TokenizerError
 from alignment.nextbyte import END, ByteFrames, Frames, _collate_frames, _empty_frames, _row_frames
-from alignment.render import Mode, OnDropped, prompt_messages, render, render_prompt
+from alignment.render import Mode, OnDropped, prompt_messages, render, render_each, render_prompt
 from alignment.spans import decode_bytes, token_byte_spans
-from alignment.types import Rendering
+from alignment.types import Chunks, Rendering
 from alignment.vocab import end_of_turn_id
 
 __all__ = ["TeacherBatch", "align_teacher_logits", "prepare_teacher_batch", "same_template"]
@@ -164,18 +164,9 @@ def prepare_teacher_batch(
         ends = {end_of_turn_id(student_tokenizer), tokenizer_info(student_tokenizer).eos_id}
         rows = [_identity_row(_as_ids(p), c, info, ends) for p, c in zip(prompt_ids, ids, strict=True)]
         return _collate(rows, ids, _pad_id(student_tokenizer), aligned=False)
-    rows = [
-        _aligned_row(
-            example,
-            completion,
-            (student_tokenizer, teacher_tokenizer),
-            (student_mode, teacher_mode),
-            (dict(student_template_kwargs or {}), dict(teacher_template_kwargs or {})),
-            on_dropped,
-            byte_frames,
-        )
-        for example, completion in zip(examples, ids, strict=True)
-    ]
+    tokenizers, modes = (student_tokenizer, teacher_tokenizer), (student_mode, teacher_mode)
+    variables = (dict(student_template_kwargs or {}), dict(teacher_template_kwargs or {}))
+    rows = _aligned_rows(examples, ids, tokenizers, modes, variables, on_dropped, byte_frames)
     return _collate(rows, ids, _pad_id(teacher_tokenizer), aligned=True)
 
 
@@ -188,8 +179,10 @@ def align_teacher_logits(teacher_logits: torch.Tensor, batch: TeacherBatch) -> t
         batch: the :class:`TeacherBatch` the teacher scored.
 
     Returns:
-        ``(B, T, W)``: the teacher's outputs at ``batch.positions``; rows where ``batch.mask`` is False hold the
-        outputs at position 0 and must be masked by the loss.
+        ``(B, T, W)``: the teacher's outputs at ``batch.positions``; frames where ``batch.mask`` is False hold
+        the outputs at some other position and must be masked by the loss. When every compared frame ``k`` of
+        every row sits at the same ``start + k`` (the identity path with prompts of one length, as left-padded
+        batches have), this is the view ``teacher_logits[:, start : start + T]``, not a copy.
 
     Raises:
         ValueError: the batch size differs, or the teacher outputs are shorter than the inputs they claim to
@@ -201,8 +194,22 @@ def align_teacher_logits(teacher_logits: torch.Tensor, batch: TeacherBatch) -> t
             f"teacher_logits must have shape (B, S, W) with B = {expected[0]} and S >= {expected[1]} "
             f"(the teacher inputs of the batch), got {tuple(teacher_logits.shape)}"
         )
+    start = _common_start(batch, teacher_logits.shape[1])
+    if start is not None:
+        return teacher_logits[:, start : start + batch.positions.shape[1]]
     index = batch.positions.to(teacher_logits.device)[..., None].expand(-1, -1, teacher_logits.shape[-1])
     return torch.gather(teacher_logits, 1, index)
+
+
+def _common_start(batch: TeacherBatch, length: int) -> int | None:
+    """``start`` if every compared frame ``k`` maps to position ``start + k`` and the slice fits, else None."""
+    frames = batch.positions.shape[1]
+    if not bool(batch.mask.any()):
+        return None
+    offsets = batch.positions - torch.arange(frames)
+    start = int(offsets[batch.mask][0])
+    uniform = bool((offsets[batch.mask] == start).all())
+    return start if uniform and 0 <= start and start + frames <= length else None
 
 
 def _as_ids(values: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
@@ -265,28 +272,58 @@ def _separator(tokenizer: FastTokenizer, example: Mapping[str, Any], mode: Mode,
     return _SEPARATORS[key]
 
 
-def _aligned_row(
-    example: Mapping[str, Any],
-    ids: np.ndarray,
+def _aligned_rows(
+    examples: Sequence[Mapping[str, Any]],
+    completions: list[np.ndarray],
     tokenizers: tuple[FastTokenizer, FastTokenizer],
     modes: tuple[Mode, Mode],
     kwargs: tuple[dict[str, Any], dict[str, Any]],
     on_dropped: OnDropped,
-    byte_frames: bool = False,
-) -> _Row:
+    byte_frames: bool,
+) -> list[_Row]:
+    """The aligned row of every example, with the teacher's renderings tokenized in one batch.
+
+    An example that fails raises what it raises alone, and the first failing example of the batch raises.
+    """
     student_tok, teacher_tok = tokenizers
-    content, start, finished = _completion_text(student_tok, example, ids, modes[0], kwargs[0])
+    samples: list[tuple[str, int, bool, dict[str, Any]] | Exception] = []
+    for example, ids in zip(examples, completions, strict=True):
+        try:
+            content, start, finished = _completion_text(student_tok, example, ids, modes[0], kwargs[0])
+            samples.append((content, start, finished, _with_completion(example, content) if content else {}))
+        except Exception as error:  # raised below, in the order of the examples
+            samples.append(error)
+    completed = [s[3] for s in samples if not isinstance(s, Exception) and s[0]]
+    options = {"mode": modes[1], "turns": "last", "on_dropped": on_dropped, **kwargs[1]}
+    renderings = iter(render_each(teacher_tok, completed, **options))
+    rows = []
+    for example, ids, sample in zip(examples, completions, samples, strict=True):
+        if isinstance(sample, Exception):
+            raise sample
+        content, start, finished, _ = sample
+        teacher = next(renderings) if content else None
+        if isinstance(teacher, ExampleError) and not content.strip():
+            teacher = None  # a whitespace-only sample that the teacher's template trims away (Qwen3 strips newlines)
+        if isinstance(teacher, Exception):
+            raise teacher
+        if teacher is None:
+            rows.append(_unaligned_row(teacher_tok, example, len(ids), modes[1], kwargs[1], byte_frames))
+        else:
+            rows.append(_aligned_row(tokenizers, ids, (content, start, finished), teacher, byte_frames))
+    return rows
+
+
+def _aligned_row(
+    tokenizers: tuple[FastTokenizer, FastTokenizer],
+    ids: np.ndarray,
+    sample: tuple[str, int, bool],
+    teacher: Rendering,
+    byte_frames: bool,
+) -> _Row:
+    """Map the teacher rendering of one sample onto the student's completion frames."""
+    student_tok, teacher_tok = tokenizers
+    content, start, finished = sample
     frames = len(ids)
-    if not content:
-        return _unaligned_row(teacher_tok, example, frames, modes[1], kwargs[1], byte_frames)
-    completed = _with_completion(example, content)
-    try:
-        teacher = render(teacher_tok, completed, mode=modes[1], turns="last", on_dropped=on_dropped, **kwargs[1])
-    except ExampleError:
-        if content.strip():
-            raise
-        # a whitespace-only sample that the teacher's template trims away (Qwen3 strips leading newlines)
-        return _unaligned_row(teacher_tok, example, frames, modes[1], kwargs[1], byte_frames)
     message = teacher.trained_messages[-1]
     span, (lead, _) = teacher.message_spans[message], teacher.trimmed[message]
     assert span is not None
@@ -331,19 +368,26 @@ def _unaligned_row(
     return _Row(teacher.input_ids, nothing, nothing.astype(np.bool_), nothing - 1, unchunked, teacher, empty)
 
 
-def _chunk_ids(chunks: Any, frames: int, teacher_length: int) -> tuple[np.ndarray, np.ndarray]:
+def _chunk_ids(chunks: Chunks, frames: int, teacher_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Chunk id of each completion token and teacher token; chunks without a completion token are dropped."""
-    student = np.full(frames, -1, dtype=np.int64)
-    teacher = np.full(teacher_length, -1, dtype=np.int64)
-    kept = 0
-    for (s_lo, s_hi), (t_lo, t_hi) in zip(chunks.student.tolist(), chunks.teacher.tolist(), strict=True):
-        first, last = max(s_lo - 1, 0), s_hi - 1  # offsets index i is completion token i - 1
-        if last <= first:
-            continue
-        student[first:last] = kept
-        teacher[t_lo:t_hi] = kept
-        kept += 1
-    return student, teacher
+    first = np.maximum(chunks.student[:, 0] - 1, 0)  # offsets index i is completion token i - 1
+    last = chunks.student[:, 1] - 1
+    kept = last > first
+    return (
+        _label_ranges(frames, first[kept], last[kept]),
+        _label_ranges(teacher_length, chunks.teacher[kept, 0], chunks.teacher[kept, 1]),
+    )
+
+
+def _label_ranges(size: int, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+    """``(size,)`` int64 holding ``k`` on ``[lows[k], highs[k])`` (disjoint, increasing ranges) and -1 elsewhere."""
+    labels = np.full(size, -1, dtype=np.int64)
+    lengths = highs - lows
+    ends = np.cumsum(lengths)
+    labels[np.arange(ends[-1] if len(ends) else 0) + np.repeat(lows - ends + lengths, lengths)] = np.repeat(
+        np.arange(len(lengths)), lengths
+    )
+    return labels
 
 
 def _with_completion(example: Mapping[str, Any], content: str) -> dict[str, Any]:

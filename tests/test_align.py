@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
-from alignment.align import align_spans
+from alignment.align import _align_general, _align_tiled, align_spans
 from alignment.errors import AlignmentError, TextMismatchError
 from alignment.types import TokenAlignment
 from tests.strategies import Spans, span_pairs, span_pairs_any_coverage, span_pairs_with_extras
@@ -314,6 +315,32 @@ def test_coverage_check_parity_with_reference(spans):
     else:
         with pytest.raises(TextMismatchError, match=rf"first difference at byte {first}:"):
             align_spans(student, teacher)
+
+
+@given(span_pairs(), st.integers(0, 2**40))
+def test_tiled_fast_path_agrees_with_the_general_path(spans, offset):
+    # align_spans takes _align_tiled for sides that tile the same bytes with non-empty tokens (most text)
+    student, teacher = (s + offset for s in spans)
+    if not len(student):
+        return
+    fast, general = _align_tiled(student, teacher), _align_general(student, teacher)
+    assert fast.pairs.tolist() == general.pairs.tolist()
+    for name in ("student", "teacher", "byte_spans"):
+        actual, expected = getattr(fast.chunks, name), getattr(general.chunks, name)
+        assert actual.dtype == np.int64 and not actual.flags.writeable, name
+        assert actual.tolist() == expected.tolist(), name
+    assert (fast.num_student, fast.num_teacher) == (general.num_student, general.num_teacher)
+
+
+@pytest.mark.parametrize("width", [1, 10**6], ids=["dense", "sparse"])
+def test_tiled_sides_far_from_byte_zero(width):
+    start = 2**50
+    student = np.array([[start, start + width], [start + width, start + 2 * width]])
+    teacher = np.array([[start, start + 2 * width]])
+    result = align_spans(student, teacher)
+    assert result.pairs.tolist() == [[1, 0]]
+    assert result.chunks.student.tolist() == [[0, 2]] and result.chunks.teacher.tolist() == [[0, 1]]
+    assert result.chunks.byte_spans.tolist() == [[start, start + 2 * width]]
 
 
 def test_large_input_is_vectorised():

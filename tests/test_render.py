@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +20,10 @@ from alignment import (
     render_chat,
     render_completion,
 )
+from alignment.render import render_each
 from tests.tokenizers import SHARED_DIR, SYNTHETIC, available_real_names, load_real, template_kwargs
+
+render_module = sys.modules["alignment.render"]  # the package re-exports the function render under the same name
 
 NAMES = (*available_real_names(), *SYNTHETIC)
 CHAT_NAMES = tuple(n for n in NAMES if n != "gpt2")
@@ -442,3 +447,40 @@ def test_qwen3_reasoning_in_the_final_turn_is_refused_naming_the_assistant_turn(
     messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>\nadd\n</think>\n\n4"}]
     with pytest.raises(ContentRewrittenError, match=r"message 0 \(user\) or message 1 \(assistant\)"):
         render(load_real("qwen3"), {"messages": messages})
+
+
+# --- batching and the cached sentinel rendering ---------------------------------------------------------------------
+def test_render_each_equals_render_and_keeps_each_failure_in_its_place() -> None:
+    tok = load_real("smollm2")
+    good = {"messages": CONVERSATIONS["two_turn"]}
+    bad = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}]}  # empty completion
+    results = render_each(tok, [good, bad, {"prompt": "Q: ", "completion": "A"}], turns="last")
+    assert isinstance(results[1], ExampleError)
+    for result, example in [(results[0], good), (results[2], {"prompt": "Q: ", "completion": "A"})]:
+        expected = render(tok, example, turns="last")
+        assert isinstance(result, Rendering) and result.text == expected.text
+        assert result.input_ids.tolist() == expected.input_ids.tolist()
+        assert result.byte_offsets.tolist() == expected.byte_offsets.tolist()
+        assert result.completion_mask.tolist() == expected.completion_mask.tolist()
+
+
+def test_the_sentinel_rendering_is_rendered_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    tok = load_real("smollm2")
+    render_module._SHAPES.pop(tok, None)
+    calls: list[int] = []
+    apply = render_module._apply_template
+    monkeypatch.setattr(render_module, "_apply_template", lambda *a, **k: calls.append(1) or apply(*a, **k))
+    render_chat(tok, CONVERSATIONS["two_turn"])
+    render_chat(tok, [{"role": "user", "content": "Other"}, {"role": "assistant", "content": "words"}])
+    assert len(calls) == 3  # two real renderings, one sentinel rendering of their shared shape
+
+
+def test_a_cached_sentinel_rendering_that_does_not_fit_is_rendered_afresh() -> None:
+    # e.g. a template that prints today's date: the cached rendering is stale after midnight
+    tok = load_real("smollm2")
+    expected = render_chat(tok, CONVERSATIONS["multi_turn"])
+    shapes = render_module._SHAPES[tok]
+    for key in shapes:
+        shapes[key] = shapes[key].replace("<|im_start|>", "<|im_start|>stale ")
+    again = render_chat(tok, CONVERSATIONS["multi_turn"])
+    assert (again.text, again.message_spans, again.trimmed) == (expected.text, expected.message_spans, expected.trimmed)

@@ -20,8 +20,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alignment._tokenizer import tokenizer_info
 from alignment.errors import AlignmentError, TokenizerError
-from alignment.spans import char_to_byte, decode_bytes, encode_segments, token_byte_spans
+from alignment.spans import (
+    _encode_plain,
+    _from_encodings,
+    char_to_byte,
+    decode_bytes,
+    encode_segments,
+    token_byte_spans,
+)
 from tests.tokenizers import SYNTHETIC, available_real_names, load_real
 
 # How each tokenizer spells its vocabulary, known from its family (not read from the package).
@@ -666,6 +674,28 @@ def test_encode_segments_keeps_control_tokens_apart(name: str, left: str, right:
     for i, (start, stop) in zip(ids.tolist(), offsets.tolist(), strict=True):
         piece = ref.token_bytes[i]  # a plain token covers exactly its bytes, less a prefix space the text lacks
         assert raw[start:stop] == piece or (piece.startswith(b" ") and raw[start:stop] == piece[1:])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@NO_DEADLINE
+@given(left=texts, right=texts)
+def test_offsets_from_token_bytes_agree_with_character_offsets(name: str, left: str, right: str) -> None:
+    # encode_segments takes the byte offsets from the token byte lengths where the tokens spell the text exactly,
+    # and from the tokenizer's character offsets (_byte_offsets) elsewhere: the two must agree
+    tok, info = get_tokenizer(name), tokenizer_info(get_tokenizer(name))
+    control_id = tok.convert_tokens_to_ids(CONTROL[name])
+    text = left + CONTROL[name] + right
+    a, b = len(left), len(left) + len(CONTROL[name])
+    segments = [s for s in [(0, a, None), (a, b, control_id), (b, len(text), None)] if s[2] is not None or s[0] < s[1]]
+    try:
+        ids, offsets, control = encode_segments(tok, text, segments)
+    except TokenizerError:
+        return
+    (encodings,) = _encode_plain(info, [(text, segments)], offsets=True)
+    expected_ids, expected_offsets, expected_control = _from_encodings(info, text, segments, encodings)
+    assert ids.tolist() == expected_ids.tolist()
+    assert offsets.tolist() == expected_offsets.tolist()
+    assert control.tolist() == expected_control.tolist()
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import torch
 import alignment.teacher as teacher_module
 from alignment import (
     ContentRewrittenError,
+    TemplateError,
     TokenizerError,
     align_teacher_logits,
     decode_bytes,
@@ -185,6 +186,7 @@ def test_identity_path_returns_the_students_ids_and_the_plain_loss(name: str, mo
     completions = [sample(name, e, a) for e, a in zip(EXAMPLES, ANSWERS, strict=True)]
     monkeypatch.setattr(teacher_module, "render", None)  # no re-rendering and no tokenization may happen
     monkeypatch.setattr(teacher_module, "render_prompt", None)
+    monkeypatch.setattr(teacher_module, "render_each", None)
     for flag in (False, True):  # flag off, or the same tokenizer on both sides
         batch = prepare_teacher_batch(
             EXAMPLES,
@@ -312,3 +314,37 @@ def test_a_whitespace_sample_the_teacher_template_trims_away_is_masked_not_fatal
         student_template_kwargs=template_kwargs("llama3"),
     )
     assert not batch.mask[0].any() and batch.mask[1].any()
+
+
+def test_the_first_failing_example_raises_as_it_would_alone() -> None:
+    # the batch is rendered and tokenized in one go, but errors surface in the order of the examples
+    student, teacher = tokenizer("smollm2"), tokenizer("mistral_v3")
+    fine = (EXAMPLES[1], sample("smollm2", EXAMPLES[1], ANSWERS[1]))
+    assistant_first = {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}
+    rejected = (assistant_first, sample("smollm2", EXAMPLES[1], ANSWERS[1]))  # Mistral's template refuses it
+    unknown_id = (EXAMPLES[1], [len(student) + 5])  # outside the student's vocabulary
+    for batch, error in [([fine, rejected, unknown_id], TemplateError), ([fine, unknown_id, rejected], TokenizerError)]:
+        with pytest.raises(error):
+            prepare_teacher_batch(
+                [e for e, _ in batch], [c for _, c in batch], student_tokenizer=student, teacher_tokenizer=teacher
+            )
+
+
+def test_align_teacher_logits_is_a_view_when_every_frame_sits_at_one_offset() -> None:
+    """Prompts of one length on the identity path: the slice a trainer would take, not a copy; else a gather."""
+    tok = tokenizer("smollm2")
+    completions = [[10, 11, 12], [13, 14], [15, 16, 17]]
+    for prompts, view in (([[1, 2], [3, 4], [5, 6]], True), ([[1, 2], [3], [5, 6, 7]], False)):
+        batch = prepare_teacher_batch(
+            [{"prompt": "x", "completion": "y"}] * 3,
+            completions,
+            student_tokenizer=tok,
+            teacher_tokenizer=tok,
+            prompt_ids=prompts,
+        )
+        logits = torch.randn(*batch.input_ids.shape, 7)
+        aligned = align_teacher_logits(logits, batch)
+        assert (aligned._base is logits) == view
+        for b, completion in enumerate(completions):
+            for k in range(len(completion)):
+                torch.testing.assert_close(aligned[b, k], logits[b, len(prompts[b]) - 1 + k])

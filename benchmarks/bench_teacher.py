@@ -1,0 +1,276 @@
+"""Teacher-side preparation of a batch against plain tokenization, and the cost of the same-tokenizer path.
+
+Run from the repo root: ``python -m benchmarks.bench_teacher [--quick]``
+
+**Cross-family** (``llama3`` student / ``qwen3`` teacher from ``../shared/tokenizers``, else the vendored
+``mistral_v3`` / ``smollm2``): ``B`` chat examples (a system prompt and a user turn of real text), each with the
+student's completion: its own tokens of a 200-500-token answer (this repository's docs) through its end-of-turn
+token, as sampling would leave them.
+
+* ours: :func:`alignment.prepare_teacher_batch` with ``align_teacher_template=True``: render every conversation in
+  the teacher's chat template, tokenize it, byte spans, align with the student's completion;
+* peer: ``teacher_tokenizer(texts, return_offsets_mapping=True)``: plain batched tokenization of the same rendered
+  teacher texts (``batch.renderings[b].text``), what a trainer pays without any alignment.
+
+Then cProfile over a few runs of ours, grouped: Jinja rendering (``apply_chat_template``), tokenization (the Rust
+``encode_batch`` calls), byte spans (building token spans and the student's completion bytes), alignment
+(``align_turns`` and the chunk ids) and the rest (locating messages, assembling renderings and rows, padding).
+The peer's ids are checked equal to ours before anything is timed.
+
+**Same tokenizer** (``mistral_v3`` on both sides, template included): :func:`alignment.prepare_teacher_batch`
+(identity path: the teacher reads the student's ``prompt_ids`` + completion) and
+:func:`alignment.align_teacher_logits`, against a training step's loss: :func:`alignment.generalized_jsd`
+forward + backward on ``(8, 512, 32000)`` float32 logits. The direct alternative (feeding the student's padded ids
+to the teacher, no library) is timed too, and the overhead is what the library adds beyond it.
+
+Times are medians over ``--runs`` rounds; in each round ours and the peer run one after the other (median of
+``--repeats``), and ratios are medians of the per-round ratios. The same-tokenizer case, whose loss step takes
+seconds on a CPU, runs 2 rounds of 2 repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import platform
+import pstats
+import statistics
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import tokenizers
+import torch
+import transformers
+
+from alignment import align_teacher_logits, generalized_jsd, prepare_teacher_batch, render, render_prompt
+from benchmarks._measure import median_ms
+from tests.tokenizers import SHARED_DIR, load_real, template_kwargs
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILED_RUNS = 5
+SYSTEM = "You are a helpful assistant. Answer precisely and cite the documentation where you can."
+
+
+def default_pair() -> tuple[str, str]:
+    return ("llama3", "qwen3") if SHARED_DIR.is_dir() else ("mistral_v3", "smollm2")
+
+
+def corpus(*tokenizers: Any) -> str:
+    """This repository's README and docs, NFC-normalised, without ``▁`` (SentencePiece reads it as a space) and
+    without the tokenizers' control tokens (``<|im_end|>``, ``<think>``, ...: message content never becomes one,
+    while plain tokenization of the rendered text would make it one)."""
+    paths = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = unicodedata.normalize("NFC", "\n\n".join(path.read_text(encoding="utf-8") for path in paths))
+    controls = {token for tokenizer in tokenizers for token in tokenizer.get_added_vocab()} | {"<think>", "</think>"}
+    for control in sorted(controls, key=len, reverse=True):
+        text = text.replace(control, control.replace("<", "(").replace(">", ")").replace("[", "(").replace("]", ")"))
+    return text.replace("\u2581", "_")
+
+
+def conversations(
+    tokenizers: tuple[Any, Any], count: int, lengths: tuple[int, int], seed: int = 0
+) -> list[tuple[dict, str]]:
+    """``count`` (prompt example, answer) pairs: a user question and an answer of ``lengths`` student tokens."""
+    student = tokenizers[0]
+    ids = np.asarray(student.encode(corpus(*tokenizers), add_special_tokens=False))
+    rng = np.random.default_rng(seed)
+    pairs, cursor = [], 0
+    for _ in range(count):
+        question_length, answer_length = 40, int(rng.integers(*lengths))
+        if cursor + question_length + answer_length > len(ids):
+            cursor = 0
+        question = student.decode(ids[cursor : cursor + question_length].tolist()).strip()
+        answer = student.decode(ids[cursor + question_length : cursor + question_length + answer_length].tolist())
+        cursor += question_length + answer_length
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Explain: {question}"}]
+        pairs.append(({"messages": messages}, answer.strip()))
+    return pairs
+
+
+def sample(student: Any, example: dict, answer: str, kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The student's prompt ids and what sampling ``answer`` after them leaves: its tokens through end of turn."""
+    prompt = render_prompt(student, example, **kwargs).input_ids
+    full = render(student, {"messages": [*example["messages"], {"role": "assistant", "content": answer}]}, **kwargs)
+    if full.input_ids[: len(prompt)].tolist() != prompt.tolist():
+        raise RuntimeError("the student's prompt does not tokenize as a prefix of its full conversation")
+    return prompt, full.input_ids[len(prompt) : full.end_of_turn[-1] + 1]
+
+
+def rounds(steps: dict[str, Callable[[], object]], runs: int, repeats: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(runs):
+        for name, step in steps.items():
+            times[name].append(median_ms(step, repeats=repeats, warmup=1))
+    return times
+
+
+def ratio(times: dict[str, list[float]], top: str, bottom: str) -> float:
+    return statistics.median(a / b for a, b in zip(times[top], times[bottom], strict=True))
+
+
+# --- cross-family ----------------------------------------------------------------------------------------------
+def cross_family(names: tuple[str, str], batch_size: int, runs: int, repeats: int) -> None:
+    student, teacher = load_real(names[0]), load_real(names[1])
+    kwargs = (template_kwargs(names[0]), template_kwargs(names[1]))
+    pairs = conversations((student, teacher), batch_size, (200, 500))
+    examples = [example for example, _ in pairs]
+    completions = [sample(student, example, answer, kwargs[0])[1] for example, answer in pairs]
+    options = {
+        "student_tokenizer": student,
+        "teacher_tokenizer": teacher,
+        "align_teacher_template": True,
+        "student_template_kwargs": kwargs[0],
+        "teacher_template_kwargs": kwargs[1],
+    }
+    batch = prepare_teacher_batch(examples, completions, **options)
+    texts = [rendering.text for rendering in batch.renderings]
+    rows = [row[:length].tolist() for row, length in zip(batch.input_ids, batch.attention_mask.sum(1), strict=True)]
+    if rows != [list(ids) for ids in teacher(texts, return_offsets_mapping=True)["input_ids"]]:
+        raise AssertionError("the teacher's own tokenization of its texts differs from prepare_teacher_batch's ids")
+    steps = {
+        "ours": lambda: prepare_teacher_batch(examples, completions, **options),
+        "peer": lambda: teacher(texts, return_offsets_mapping=True),
+    }
+    times = rounds(steps, runs, repeats)
+    ours, peer = statistics.median(times["ours"]), statistics.median(times["peer"])
+    lengths = [len(c) for c in completions]
+    print(f"## Cross-family: {names[0]} student, {names[1]} teacher, batch of {batch_size}")
+    print(
+        f"completions {min(lengths)}-{max(lengths)} student tokens (mean {np.mean(lengths):.0f}); teacher rows "
+        f"{int(batch.attention_mask.sum(1).min())}-{batch.input_ids.shape[1]} tokens; coverage {batch.coverage:.3f}"
+    )
+    print()
+    print("| | ms per batch | ours / peer (median ratio) |")
+    print("|---|--:|--:|")
+    print(f"| peer: teacher_tokenizer(texts, return_offsets_mapping=True) | {peer:.1f} | |")
+    measured = ratio(times, "ours", "peer")
+    print(f"| ours: prepare_teacher_batch(align_teacher_template=True) | {ours:.1f} | {measured:.2f} |")
+    print()
+    print(f"target: ours <= 1.3 x peer; measured {measured:.2f} x")
+    print()
+    breakdown(lambda: prepare_teacher_batch(examples, completions, **options), ours)
+
+
+def breakdown(step: Callable[[], object], unprofiled_ms: float) -> None:
+    """Where ours spends its time: cProfile over a few runs, grouped; milliseconds are the shares of the unprofiled
+    median (the profiler slows Python more than the tokenizer's Rust, so Python's shares are somewhat inflated)."""
+    step()  # warm caches as in the timed runs
+    profile = cProfile.Profile()
+    for _ in range(PROFILED_RUNS):
+        profile.runcall(step)
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+
+    def total(function: str, *, own: bool = False) -> float:
+        return sum((tt if own else ct) for (_, _, name), (_, _, tt, ct, _) in stats.items() if name == function)
+
+    everything = total("prepare_teacher_batch")
+    encoders = [
+        f"<method '{name}' of 'tokenizers.Tokenizer' objects>" for name in ("encode_batch", "encode_batch_fast")
+    ]
+    rust = sum(total(name, own=True) for name in encoders)
+    spans = total("encode_segments_batch") - rust + total("decode_bytes") + total("token_byte_spans")
+    groups = {
+        "Jinja rendering (apply_chat_template)": total("_apply_template"),
+        "tokenization (the Rust encode_batch calls)": rust,
+        "byte spans (of the rendered tokens; the student's completion bytes and spans)": spans,
+        "alignment (align_turns, chunk ids)": total("align_turns") + total("_chunk_ids"),
+    }
+    rest = everything - sum(groups.values())
+    groups["other Python (locating messages, assembling renderings and rows, padding)"] = rest
+    print(
+        f"| where ours spends its time (cProfile, {PROFILED_RUNS} runs) | share | ms (share of the unprofiled median) |"
+    )
+    print("|---|--:|--:|")
+    for name, seconds in groups.items():
+        print(f"| {name} | {seconds / everything:.0%} | {unprofiled_ms * seconds / everything:.1f} |")
+
+
+# --- same tokenizer --------------------------------------------------------------------------------------------
+def identity(name: str, shape: tuple[int, int, int], runs: int, repeats: int) -> None:
+    batch_size, frames, vocab = shape
+    tok = load_real(name)
+    kwargs = template_kwargs(name)
+    pairs = conversations((tok, tok), batch_size, (frames + 8, frames + 9), seed=1)
+    sampled = [sample(tok, example, answer, kwargs) for example, answer in pairs]
+    prompts = [prompt for prompt, _ in sampled]
+    completions = [completion[:frames] for _, completion in sampled]  # every row fills the frame
+    examples = [example for example, _ in pairs]
+    options = {"student_tokenizer": tok, "teacher_tokenizer": tok, "prompt_ids": prompts}
+    batch = prepare_teacher_batch(examples, completions, **options)
+    assert not batch.aligned and tuple(batch.mask.shape) == (batch_size, frames)
+    generator = torch.Generator().manual_seed(0)
+    teacher_logits = torch.randn(*batch.input_ids.shape, vocab, generator=generator)
+    student_logits = torch.randn(batch_size, frames, vocab, generator=generator, requires_grad=True)
+    aligned = align_teacher_logits(teacher_logits, batch)
+
+    def loss_step() -> None:
+        student_logits.grad = None
+        generalized_jsd(student_logits, aligned, batch.mask).mean().backward()
+
+    def direct() -> object:  # no library: the student's ids, padded, read by the teacher as they are
+        rows = [torch.from_numpy(np.concatenate([p, c])) for p, c in zip(prompts, completions, strict=True)]
+        ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=int(tok.pad_token_id or 0))
+        lengths = torch.tensor([len(row) for row in rows])
+        return ids, torch.arange(ids.shape[1]) < lengths[:, None]
+
+    steps = {
+        "loss step": loss_step,
+        "prepare": lambda: prepare_teacher_batch(examples, completions, **options),
+        "align": lambda: align_teacher_logits(teacher_logits, batch),
+        "direct": direct,
+    }
+    times = rounds(steps, runs, repeats)
+    ms = {step: statistics.median(values) for step, values in times.items()}
+    share = {step: ratio(times, step, "loss step") for step in ms}
+    added = share["prepare"] + share["align"] - share["direct"]
+    print(f"## Same tokenizer and template ({name} on both sides): identity path, logits {shape} float32")
+    print()
+    print("| | ms | share of the loss step (median ratio) |")
+    print("|---|--:|--:|")
+    print(f"| loss step: generalized_jsd forward + backward on {shape} | {ms['loss step']:.1f} | 1 |")
+    prepare = f"{ms['prepare']:.3f} ({1e3 * ms['prepare']:.0f} µs)"
+    print(f"| prepare_teacher_batch (identity path) | {prepare} | {share['prepare']:.5f} |")
+    gathered = (batch_size, frames, vocab)
+    print(f"| align_teacher_logits: gather onto {gathered} | {ms['align']:.1f} | {share['align']:.4f} |")
+    print(f"| direct: pad the student's ids, no library | {ms['direct']:.3f} | {share['direct']:.5f} |")
+    print()
+    print(
+        f"overhead of the library on the identity path: {added:.2%} of the step (target <= 1%); "
+        f"prepare_teacher_batch alone {share['prepare'] - share['direct']:.3%}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pair", default=",".join(default_pair()), help="student,teacher real tokenizer names")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--identity", default="mistral_v3", help="tokenizer of the same-tokenizer case")
+    parser.add_argument("--shape", default="8,512,32000", help="batch,frames,vocab of the loss step")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small batch and shapes; CI smoke test")
+    args = parser.parse_args()
+    shape = tuple(map(int, args.shape.split(",")))
+    if args.quick:
+        args.batch, args.runs, args.repeats, shape = 4, 2, 2, (2, 64, 1000)
+    print("# prepare_teacher_batch: cross-family preparation and the same-tokenizer path")
+    print(
+        f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
+        f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"tokenizers {tokenizers.__version__}, numpy {np.__version__}"
+    )
+    print(f"# times: median of {args.runs} rounds x {args.repeats} repeats (ours and peer alternate within a round)")
+    print()
+    cross_family(tuple(args.pair.split(",")), args.batch, args.runs, args.repeats)  # type: ignore[arg-type]
+    print()
+    identity(args.identity, shape, 2, 2)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()
