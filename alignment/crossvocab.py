@@ -12,12 +12,14 @@ Two ways to compare a student and a teacher that do not share a vocabulary, at t
 
 Which to use: the prefix projection when the teacher's logits are at hand (it credits a student token the
 teacher lacks, such as Llama's three-digit numbers, with the teacher's probability of how that text begins);
-the exact projection only when both vocabularies largely coincide; chunk likelihoods for served teachers.
+the exact projection only when both vocabularies largely coincide; chunk likelihoods for served teachers. Where
+token lengths differ a lot (numbers, code), :mod:`alignment.nextbyte` compares the two models at every byte instead.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -39,11 +41,59 @@ def _class_index(classes: torch.Tensor, width: int, num_classes: int, name: str)
     return torch.cat([classes, padding])
 
 
+_CHUNK_ELEMENTS = {"cpu": 1 << 18, "other": 1 << 24}  # as in alignment.losses: in cache on CPU, big kernels elsewhere
+
+
 def _project(logits: torch.Tensor, index: torch.Tensor, num_classes: int, temperature: float) -> torch.Tensor:
-    probs = torch.softmax(upcast(logits) / temperature, dim=-1)
-    mass = torch.zeros((*probs.shape[:-1], num_classes), dtype=probs.dtype, device=probs.device)
-    mass = mass.index_add(-1, index.to(probs.device), probs)
-    return torch.log(mass.clamp_min(torch.finfo(mass.dtype).tiny))
+    width = logits.shape[-1]
+    chunk = max(1, _CHUNK_ELEMENTS["cpu" if logits.device.type == "cpu" else "other"] // width)
+    flat = logits.reshape(-1, width)
+    out: torch.Tensor = _Projection.apply(flat, index.to(logits.device), num_classes, temperature, chunk)  # type: ignore[no-untyped-call]
+    return out.reshape(*logits.shape[:-1], num_classes)
+
+
+class _Projection(torch.autograd.Function):
+    r"""``(N, W)`` logits to ``(N, C)`` class log-probabilities, ``chunk`` rows at a time; saves the logits and the
+    (small) output, and recomputes the softmax in the backward, so no ``(N, W)`` float32 copy outlives a chunk.
+
+    With :math:`P_c = \sum_{v \in c} p_v` and incoming :math:`g_c = \partial L / \partial \log P_c`:
+    :math:`\partial L / \partial z_v = p_v\,(g_{c(v)} / P_{c(v)} - \sum_c g_c) / \tau`, over the classes whose mass
+    was not floored (the floor passes no gradient).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, logits: torch.Tensor, index: torch.Tensor, num_classes: int, temperature: float, chunk: int
+    ) -> torch.Tensor:
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        out = torch.empty((logits.shape[0], num_classes), dtype=dtype, device=logits.device)
+        tiny = torch.finfo(dtype).tiny
+        for start in range(0, logits.shape[0], chunk):
+            probs = _softmax(logits[start : start + chunk], temperature, dtype)
+            mass = probs.new_zeros((probs.shape[0], num_classes)).index_add_(-1, index, probs)
+            out[start : start + chunk] = mass.clamp_min_(tiny).log_()
+        ctx.save_for_backward(logits, index, out)
+        ctx.options = (temperature, chunk)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        logits, index, out = ctx.saved_tensors
+        temperature, chunk = ctx.options
+        floored = out <= math.log(torch.finfo(out.dtype).tiny)
+        grad = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], chunk):
+            part = slice(start, start + chunk)
+            probs = _softmax(logits[part], temperature, out.dtype)
+            per_mass = (grad_out[part] * torch.exp(-out[part])).masked_fill_(floored[part], 0.0)
+            total = grad_out[part].masked_fill(floored[part], 0.0).sum(dim=-1, keepdim=True)
+            grad[part] = probs.mul_(per_mass.index_select(-1, index).sub_(total)).div_(temperature)
+        return grad, None, None, None, None
+
+
+def _softmax(logits: torch.Tensor, temperature: float, dtype: torch.dtype) -> torch.Tensor:
+    logits = logits.to(dtype)
+    return torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
 
 
 def project_logprobs(
