@@ -94,7 +94,9 @@ def check_equal(batch: int, seq: int, vocab: int, dtype: str, device: str, beta:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--shape", default=None, help="batch,seq,vocab (default: 2,512,32000 on CPU, 4,2048,151936 on GPU)")
+    parser.add_argument(
+        "--shape", default=None, help="batch,seq,vocab (default: 2,512,32000 on CPU, 4,2048,151936 on GPU)"
+    )
     parser.add_argument("--dtype", default=None, choices=sorted(DTYPES))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

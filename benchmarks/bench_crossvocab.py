@@ -1,0 +1,426 @@
+"""Cross-vocabulary aligned loss against TRL GOLD's hybrid ULD loss, forward and backward.
+
+Run from the repo root: ``python -m benchmarks.bench_crossvocab [--pair llama3,qwen3] [--quick]``
+
+Both sides get the same inputs: ``B`` rows of real text (this repository's README and docs) tokenized by a real
+student and a real teacher tokenizer (default the vendored Mistral v0.3 / SmolLM2 pair; ``--pair llama3,qwen3``
+needs ``../shared/tokenizers``), each row exactly ``T`` student tokens (a window starting and ending where both
+tokenizations cut the text), the teacher's tokens of the same bytes, an EOS on each side as GOLD's collators
+append it, exact UTF-8 byte offsets of every token, and seeded random logits as wide as the tokenizers.
+
+* TRL: ``ULDLoss`` from ``trl.experimental.gold`` in the hybrid mode (``uld_use_hybrid_loss=True``,
+  ``use_extended_uld=True``: tokens grouped by byte offsets, matched vocabulary compared with a JSD, the rest with
+  sorted-probability L1), every other option at ``GOLDConfig``'s default. Its ``__init__`` (the vocabulary
+  mapping) runs outside the timed region; its call aligns the two tokenizations, merges and compares.
+* ours: what a training loop does per batch: byte spans (:func:`alignment.token_byte_spans`) and alignment
+  (:func:`alignment.align_spans`) of each row, the gather of the teacher logits onto the student's frames (what
+  :func:`alignment.align_teacher_logits` does), :func:`alignment.project_logprobs` with a
+  :func:`alignment.vocab_projection` built once outside the timed region, and :func:`alignment.generalized_jsd`
+  (beta 0.5) over the aligned frames.
+
+The two are different losses over the same alignment; before timing, the script checks that GOLD's byte-offset
+groups end exactly at our aligned pairs. Each case runs in its own process (:mod:`benchmarks._measure`): median
+time of forward + backward, and peak memory beyond the inputs. Byte offsets are computed with
+:func:`alignment.token_byte_spans` for both sides (TRL's own ``encode_with_byte_offsets`` accepts only byte-level
+BPE tokenizers, not Mistral's SentencePiece). On a machine shared with other jobs, ``--threads 1`` gives steadier
+numbers (see :mod:`benchmarks.bench_scaling`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+import numpy as np
+import torch
+
+from benchmarks._measure import isolated
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PAIR = "mistral_v3,smollm2"  # vendored in alignment/assets/tokenizers: runs on a fresh clone
+BETA = 0.5
+GOLD_READS = (  # the GOLDConfig attributes that ULDLoss reads (trl 1.16)
+    "beta",
+    "uld_crossentropy_weight",
+    "uld_distillation_weight",
+    "uld_hybrid_matched_weight",
+    "uld_hybrid_unmatched_weight",
+    "uld_skip_student_eos",
+    "uld_skip_teacher_eos",
+    "uld_student_temperature",
+    "uld_teacher_temperature",
+    "uld_token_merge_strategy",
+    "uld_use_hybrid_loss",
+    "use_extended_uld",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Seeded logits, ids, labels and byte offsets of ``B`` rows, padded as GOLD's collators pad them."""
+
+    student_logits: torch.Tensor  # (B, T + 1, V) float32, requires grad; the last position is the EOS
+    teacher_logits: torch.Tensor  # (B, S + 1, W) float32
+    student_ids: torch.Tensor  # (B, T + 1) int64: T text tokens, then EOS
+    teacher_ids: torch.Tensor  # (B, S + 1) int64: S_b text tokens, EOS, then padding
+    student_labels: torch.Tensor  # (B, T + 1) int64, -100 on padding
+    teacher_labels: torch.Tensor  # (B, S + 1) int64, -100 on padding
+    student_offsets: torch.Tensor  # (B, T + 1, 2) int64 byte offsets; EOS at (len, len), padding (0, 0)
+    teacher_offsets: torch.Tensor  # (B, S + 1, 2) int64
+    teacher_lengths: tuple[int, ...]  # S_b, the teacher's text tokens in row b
+
+
+@cache
+def tokenizer(name: str) -> Any:
+    from tests.tokenizers import load_real
+
+    return load_real(name)
+
+
+def corpus() -> str:
+    """Real text: this repository's README and docs, with a leading space so that SentencePiece's ``▁`` prefix
+    spells a byte of the text, and without the ``▁`` character itself (SentencePiece reads it as a space)."""
+    paths = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "\n\n".join(path.read_text(encoding="utf-8") for path in paths)
+    return " " + text.replace("\u2581", "_")
+
+
+def windows(student_name: str, teacher_name: str, batch: int, seq: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``batch`` disjoint windows of the corpus, each exactly ``seq`` student tokens and the teacher tokens of the
+    same bytes: both ends are byte positions where both tokenizations cut the text."""
+    from alignment import decode_bytes, token_byte_spans
+
+    student, teacher = tokenizer(student_name), tokenizer(teacher_name)
+    text = corpus()
+    s_ids = np.asarray(student.encode(text, add_special_tokens=False), dtype=np.int64)
+    t_ids = np.asarray(teacher.encode(text, add_special_tokens=False), dtype=np.int64)
+    if decode_bytes(student, s_ids) != decode_bytes(teacher, t_ids):
+        raise RuntimeError(f"{student_name} and {teacher_name} do not spell the corpus with the same bytes")
+    s_ends, t_ends = token_byte_spans(student, s_ids)[:, 1], token_byte_spans(teacher, t_ids)[:, 1]
+    common = np.isin(s_ends, t_ends)  # student token k ends where a teacher token ends
+    starts_ok = np.r_[True, common[:-1]]
+    ok = np.flatnonzero(starts_ok[: len(s_ids) - seq + 1] & common[seq - 1 :])
+    rows, cursor = [], 0
+    for _ in range(batch):
+        later = ok[ok >= cursor]
+        if not len(later):
+            raise ValueError(f"the corpus has {len(s_ids)} student tokens: too few for {batch} rows of {seq}")
+        k = int(later[0])
+        cursor = k + seq
+        low = s_ends[k - 1] if k else 0
+        high = s_ends[k + seq - 1]
+        t_first, t_stop = np.searchsorted(t_ends, low, side="right"), np.searchsorted(t_ends, high, side="right")
+        rows.append((s_ids[k : k + seq], t_ids[t_first:t_stop]))
+    return rows
+
+
+def make_batch(student_name: str, teacher_name: str, batch: int, seq: int) -> Batch:
+    from alignment import token_byte_spans
+
+    student, teacher = tokenizer(student_name), tokenizer(teacher_name)
+    rows = windows(student_name, teacher_name, batch, seq)
+    width = 1 + max(len(t) for _, t in rows)
+    s_ids = torch.full((batch, seq + 1), student.eos_token_id, dtype=torch.int64)
+    pad = teacher.eos_token_id if teacher.pad_token_id is None else teacher.pad_token_id
+    t_ids = torch.full((batch, width), pad, dtype=torch.int64)
+    t_labels = torch.full((batch, width), -100, dtype=torch.int64)
+    s_offsets = torch.zeros((batch, seq + 1, 2), dtype=torch.int64)
+    t_offsets = torch.zeros((batch, width, 2), dtype=torch.int64)
+    for b, (s, t) in enumerate(rows):
+        s_spans, t_spans = token_byte_spans(student, s), token_byte_spans(teacher, t)
+        end = int(s_spans[-1, 1])
+        s_ids[b, :seq] = torch.from_numpy(s)
+        s_offsets[b, :seq], s_offsets[b, seq] = torch.from_numpy(s_spans), end
+        t_ids[b, : len(t)], t_ids[b, len(t)] = torch.from_numpy(t), teacher.eos_token_id
+        t_labels[b, : len(t) + 1] = t_ids[b, : len(t) + 1]
+        t_offsets[b, : len(t)], t_offsets[b, len(t)] = torch.from_numpy(t_spans), end
+    generator = torch.Generator().manual_seed(0)
+    s_logits = 2 * torch.randn((batch, seq + 1, len(student)), generator=generator)
+    t_logits = 2 * torch.randn((batch, width, len(teacher)), generator=generator)
+    return Batch(
+        student_logits=s_logits.requires_grad_(),
+        teacher_logits=t_logits,
+        student_ids=s_ids,
+        teacher_ids=t_ids,
+        student_labels=s_ids.clone(),
+        teacher_labels=t_labels,
+        student_offsets=s_offsets,
+        teacher_offsets=t_offsets,
+        teacher_lengths=tuple(len(t) for _, t in rows),
+    )
+
+
+def gold_loss(student_name: str, teacher_name: str) -> Any:
+    """TRL GOLD's ``ULDLoss`` in the hybrid, byte-offset mode; every other option at ``GOLDConfig``'s default."""
+    from trl.experimental.gold import GOLDConfig
+    from trl.experimental.gold.gold_trainer import ULDLoss
+
+    defaults = {f.name: f.default for f in dataclasses.fields(GOLDConfig) if f.name in GOLD_READS}
+    config = SimpleNamespace(**{**defaults, "use_extended_uld": True, "uld_use_hybrid_loss": True, "beta": BETA})
+    return ULDLoss(config, student_tokenizer=tokenizer(student_name), teacher_tokenizer=tokenizer(teacher_name))
+
+
+def gold_step(loss: Any, batch: Batch) -> torch.Tensor:
+    value: torch.Tensor = loss(
+        batch.student_logits,
+        batch.teacher_logits,
+        batch.student_labels,
+        batch.teacher_labels,
+        batch.student_ids,
+        batch.teacher_ids,
+        student_byte_offsets=batch.student_offsets,
+        teacher_byte_offsets=batch.teacher_offsets,
+    )
+    return value
+
+
+def align(student_name: str, teacher_name: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Our per-batch alignment: byte spans and :func:`alignment.align_spans` of each row (vectorised, no loop over
+    tokens), then the teacher logits gathered onto the student's frames (what :func:`alignment.align_teacher_logits`
+    does). Returns the ``(B, T, W)`` aligned teacher logits and the ``(B, T)`` mask of aligned frames."""
+    from alignment import align_spans, token_byte_spans
+
+    student, teacher = tokenizer(student_name), tokenizer(teacher_name)
+    rows, frames = batch.student_ids.shape[0], batch.student_ids.shape[1] - 1
+    positions = np.zeros((rows, frames), dtype=np.int64)
+    mask = np.zeros((rows, frames), dtype=np.bool_)
+    for b, length in enumerate(batch.teacher_lengths):
+        s_spans = token_byte_spans(student, batch.student_ids[b, :frames].numpy())
+        t_spans = token_byte_spans(teacher, batch.teacher_ids[b, :length].numpy())
+        pairs = align_spans(s_spans, t_spans).pairs
+        positions[b, pairs[:, 0]], mask[b, pairs[:, 0]] = pairs[:, 1], True
+    index = torch.from_numpy(positions)[..., None].expand(-1, -1, batch.teacher_logits.shape[-1])
+    return torch.gather(batch.teacher_logits, 1, index), torch.from_numpy(mask)
+
+
+def our_step(projection: Any, student_name: str, teacher_name: str, batch: Batch) -> torch.Tensor:
+    """One training-loop step of ours, forward: align, project, loss over the aligned frames."""
+    from alignment import generalized_jsd, project_logprobs
+
+    with torch.profiler.record_function("ours: align + gather"):  # labels for --profile; near free otherwise
+        teacher_logits, mask = align(student_name, teacher_name, batch)
+    with torch.profiler.record_function("ours: project_logprobs"):
+        student, teacher = project_logprobs(batch.student_logits[:, : mask.shape[1]], teacher_logits, projection)
+    with torch.profiler.record_function("ours: generalized_jsd"):
+        return generalized_jsd(student, teacher, mask, beta=BETA, check_finite=False)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def trl(*, student: str, teacher: str, batch: int, seq: int, threads: int | None = None) -> Callable[[], None]:
+    set_threads(threads)
+    inputs, loss = make_batch(student, teacher, batch, seq), gold_loss(student, teacher)
+
+    def step() -> None:
+        inputs.student_logits.grad = None
+        gold_step(loss, inputs).backward()
+
+    return step
+
+
+def ours(*, student: str, teacher: str, batch: int, seq: int, threads: int | None = None) -> Callable[[], None]:
+    from alignment import vocab_projection
+
+    set_threads(threads)
+    inputs = make_batch(student, teacher, batch, seq)
+    projection = vocab_projection(tokenizer(student), tokenizer(teacher))
+
+    def step() -> None:
+        inputs.student_logits.grad = None
+        our_step(projection, student, teacher, inputs).backward()
+
+    return step
+
+
+def ours_align(*, student: str, teacher: str, batch: int, seq: int, threads: int | None = None) -> Callable[[], None]:
+    """Stage 1 of ours alone: alignment and gather."""
+    set_threads(threads)
+    inputs = make_batch(student, teacher, batch, seq)
+
+    def step() -> None:
+        align(student, teacher, inputs)
+
+    return step
+
+
+def ours_project(*, student: str, teacher: str, batch: int, seq: int, threads: int | None = None) -> Callable[[], None]:
+    """Stage 2 of ours alone: :func:`alignment.project_logprobs` of both sides, backward into the student logits."""
+    from alignment import project_logprobs, vocab_projection
+
+    set_threads(threads)
+    inputs = make_batch(student, teacher, batch, seq)
+    projection = vocab_projection(tokenizer(student), tokenizer(teacher))
+    teacher_logits, _ = align(student, teacher, inputs)
+    student_logits = inputs.student_logits.detach()[:, :seq].contiguous().requires_grad_()
+    del inputs
+
+    def step() -> None:
+        student_logits.grad = None
+        student_logprobs, _ = project_logprobs(student_logits, teacher_logits, projection)
+        student_logprobs.sum().backward()
+
+    return step
+
+
+def ours_loss(*, student: str, teacher: str, batch: int, seq: int, threads: int | None = None) -> Callable[[], None]:
+    """Stage 3 of ours alone: :func:`alignment.generalized_jsd` on the projected log-probabilities."""
+    from alignment import generalized_jsd, project_logprobs, vocab_projection
+
+    set_threads(threads)
+    inputs = make_batch(student, teacher, batch, seq)
+    projection = vocab_projection(tokenizer(student), tokenizer(teacher))
+    teacher_logits, mask = align(student, teacher, inputs)
+    with torch.no_grad():
+        student_logprobs, teacher_logprobs = project_logprobs(
+            inputs.student_logits[:, :seq], teacher_logits, projection
+        )
+    student_logprobs.requires_grad_()
+    del inputs, teacher_logits
+
+    def step() -> None:
+        student_logprobs.grad = None
+        generalized_jsd(student_logprobs, teacher_logprobs, mask, beta=BETA, check_finite=False).backward()
+
+    return step
+
+
+CASES = {
+    "TRL GOLD cross-vocab ULD, hybrid": "trl",
+    "ours: align + project + generalized_jsd": "ours",
+    "ours, stage: align + gather": "ours_align",
+    "ours, stage: project_logprobs": "ours_project",
+    "ours, stage: generalized_jsd on classes": "ours_loss",
+}
+
+
+def check_alignment(student: str, teacher: str, batch: int, seq: int) -> float:
+    """Check that GOLD's byte-offset groups end at our aligned pairs; return the share of frames aligned."""
+    from trl.experimental.gold.gold_trainer import ULDLoss
+
+    from alignment import align_spans
+
+    inputs = make_batch(student, teacher, batch, seq)
+    aligned = 0
+    for b, length in enumerate(inputs.teacher_lengths):
+        s_spans, t_spans = inputs.student_offsets[b, :seq].numpy(), inputs.teacher_offsets[b, :length].numpy()
+        s_groups, t_groups = ULDLoss._align_by_byte_offsets(s_spans.tolist(), t_spans.tolist())
+        gold_pairs = [(s[-1], t[-1]) for s, t in zip(s_groups, t_groups, strict=True)]
+        pairs = align_spans(s_spans, t_spans).pairs
+        if gold_pairs != [tuple(p) for p in pairs.tolist()]:
+            raise AssertionError(f"row {b}: GOLD's groups and align_spans' pairs differ")
+        aligned += len(pairs)
+    return aligned / (batch * seq)
+
+
+def profile(student: str, teacher: str, batch: int, seq: int, *, top: int = 15) -> None:
+    """Where our step's time and memory go: one forward + backward under ``torch.profiler`` after a warm-up run;
+    the forward stages, then the operators (backward ones included) with the most self CPU time."""
+    from alignment import vocab_projection
+
+    inputs = make_batch(student, teacher, batch, seq)
+    projection = vocab_projection(tokenizer(student), tokenizer(teacher))
+
+    def step() -> None:
+        inputs.student_logits.grad = None
+        our_step(projection, student, teacher, inputs).backward()
+
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e3
+    print(f"\nprofile of one step of ours ({total:.0f} ms of CPU time under the profiler; memory: allocated by each")
+    print("operator itself, not freed within it)\n")
+    print("| stage or operator | calls | CPU ms (self) | CPU ms (total) | share | MiB allocated (self) |")
+    print("|---|--:|--:|--:|--:|--:|")
+    stages = [e for e in events if e.key.startswith("ours:")]
+    ops = sorted((e for e in events if not e.key.startswith("ours:")), key=lambda e: -e.self_cpu_time_total)
+    for event in [*stages, *ops[:top]]:
+        self_ms, total_ms = event.self_cpu_time_total / 1e3, event.cpu_time_total / 1e3
+        share = (total_ms if event in stages else self_ms) / total
+        mib = max(event.self_cpu_memory_usage, 0) / 2**20
+        name = f"**{event.key}** (forward)" if event in stages else f"`{event.key}`"
+        print(f"| {name} | {event.count} | {self_ms:.1f} | {total_ms:.1f} | {share:.0%} | {mib:.0f} |")
+
+
+def revision() -> str:
+    """The commit measured, marked ``+ local changes`` when ``alignment/`` differs from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    return commit + (" + local changes in alignment/" if git("status", "--porcelain", "alignment") else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pair", default=DEFAULT_PAIR, help=f"student,teacher tokenizers (default {DEFAULT_PAIR})")
+    parser.add_argument("--shape", default="2,256", help="batch,seq: rows and student tokens per row (default 2,256)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs of each case of ours, after the first")
+    parser.add_argument("--trl-repeats", type=int, default=3, help="timed runs of TRL's (slow) case, after the first")
+    parser.add_argument("--no-stages", action="store_true", help="skip the rows that time each stage of ours alone")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per case (default: torch's)")
+    parser.add_argument("--profile", action="store_true", help="after the table, profile one step of ours")
+    parser.add_argument("--quick", action="store_true", help="one row of 64 tokens, one run: a smoke test")
+    args = parser.parse_args()
+    student, teacher = args.pair.split(",")
+    batch, seq = (1, 64) if args.quick else tuple(map(int, args.shape.split(",")))
+    repeats, trl_repeats = (1, 1) if args.quick else (args.repeats, args.trl_repeats)
+
+    import trl
+
+    from alignment import vocab_projection
+
+    inputs = make_batch(student, teacher, batch, seq)
+    classes = vocab_projection(tokenizer(student), tokenizer(teacher)).num_classes
+    coverage = check_alignment(student, teacher, batch, seq)
+    vocab, width = inputs.student_logits.shape[-1], inputs.teacher_logits.shape[-1]
+    print(f"# cross-vocabulary loss, forward + backward, float32 on cpu: student {student} (V={vocab}), teacher")
+    print(f"# {teacher} (W={width}), {classes} projected classes; {batch} rows x {seq} student tokens + EOS, teacher")
+    print(f"# {inputs.teacher_lengths} tokens + EOS; {coverage:.1%} of frames aligned (GOLD's groups: same pairs)")
+    threads = args.threads or torch.get_num_threads()
+    print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, threads {threads}, torch {torch.__version__}")
+    print(f"# trl {trl.__version__}; alignment at {revision()}")
+    print(f"# median of {trl_repeats} (TRL) or {repeats} (ours) runs after a first run that measures memory (peak RSS")
+    print("# beyond the inputs); each case in its own process")
+    print()
+    print("| loss | ms | peak MiB | speed-up vs TRL (TRL ms / ms) | memory vs TRL (MiB / TRL MiB) |")
+    print("|---|--:|--:|--:|--:|")
+    shape = {"student": student, "teacher": teacher, "batch": batch, "seq": seq, "threads": args.threads}
+    results = {}
+    for name, case in CASES.items():
+        if not (args.no_stages and case.startswith("ours_")):
+            runs = trl_repeats if case == "trl" else repeats
+            results[name] = isolated(f"benchmarks.bench_crossvocab:{case}", repeats=runs, **shape)
+    peer = results["TRL GOLD cross-vocab ULD, hybrid"]
+    for name, result in results.items():
+        if "error" in result:
+            print(f"| {name} | {result['error']} | | | |")
+            continue
+        ms, mib = result["ms"], result["peak_mib"]
+        compared = CASES[name] == "ours" and "error" not in peer  # a stage alone is not comparable with TRL's call
+        speed = f"{peer['ms'] / ms:.1f}x" if compared else ""
+        memory = f"{mib / max(peer['peak_mib'], 1e-9):.3f}" if compared else ""
+        print(f"| {name} | {ms:.1f} | {mib:.0f} | {speed} | {memory} |")
+    if args.profile:
+        set_threads(args.threads)
+        profile(student, teacher, batch, seq)
+
+
+if __name__ == "__main__":
+    main()
