@@ -27,7 +27,10 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("arm", ["same-family", "aligned", "naive", "sft", "aligned-projection", "aligned-chunk"])
+ARMS = ["same-family", "aligned", "naive", "sft", "aligned-prefix", "aligned-projection", "aligned-chunk"]
+
+
+@pytest.mark.parametrize("arm", ARMS)
 def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     from benchmarks.distill.report import write_report
     from benchmarks.distill.run import run_student
@@ -38,6 +41,7 @@ def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     assert [p["step"] for p in record["curve"]] == [0, 3]  # after the common warm-up, then at the end
     if arm == "aligned":
         assert 0.0 < record["coverage"] <= 1.0 and 0.0 < record["teacher_shared_mass"] <= 1.0
+        assert 0.9 < record["byte_coverage"] <= 1.0  # next-byte frames: nearly every byte of the common content
     write_report([record], tmp_path / "out", TINY, "test machine", 1.0, stem="distill-quick")
     saved = json.loads((tmp_path / "out" / "distill-quick.json").read_text())
     assert {"pair", "arm", "seed", "final_eval", "final_loss", "steps", "coverage"} <= set(saved[0])

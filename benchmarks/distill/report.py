@@ -19,18 +19,21 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
     for record in records:
         groups[(record["pair"], record["arm"])].append(record)
     lines = [
-        "| pair | arm | teacher → student | final eval (mean ± std) | final loss | steps | coverage | "
-        "teacher mass on shared vocab | seeds | wall s (mean) |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| pair | arm | teacher → student | final eval (mean ± std) | final loss | steps | coverage (1:1 frames) | "
+        "byte coverage | teacher mass on shared vocab | seeds | wall s (mean) |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
+
+    def mean_of(runs: list[dict[str, Any]], key: str) -> str:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return f"{np.mean(values):.3f}" if values else "n/a"
+
     for (pair, arm), runs in sorted(groups.items()):
-        coverage = [r["coverage"] for r in runs if r["coverage"] is not None]
-        mass = [r["teacher_shared_mass"] for r in runs if r["teacher_shared_mass"] is not None]
         lines.append(
             f"| {pair} | {arm} | {runs[0]['teacher']} → {runs[0]['student']} | "
             f"{_mean_std([r['final_eval'] for r in runs])} | {np.mean([r['final_loss'] for r in runs]):.4f} | "
-            f"{runs[0]['steps']} | {f'{np.mean(coverage):.3f}' if coverage else 'n/a'} | "
-            f"{f'{np.mean(mass):.3f}' if mass else 'n/a'} | {len(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} |"
+            f"{runs[0]['steps']} | {mean_of(runs, 'coverage')} | {mean_of(runs, 'byte_coverage')} | "
+            f"{mean_of(runs, 'teacher_shared_mass')} | {len(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} |"
         )
     return lines
 

@@ -14,10 +14,14 @@ the same tokens.
 Every student starts from the same short supervised warm-up (``warmup_steps`` on the reference answers, per
 student family and seed; cached), so that its first samples are not pure noise; then, with the same budget,
 arms: ``same-family`` (teacher of the student's own family; the identity path),
-``aligned`` (cross-family teacher, ``align_teacher_template=True``; generalized JSD over the prefix projection
-plus the chunk-likelihood loss on the sampled path),
+``aligned`` (cross-family teacher, ``align_teacher_template=True``; generalized JSD between the two models'
+next-byte distributions at every byte of the common content and at the end of the turn: ``byte_frames=True``,
+``next_byte_logprobs``),
 ``naive`` (cross-family teacher reads the student's template text; positions matched by index; exact
 shared-vocabulary projection, as trainers do today), ``sft`` (cross-entropy on the reference answers).
+Ablations (``--arms``): ``aligned-prefix``, the aligned arm's earlier loss (generalized JSD over the prefix
+projection on 1:1 aligned frames plus the chunk-likelihood loss on the sampled path), and each of its two terms
+alone (``aligned-projection``, ``aligned-chunk``).
 """
 
 from __future__ import annotations
@@ -40,11 +44,14 @@ import torch
 from torch import nn
 
 from alignment import (
+    ByteVocab,
     align_teacher_logits,
+    byte_vocab,
     chunk_likelihood_loss,
     decode_bytes,
     end_of_turn_id,
     generalized_jsd,
+    next_byte_logprobs,
     prepare_teacher_batch,
     project_logprobs,
     render,
@@ -57,7 +64,8 @@ from benchmarks.distill.task import make_task
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
 PAIRS = {"qwen->llama": ("qwen3", "llama3"), "gpt2->mistral": ("gpt2", "mistral_v3")}
 ARMS = ("same-family", "aligned", "naive", "sft")
-ABLATIONS = ("aligned-projection", "aligned-chunk")  # the aligned arm's two loss terms alone
+# the aligned arm's loss before next-byte distributions: prefix projection + chunk likelihoods, and each alone
+ABLATIONS = ("aligned-prefix", "aligned-projection", "aligned-chunk")
 
 
 @dataclass
@@ -331,6 +339,36 @@ def chunk_loss(
     return chunk_likelihood_loss(student_lp, teacher_lp, batch.student_chunks, batch.teacher_chunks)
 
 
+def byte_loss(
+    student_logits: torch.Tensor,
+    teacher_all: torch.Tensor,
+    batch: Any,
+    student_bytes: ByteVocab,
+    teacher_bytes: ByteVocab,
+    teacher: Family,
+    config: dict[str, Any],
+) -> torch.Tensor:
+    """Generalized JSD between the two models' next-byte distributions at every byte of the common content and
+    at the end of the turn (``prepare_teacher_batch(..., byte_frames=True)``)."""
+    frames = batch.byte_frames
+    rows = torch.from_numpy(frames.rows)
+    teacher_tokens = batch.input_ids[rows, torch.from_numpy(frames.teacher_positions) + 1]
+    keep = torch.from_numpy(teacher.to_head)[teacher_tokens] >= 0  # a sampled text the teacher's head cannot spell
+    s = next_byte_logprobs(
+        student_logits[rows, torch.from_numpy(frames.student_frames)][keep],
+        student_bytes,
+        [p for p, k in zip(frames.student_prefixes, keep.tolist(), strict=True) if k],
+        temperature=config["temperature"],
+    )
+    t = next_byte_logprobs(
+        teacher_all[rows, torch.from_numpy(frames.teacher_positions)][keep],
+        teacher_bytes,
+        [p for p, k in zip(frames.teacher_prefixes, keep.tolist(), strict=True) if k],
+        temperature=config["temperature"],
+    )
+    return generalized_jsd(s, t, beta=config["beta"], check_finite=False)
+
+
 def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:
     teacher_name, student_name = PAIRS[pair]
     if arm == "same-family":
@@ -352,9 +390,11 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
     exact = vocab_projection(student.tokenizer, teacher.tokenizer, kind="exact").restrict(
         student.head_ids, teacher.head_ids
     )
+    student_bytes = byte_vocab(student.tokenizer).restrict(student.head_ids)
+    teacher_bytes = byte_vocab(teacher.tokenizer).restrict(teacher.head_ids)
     rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
     curve = [{"step": 0, "loss": float("nan"), "eval": evaluate(model, student, held_out, eval_prompts)}]
-    coverages, shared_mass, started = [], [], time.time()
+    coverages, byte_coverages, shared_mass, started = [], [], [], time.time()
     window: list[float] = []
     for step in range(config["student_steps"]):
         picks = [rng.randrange(len(train)) for _ in range(config["student_batch"])]
@@ -381,6 +421,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
                 prompt_ids=batch_prompts,
                 student_template_kwargs=student.kwargs,
                 teacher_template_kwargs=teacher.kwargs,
+                byte_frames=arm == "aligned",
             )
             with torch.no_grad():
                 teacher_all = teacher_model(batch.input_ids, batch.attention_mask)
@@ -397,10 +438,16 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
                 )
             else:
                 coverages.append(batch.coverage)
-                s, t = project_logprobs(student_logits, teacher_logits, prefix, temperature=config["temperature"])
-                projected = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
-                chunks = chunk_loss(student, teacher, student_logits, teacher_all, completions, batch)
-                loss = {"aligned": projected + chunks, "aligned-projection": projected, "aligned-chunk": chunks}[arm]
+                if arm == "aligned":
+                    loss = byte_loss(student_logits, teacher_all, batch, student_bytes, teacher_bytes, teacher, config)
+                    spans = [r.message_spans[r.trained_messages[-1]] for r in batch.renderings if r.trained_messages]
+                    content = sum(span[1] - span[0] for span in spans if span is not None)
+                    byte_coverages.append(int((batch.byte_frames.targets < 256).sum()) / max(content, 1))
+                else:
+                    s, t = project_logprobs(student_logits, teacher_logits, prefix, temperature=config["temperature"])
+                    projected = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
+                    chunks = chunk_loss(student, teacher, student_logits, teacher_all, completions, batch)
+                    loss = {"aligned-prefix": projected + chunks, "aligned-projection": projected}.get(arm, chunks)
                 _, t_exact = project_logprobs(student_logits.detach(), teacher_logits, exact)
                 shared_mass.append(float(t_exact[..., :-1].exp().sum(-1)[mask].mean()))
         optimizer.zero_grad()
@@ -423,6 +470,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
         "steps": config["student_steps"],
         "coverage": float(np.mean(coverages)) if coverages else (1.0 if arm == "same-family" else None),
         "teacher_shared_mass": float(np.mean(shared_mass)) if shared_mass else None,
+        "byte_coverage": float(np.mean(byte_coverages)) if byte_coverages else None,
         "wall_s": round(time.time() - started, 1),
         "curve": curve,
     }
@@ -537,7 +585,8 @@ def main() -> None:
             _warmup_job(warmup)
         records = [_job(j) for j in jobs]
     for record in records:
-        record["teacher_eval"] = dict(teachers)[record["teacher"]]
+        if "error" not in record:  # a failed run is reported as it is, with its error
+            record["teacher_eval"] = dict(teachers)[record["teacher"]]
     from benchmarks.distill.report import write_report
 
     machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {args.workers} workers"

@@ -1,0 +1,81 @@
+"""How good each teacher is, byte by byte, on the student's held-out reference answers.
+
+Run after ``python -m benchmarks.distill.run`` (it reads the cached teachers)::
+
+    python -m benchmarks.distill.teachers
+
+For each pair, both teachers a student of that pair learns from (the cross-family teacher and the student's
+same-family one) score the student's held-out reference completions; through
+``prepare_teacher_batch(..., byte_frames=True)`` and ``next_byte_logprobs`` each gives its probability of every
+next byte of the answer (and of the end of the turn). The mean of those probabilities says how much a student can
+learn from that teacher, in the same units for every tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alignment import byte_vocab, next_byte_logprobs, prepare_teacher_batch, render_prompt
+from benchmarks.distill.run import (
+    COMMON,
+    PAIRS,
+    PRESETS,
+    frames_logits,
+    load_family,
+    reference_completion,
+    train_teacher,
+)
+from benchmarks.distill.task import make_task
+
+
+def byte_probabilities(teacher_name: str, student_name: str, config: dict, examples: int) -> np.ndarray:
+    """The teacher's probability of each next byte of the student's held-out reference completions."""
+    train, held_out = make_task(config["train"], config["eval"])
+    student, teacher = load_family(student_name, train + held_out), load_family(teacher_name, train + held_out)
+    model = train_teacher(teacher, train, held_out, config, Path(config["cache"])).eval()
+    chosen = held_out[:examples]
+    prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in chosen]
+    completions = [reference_completion(student, e) for e in chosen]
+    batch = prepare_teacher_batch(
+        chosen,
+        completions,
+        student_tokenizer=student.tokenizer,
+        teacher_tokenizer=teacher.tokenizer,
+        prompt_ids=prompts,
+        student_template_kwargs=student.kwargs,
+        teacher_template_kwargs=teacher.kwargs,
+        byte_frames=True,
+    )
+    frames = batch.byte_frames
+    rows = torch.from_numpy(frames.rows)
+    with torch.no_grad():
+        if batch.aligned:
+            logits = model(batch.input_ids, batch.attention_mask)[rows, torch.from_numpy(frames.teacher_positions)]
+        else:  # the same family: the teacher reads the student's ids
+            logits = frames_logits(model, prompts, completions)[rows, torch.from_numpy(frames.student_frames)]
+        logprobs = next_byte_logprobs(
+            logits, byte_vocab(teacher.tokenizer).restrict(teacher.head_ids), frames.teacher_prefixes
+        )
+    return logprobs.gather(1, torch.from_numpy(frames.targets)[:, None])[:, 0].exp().numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"))
+    parser.add_argument("--examples", type=int, default=200)
+    args = parser.parse_args()
+    config = {**COMMON, **PRESETS["full"], "cache": args.cache}
+    print("| pair | teacher | student's reference bytes scored | mean P(next byte) | share with P > 0.5 |")
+    print("|---|---|--:|--:|--:|")
+    for pair, (cross, student) in PAIRS.items():
+        for teacher in (cross, student):
+            probs = byte_probabilities(teacher, student, config, args.examples)
+            print(f"| {pair} | {teacher} | {len(probs)} | {probs.mean():.3f} | {(probs > 0.5).mean():.3f} |")
+
+
+if __name__ == "__main__":
+    main()
