@@ -54,7 +54,7 @@ class ByteVocab:
     _classes: dict[bytes, torch.Tensor] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        width = max((len(b) for b in self.token_bytes if b is not None), default=0)
+        width = max((len(b) for b in self.token_bytes if b is not None), default=1)  # at least one column
         table = np.zeros((len(self.token_bytes), width), dtype=np.int16)
         lengths = np.full(len(self.token_bytes), -1, dtype=np.int64)
         for unit, piece in enumerate(self.token_bytes):

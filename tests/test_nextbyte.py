@@ -206,3 +206,10 @@ def test_next_byte_loss_runs_end_to_end_and_is_zero_against_itself() -> None:
     loss.backward()
     assert loss.item() > 0 and torch.isfinite(student_logits.grad).all() and student_logits.grad.abs().sum() > 0
     assert generalized_jsd(s, s).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_vocabulary_of_only_control_and_end_units_still_ends_the_turn() -> None:
+    vocab = ByteVocab(token_bytes=(None, b"<e>"), ends=frozenset({1}))
+    assert next_byte_logprobs(torch.zeros(1, 2), vocab, [b""]).exp()[0, END].item() == pytest.approx(1.0)
+    with pytest.raises(AlignmentError, match="prefix b'a'"):
+        next_byte_logprobs(torch.zeros(1, 2), vocab, [b"a"])
