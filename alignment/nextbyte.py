@@ -159,7 +159,8 @@ def next_byte_logprobs(
     if not parts:
         return probs.new_zeros((0, _DROPPED))
     mass = torch.cat(parts)[torch.argsort(torch.tensor(order, device=probs.device))]
-    return torch.log((mass / mass.sum(dim=-1, keepdim=True)).clamp_min(torch.finfo(mass.dtype).tiny))
+    tiny = torch.finfo(mass.dtype).tiny  # a row whose units that go on all underflowed stays finite, not NaN
+    return torch.log((mass / mass.sum(dim=-1, keepdim=True).clamp_min(tiny)).clamp_min(tiny))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

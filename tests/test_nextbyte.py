@@ -213,3 +213,9 @@ def test_a_vocabulary_of_only_control_and_end_units_still_ends_the_turn() -> Non
     assert next_byte_logprobs(torch.zeros(1, 2), vocab, [b""]).exp()[0, END].item() == pytest.approx(1.0)
     with pytest.raises(AlignmentError, match="prefix b'a'"):
         next_byte_logprobs(torch.zeros(1, 2), vocab, [b"a"])
+
+
+def test_a_prefix_whose_units_all_underflow_gives_finite_logprobs() -> None:
+    logits = torch.tensor([[-1e4, -1e4, 0.0, -1e4, 0.0, 0.0, 0.0]])  # "4", "48", "482" have no mass at all
+    value = next_byte_logprobs(logits, TOY, [b"4"])
+    assert torch.isfinite(value).all()
