@@ -25,7 +25,7 @@ import torch
 
 from alignment._checks import check_dtype, check_floating, check_in_range, upcast
 from alignment.errors import AlignmentError
-from alignment.losses import Reduction
+from alignment.losses import Reduction, _default_chunk
 from alignment.types import VocabProjection
 
 __all__ = ["chunk_likelihood_loss", "project_logprobs", "token_logprobs"]
@@ -41,12 +41,9 @@ def _class_index(classes: torch.Tensor, width: int, num_classes: int, name: str)
     return torch.cat([classes, padding])
 
 
-_CHUNK_ELEMENTS = {"cpu": 1 << 18, "other": 1 << 24}  # as in alignment.losses: in cache on CPU, big kernels elsewhere
-
-
 def _project(logits: torch.Tensor, index: torch.Tensor, num_classes: int, temperature: float) -> torch.Tensor:
     width = logits.shape[-1]
-    chunk = max(1, _CHUNK_ELEMENTS["cpu" if logits.device.type == "cpu" else "other"] // width)
+    chunk = _default_chunk(width, logits.device)
     flat = logits.reshape(-1, width)
     out: torch.Tensor = _Projection.apply(flat, index.to(logits.device), num_classes, temperature, chunk)  # type: ignore[no-untyped-call]
     return out.reshape(*logits.shape[:-1], num_classes)

@@ -40,6 +40,11 @@ _REDUCTIONS = ("none", "sum", "mean", "batchmean")
 _CHUNK_ELEMENTS = {"cpu": 1 << 18, "other": 1 << 24}
 
 
+def _default_chunk(width: int, device: torch.device) -> int:
+    """Rows per chunk for rows of ``width`` logits on ``device`` (see ``_CHUNK_ELEMENTS``)."""
+    return max(1, _CHUNK_ELEMENTS["cpu" if device.type == "cpu" else "other"] // width)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TopK:
     r"""A sparse teacher: its ``k`` most likely next tokens at each position, at temperature 1.
@@ -315,7 +320,7 @@ def _loss(
         mask.reshape(-1),
         beta,
         temperature,
-        chunk_size or max(1, _CHUNK_ELEMENTS["cpu" if student_logits.device.type == "cpu" else "other"] // vocab),
+        chunk_size or _default_chunk(vocab, student_logits.device),
         torch.is_grad_enabled(),
     )
     return _reduce(rows.reshape(batch_shape), mask, reduction, num_items)

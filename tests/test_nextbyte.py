@@ -22,7 +22,8 @@ from alignment import (
 )
 from alignment._tokenizer import tokenizer_info
 from alignment.nextbyte import END
-from tests.test_teacher import ANSWERS, EXAMPLES, NAMES, kwargs, sample, tokenizer
+from tests.test_teacher import ANSWERS, EXAMPLES, NAMES, sample, tokenizer
+from tests.test_teacher import build as teacher_batch
 
 TOY = ByteVocab(token_bytes=(b"4", b"48", b"482", b"5", b" 4", None, b"<e>"), ends=frozenset({6}))
 
@@ -121,18 +122,7 @@ def test_byte_vocab_of_a_real_tokenizer(name: str) -> None:
 
 
 def build(student: str, teacher: str, **options) -> tuple[list[list[int]], object]:
-    completions = [sample(student, e, a, **options) for e, a in zip(EXAMPLES, ANSWERS, strict=True)]
-    batch = prepare_teacher_batch(
-        EXAMPLES,
-        completions,
-        student_tokenizer=tokenizer(student),
-        teacher_tokenizer=tokenizer(teacher),
-        student_template_kwargs=kwargs(student),
-        teacher_template_kwargs=kwargs(teacher),
-        on_dropped="ignore" if teacher == "mistral_nemo" else "raise",
-        byte_frames=True,
-    )
-    return completions, batch
+    return teacher_batch(student, teacher, byte_frames=True, **options)
 
 
 def expect_frames_read_the_same_text(student: str, teacher: str, completions, batch) -> None:

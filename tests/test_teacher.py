@@ -73,7 +73,7 @@ def sample(name: str, example: dict, answer: str, *, canonical: bool = True, clo
     return completion if close else completion[:-1]
 
 
-def build(student: str, teacher: str, **options):
+def build(student: str, teacher: str, *, byte_frames: bool = False, **options):
     completions = [sample(student, e, a, **options) for e, a in zip(EXAMPLES, ANSWERS, strict=True)]
     batch = prepare_teacher_batch(
         EXAMPLES,
@@ -83,6 +83,7 @@ def build(student: str, teacher: str, **options):
         student_template_kwargs=kwargs(student),
         teacher_template_kwargs=kwargs(teacher),
         on_dropped="ignore" if teacher == "mistral_nemo" else "raise",
+        byte_frames=byte_frames,
     )
     return completions, batch
 
