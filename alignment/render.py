@@ -69,12 +69,20 @@ def _apply_template(tokenizer: FastTokenizer, messages: list[dict[str, Any]], **
 
 
 def _content_candidates(content: str) -> list[tuple[str, int]]:
-    """The content, then its edge-trimmed variants, each with the number of leading characters removed."""
-    variants = [(content, 0)]
-    for stripped in (content.strip(), content.lstrip(), content.rstrip(), content.strip("\n"), content.strip(" ")):
-        lead = content.find(stripped) if stripped else 0
-        if (stripped, lead) not in variants:
-            variants.append((stripped, lead))
+    """The content, then its variants with whitespace trimmed from either edge, least trimmed first, each with the
+    number of leading characters removed.
+
+    Templates trim in different ways (Llama 3 strips both edges, Qwen3 strips newlines off the front of the last
+    assistant turn only), so every combination of no trim, newlines, spaces or any whitespace off each edge is a
+    candidate. A content that is all whitespace may vanish whole.
+    """
+    leads = {0, *(len(content) - len(content.lstrip(chars)) for chars in ("\n", " ", None))}
+    trails = {0, *(len(content) - len(content.rstrip(chars)) for chars in ("\n", " ", None))}
+    variants: list[tuple[str, int]] = []
+    for lead, trail in sorted(((a, b) for a in leads for b in trails), key=lambda pair: (sum(pair), pair)):
+        candidate = (content[lead : len(content) - trail], lead) if lead + trail < len(content) else ("", 0)
+        if candidate not in variants:
+            variants.append(candidate)
     return variants
 
 

@@ -209,6 +209,21 @@ def test_any_content_renders_locates_and_stays_plain(name: str, user: str, assis
         assert rendering.input_ids.tolist() == tok(rendering.text, add_special_tokens=False)["input_ids"]
 
 
+EDGE_WHITESPACE = ("\n 42\n", "\n\n42 ", "  42\n\n", "\t42\n", "\n \n42")
+
+
+@pytest.mark.parametrize("content", EDGE_WHITESPACE, ids=repr)
+@pytest.mark.parametrize("name", CHAT_NAMES, ids=str)
+def test_content_with_whitespace_at_both_edges_is_located(name: str, content: str) -> None:
+    # a sampled answer may start and end with whitespace; Qwen3 strips only the newlines in front of the last
+    # assistant turn and keeps the rest, Llama 3 trims both edges: each must be located, and only whitespace goes
+    messages = [{"role": "user", "content": content}, {"role": "assistant", "content": content}]
+    rendering = render_checked(name, messages)
+    for index in (0, 1):
+        start, end = rendering.message_spans[index]
+        assert b"42" in rendering.text.encode()[start:end]
+
+
 # ---- completion mode -------------------------------------------------------------------------------------------
 
 

@@ -317,6 +317,27 @@ def test_a_whitespace_sample_the_teacher_template_trims_away_is_masked_not_fatal
     assert not batch.mask[0].any() and batch.mask[1].any()
 
 
+@pytest.mark.integration
+def test_a_sample_framed_by_newlines_is_compared_on_what_the_teacher_template_keeps() -> None:
+    # Qwen3 strips the newlines in front of the last assistant turn but keeps a trailing one: the frame that predicts
+    # the student's leading newline has no teacher counterpart (masked); every later one is compared
+    student, teacher = load_real("llama3"), load_real("qwen3")
+    example = EXAMPLES[1]
+    completion = [*student.encode("\n 42 apples\n", add_special_tokens=False), end_of_turn_id(student)]
+    batch = prepare_teacher_batch(
+        [example],
+        [completion],
+        student_tokenizer=student,
+        teacher_tokenizer=teacher,
+        student_template_kwargs=template_kwargs("llama3"),
+        byte_frames=True,
+    )
+    assert batch.renderings[0].trimmed[-1] == (1, 0)
+    assert [student.decode([t]) for t in completion[:3]] == ["\n", " ", "42"]
+    assert batch.mask[0].tolist() == [False] + [True] * (len(completion) - 1)
+    assert bytes(batch.byte_frames.targets[batch.byte_frames.targets < 256].astype(np.uint8)) == b" 42 apples\n"
+
+
 def test_the_first_failing_example_raises_as_it_would_alone() -> None:
     # the batch is rendered and tokenized in one go, but errors surface in the order of the examples
     student, teacher = tokenizer("smollm2"), tokenizer("mistral_v3")
