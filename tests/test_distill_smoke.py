@@ -12,6 +12,7 @@ pytestmark = pytest.mark.integration  # the benchmark uses ../shared/tokenizers 
 TINY = {
     "width": 32,
     "layers": 1,
+    "heads": 2,
     "lr": 3e-3,
     "beta": 0.5,
     "temperature": 1.0,

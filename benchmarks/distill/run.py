@@ -27,11 +27,13 @@ alone (``aligned-projection``, ``aligned-chunk``).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from torch import nn
 
 from alignment import (
     ByteVocab,
+    Rendering,
     align_teacher_logits,
     byte_vocab,
     chunk_likelihood_loss,
@@ -103,30 +106,57 @@ def load_family(name: str, examples: list[dict[str, Any]]) -> Family:
 
 
 class TinyLM(nn.Module):
-    """A small Llama-architecture decoder with a full input embedding and a trimmed output layer."""
+    """A small Llama-architecture decoder over the family's task vocabulary, read and written as real token ids.
 
-    def __init__(self, vocab: int, head: int, *, width: int, layers: int, seed: int) -> None:
+    Its units are the tokens the task's renderings use in that family (``Family.head_ids``, a few hundred to a
+    thousand) plus one row shared by every other token: those never occur in training, so their embeddings would
+    stay at their random start anyway, and a CPU trains a model without a 128k-row embedding several times faster.
+    The output layer covers the task vocabulary (untied: tying it to the embedding learned more slowly).
+    """
+
+    def __init__(self, to_head: np.ndarray, units: int, *, width: int, layers: int, heads: int, seed: int) -> None:
         from transformers import LlamaConfig, LlamaModel
 
         super().__init__()
         torch.manual_seed(seed)
         config = LlamaConfig(
-            vocab_size=vocab,
+            vocab_size=units + 1,
             hidden_size=width,
             intermediate_size=2 * width,
             num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=4,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
             max_position_embeddings=512,
             tie_word_embeddings=False,
         )
         self.body = LlamaModel(config)
-        self.head = nn.Linear(width, head, bias=False)
+        to_unit = torch.from_numpy(to_head).clone()
+        to_unit[to_unit < 0] = units  # the shared row of every token outside the task vocabulary
+        self.register_buffer("to_unit", to_unit, persistent=False)
+        self.head = nn.Linear(width, units, bias=False)
 
     def forward(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         positions = (attention.long().cumsum(-1) - 1).clamp_min(0)
-        hidden = self.body(input_ids=ids, attention_mask=attention.long(), position_ids=positions).last_hidden_state
+        hidden = self.body(
+            input_ids=self.to_unit[ids], attention_mask=attention.long(), position_ids=positions
+        ).last_hidden_state
         return self.head(hidden)
+
+
+def new_model(family: Family, config: dict[str, Any], *, seed: int) -> TinyLM:
+    return TinyLM(
+        family.to_head,
+        len(family.head_ids),
+        width=config["width"],
+        layers=config["layers"],
+        heads=config["heads"],
+        seed=seed,
+    )
+
+
+def model_key(config: dict[str, Any]) -> str:
+    """What a cached model depends on besides its family, steps and seed (part of its file name)."""
+    return f"{config['train']}-{config['width']}x{config['layers']}x{config['heads']}-taskvocab"
 
 
 def pad(rows: list[list[int]], value: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,6 +175,23 @@ def reference_completion(family: Family, example: dict[str, Any]) -> list[int]:
     start = full.message_spans[-1][0] - len(family.separator)
     first = int(np.flatnonzero(full.byte_offsets[:, 0] >= start)[0])
     return full.input_ids[first : full.end_of_turn[-1] + 1].tolist()
+
+
+def lazily(
+    family: Family, examples: list[dict[str, Any]]
+) -> tuple[Callable[[int], Rendering], Callable[[int], list[int]]]:
+    """The family's prompt rendering and reference completion of ``examples[i]``, each made when first asked for
+    (a run draws from a training split of tens of thousands of examples)."""
+
+    @functools.cache
+    def prompt(i: int) -> Rendering:
+        return render_prompt(family.tokenizer, examples[i], **family.kwargs)
+
+    @functools.cache
+    def reference(i: int) -> list[int]:
+        return reference_completion(family, examples[i])
+
+    return prompt, reference
 
 
 @torch.no_grad()
@@ -237,14 +284,15 @@ def train_supervised(
     if path.exists():
         model.load_state_dict(torch.load(path))
         return model
-    prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in train]
-    completions = [reference_completion(family, e) for e in train]
+    prompts, completions = lazily(family, train)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     rng = random.Random(rng_seed)
     for step in range(steps):
         picks = [rng.randrange(len(train)) for _ in range(batch)]
-        chosen = [completions[i] for i in picks]
-        loss = supervised_loss(frames_logits(model, [prompts[i] for i in picks], chosen), family, chosen)
+        chosen = [completions(i) for i in picks]
+        loss = supervised_loss(
+            frames_logits(model, [prompts(i).input_ids.tolist() for i in picks], chosen), family, chosen
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -260,10 +308,8 @@ def train_teacher(
     family: Family, train: list[dict[str, Any]], held_out: list[dict[str, Any]], config: dict[str, Any], cache: Path
 ) -> TinyLM:
     """The family's teacher: ``teacher_steps`` supervised steps with a cosine schedule (cached)."""
-    model = TinyLM(
-        len(family.tokenizer), len(family.head_ids), width=config["width"], layers=config["layers"], seed=1234
-    )
-    path = cache / f"teacher-{family.name}-{config['train']}-{config['teacher_steps']}-{config['width']}.pt"
+    model = new_model(family, config, seed=1234)
+    path = cache / f"teacher-{family.name}-{config['teacher_steps']}-{model_key(config)}.pt"
     return train_supervised(
         model,
         family,
@@ -304,11 +350,9 @@ def naive_teacher_logits(
 
 def warm_up(family: Family, train: list[dict[str, Any]], config: dict[str, Any], seed: int) -> TinyLM:
     """The common start of every arm: a fresh student after ``warmup_steps`` of supervised steps (cached)."""
-    model = TinyLM(
-        len(family.tokenizer), len(family.head_ids), width=config["width"], layers=config["layers"], seed=seed
-    )
+    model = new_model(family, config, seed=seed)
     steps = config["warmup_steps"]
-    path = Path(config["cache"]) / f"warmup-{family.name}-{config['train']}-{steps}-{config['width']}-{seed}.pt"
+    path = Path(config["cache"]) / f"warmup-{family.name}-{steps}-{model_key(config)}-{seed}.pt"
     return train_supervised(
         model,
         family,
@@ -383,9 +427,8 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
         parameter.requires_grad_(False)
     model = warm_up(student, train, config, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
-    prompts = [render_prompt(student.tokenizer, e, **student.kwargs) for e in train]
+    prompts, references = lazily(student, train)
     eval_prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in held_out]
-    references = [reference_completion(student, e) for e in train]
     prefix = vocab_projection(student.tokenizer, teacher.tokenizer).restrict(student.head_ids, teacher.head_ids)
     exact = vocab_projection(student.tokenizer, teacher.tokenizer, kind="exact").restrict(
         student.head_ids, teacher.head_ids
@@ -398,9 +441,9 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
     window: list[float] = []
     for step in range(config["student_steps"]):
         picks = [rng.randrange(len(train)) for _ in range(config["student_batch"])]
-        batch_prompts = [prompts[i].input_ids.tolist() for i in picks]
+        batch_prompts = [prompts(i).input_ids.tolist() for i in picks]
         if arm == "sft" or rng.random() >= config["on_policy"]:
-            completions = [references[i] for i in picks]
+            completions = [references(i) for i in picks]
         else:
             completions = generate(model, student, batch_prompts, greedy=False, generator=generator)
         completions = [c if c else [student.eot] for c in completions]
@@ -408,7 +451,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
         if arm == "sft":
             loss = supervised_loss(student_logits, student, completions)
         elif arm == "naive":
-            texts = [prompts[i].text for i in picks]
+            texts = [prompts(i).text for i in picks]
             teacher_logits, mask = naive_teacher_logits(teacher_model, student, teacher, texts, completions)
             s, t = project_logprobs(student_logits, teacher_logits, exact, temperature=config["temperature"])
             loss = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
@@ -494,9 +537,9 @@ PRESETS = {
         "pairs": list(PAIRS),
         "arms": list(ARMS),
         "seeds": [0, 1, 2],
-        "train": 4000,
-        "eval": 200,
-        "teacher_steps": 2500,
+        "train": 20000,
+        "eval": 400,
+        "teacher_steps": 6000,
         "teacher_batch": 64,
         "warmup_steps": 300,
         "student_steps": 400,
@@ -504,7 +547,7 @@ PRESETS = {
         "eval_every": 50,
     },
 }
-COMMON = {"width": 96, "layers": 2, "lr": 3e-3, "beta": 0.5, "temperature": 1.0, "on_policy": 0.5}
+COMMON = {"width": 96, "layers": 2, "heads": 4, "lr": 3e-3, "beta": 0.5, "temperature": 1.0, "on_policy": 0.5}
 
 
 def _teacher_job(args: tuple[str, dict[str, Any]]) -> tuple[str, float]:
