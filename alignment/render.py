@@ -1,31 +1,21 @@
 """Render a conversation, or a prompt and completion, in one tokenizer's own format, and locate every message.
 
-How messages are located (never guessed):
-
-1. The template renders the conversation twice: once as is, once with each message's content replaced by
-   a unique sentinel. The sentinel rendering says where each message went (templates move system prompts,
-   fold them into a user turn, or drop them) and what text the template itself wrote around it.
-2. Walking both renderings together, the template's own text must match exactly, and each message's
-   content must appear verbatim where its sentinel was, or with edge whitespace trimmed (recorded). A
-   template that rewrites content (drops reasoning, merges turns) raises :class:`ContentRewrittenError`.
-3. The text is tokenized split at the control tokens found in the template's own text only; the text
+1. The template renders the conversation, and :mod:`alignment._locate` finds every message in the text through a
+   sentinel rendering of the same shape (never guessed: a template that rewrites content raises
+   :class:`ContentRewrittenError`).
+2. The text is tokenized split at the control tokens found in the template's own text only; the text
    between them, content included, is tokenized with added-token matching off, so a message that
-   contains ``<|im_end|>`` stays plain text.
-"""
+   contains ``<|im_end|>`` stays plain text."""
 
 from __future__ import annotations
 
-import re
-import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
-from alignment._tokenizer import FastTokenizer, TokenizerInfo, tokenizer_info
-from alignment.errors import AlignmentError, ContentRewrittenError, ExampleError, TemplateError, TokenizerError
-from alignment.spans import Segment, char_to_byte, encode_segments_batch
+from alignment import _locate, _plans
+from alignment._tokenizer import FastTokenizer, tokenizer_info
+from alignment.errors import ContentRewrittenError, ExampleError, TemplateError, TokenizerError
+from alignment.spans import Segment
 from alignment.types import Rendering
 
 __all__ = ["prompt_messages", "render", "render_chat", "render_completion", "render_prompt"]
@@ -33,12 +23,6 @@ __all__ = ["prompt_messages", "render", "render_chat", "render_completion", "ren
 Mode = Literal["auto", "chat", "completion"]
 Turns = Literal["all", "last"]
 OnDropped = Literal["raise", "ignore"]
-
-_SENTINEL = re.compile("\ue000([0-9]+)\ue001")
-
-
-def _sentinel(index: int) -> str:
-    return f"\ue000{index}\ue001"
 
 
 def _checked_messages(messages: Any) -> list[dict[str, Any]]:
@@ -55,218 +39,11 @@ def _checked_messages(messages: Any) -> list[dict[str, Any]]:
     return [dict(m) for m in messages]
 
 
-def _apply_template(tokenizer: FastTokenizer, messages: list[dict[str, Any]], **kwargs: Any) -> str:
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
-    except Exception as error:  # jinja2 errors and the template's own raise_exception
-        raise TemplateError(
-            f"the chat template of {tokenizer_info(tokenizer).name} rejected the conversation "
-            f"(roles {[m['role'] for m in messages]}): {error}"
-        ) from error
-    if not isinstance(text, str):
-        raise TemplateError(f"apply_chat_template returned {type(text).__name__}, expected str")
-    return text
-
-
-def _content_candidates(content: str) -> list[tuple[str, int]]:
-    """The content, then its variants with whitespace trimmed from either edge, least trimmed first, each with the
-    number of leading characters removed.
-
-    Templates trim in different ways (Llama 3 strips both edges, Qwen3 strips newlines off the front of the last
-    assistant turn only), so every combination of no trim, newlines, spaces or any whitespace off each edge is a
-    candidate. A content that is all whitespace may vanish whole.
-    """
-    leads = {0, *(len(content) - len(content.lstrip(chars)) for chars in ("\n", " ", None))}
-    trails = {0, *(len(content) - len(content.rstrip(chars)) for chars in ("\n", " ", None))}
-    variants: list[tuple[str, int]] = []
-    for lead, trail in sorted(((a, b) for a in leads for b in trails), key=lambda pair: (sum(pair), pair)):
-        candidate = (content[lead : len(content) - trail], lead) if lead + trail < len(content) else ("", 0)
-        if candidate not in variants:
-            variants.append(candidate)
-    return variants
-
-
-def _locate(
-    real: str, sentinel_text: str, messages: list[dict[str, Any]]
-) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
-    """Char spans of each located message in ``real`` and the (lead, trail) bytes trimmed from it."""
-    spans: dict[int, tuple[int, int]] = {}
-    trims: dict[int, tuple[int, int]] = {}
-    cursor, previous, previous_index = 0, 0, None
-    for match in _SENTINEL.finditer(sentinel_text):
-        index = int(match.group(1))
-        if index >= len(messages) or index in spans:
-            raise TemplateError(f"the template repeats or invents message {index}; its position is ambiguous")
-        template_text = sentinel_text[previous : match.start()]
-        if not real.startswith(template_text, cursor):  # the template wrote other text around this content
-            _rewritten(real, cursor, messages, [i for i in (previous_index, index) if i is not None])
-        cursor += len(template_text)
-        following = sentinel_text[match.end() : _next_sentinel(sentinel_text, match.end())]
-        content = messages[index]["content"]
-        for candidate, lead in _content_candidates(content):
-            end = cursor + len(candidate)
-            if real.startswith(candidate, cursor) and real.startswith(following, end):
-                spans[index] = (cursor, end)
-                trims[index] = (len(content[:lead].encode()), len(content[lead + len(candidate) :].encode()))
-                cursor = end
-                break
-        else:  # the content itself is there: the text after it changed, maybe because of the next message
-            upcoming = _SENTINEL.search(sentinel_text, match.end())
-            verbatim = real.startswith(content, cursor) and upcoming is not None
-            _rewritten(real, cursor, messages, [index, int(upcoming.group(1))] if verbatim and upcoming else [index])
-        previous, previous_index = match.end(), index
-    if real[cursor:] != sentinel_text[previous:]:
-        _rewritten(real, cursor, messages, [] if previous_index is None else [previous_index])
-    return spans, trims
-
-
-_SHAPES: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str]] = weakref.WeakKeyDictionary()
-
-
-def _locate_messages(
-    tokenizer: FastTokenizer, text: str, messages: list[dict[str, Any]], options: dict[str, Any]
-) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
-    """:func:`_locate` the messages in ``text`` with the sentinel rendering of the conversation's shape.
-
-    The sentinel rendering depends on the roles and other keys of the messages and on the options, not on the
-    contents, so it is rendered once per tokenizer and shape and cached. A cached one that does not fit the
-    text (a template that prints today's date, say) is rendered afresh before anything is refused.
-    """
-    sentinels = [{**m, "content": _sentinel(i)} for i, m in enumerate(messages)]
-    try:
-        shapes = _SHAPES.setdefault(tokenizer, {})
-    except TypeError:  # not weak-referenceable: no cache
-        shapes = {}
-    template = options.get("chat_template")  # a long string: hashed (once) rather than printed
-    rest = sorted((k, v) for k, v in options.items() if k != "chat_template")
-    key = (template if isinstance(template, str) else repr(template), repr((sentinels, rest)))
-    if key in shapes:
-        try:
-            return _locate(text, shapes[key], messages)
-        except AlignmentError:
-            pass
-    if len(shapes) >= _MAX_SHAPES:
-        shapes.clear()
-    shapes[key] = _apply_template(tokenizer, sentinels, **options)
-    return _locate(text, shapes[key], messages)
-
-
-_MAX_SHAPES = 256  # per tokenizer; a batch of conversations has a handful
-
-
-def _next_sentinel(text: str, start: int) -> int:
-    found = _SENTINEL.search(text, start)
-    return found.start() if found else len(text)
-
-
-def _rewritten(real: str, cursor: int, messages: list[dict[str, Any]], suspects: list[int]) -> None:
-    named = " or ".join(f"message {i} ({messages[i]['role']})" for i in suspects) or "the template's own text"
-    raise ContentRewrittenError(
-        f"{named} does not appear verbatim in the rendered text near {real[max(cursor - 20, 0) : cursor + 20]!r}: "
-        "the chat template rewrote it (for example Qwen3 drops <think> reasoning from earlier assistant turns). "
-        "Remove what the template rewrites from the content before rendering, or render with another template."
-    )
-
-
-def _control_segments(info: TokenizerInfo, text: str, content: list[tuple[int, int]]) -> list[Segment]:
-    """Segments tiling ``text``: control tokens found in the template's own text, plain text between."""
-    segments: list[Segment] = []
-    plain_from = 0
-    template_from = 0
-    for start, stop in [*sorted(content), (len(text), len(text))]:
-        if info.control_pattern is not None:
-            for found in info.control_pattern.finditer(text, template_from, start):
-                segments.append((plain_from, found.start(), None))
-                segments.append((found.start(), found.end(), info.control_ids[found.group()]))
-                plain_from = found.end()
-        template_from = stop
-    segments.append((plain_from, len(text), None))
-    return [s for s in segments if s[2] is not None or s[0] < s[1]]
-
-
 def _trained(roles: Sequence[str], turns: Turns) -> tuple[int, ...]:
     assistant = tuple(i for i, role in enumerate(roles) if role == "assistant")
     if turns not in ("all", "last"):
         raise ValueError(f"turns must be 'all' or 'last', got {turns!r}")
     return assistant if turns == "all" else assistant[-1:]
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """A rendering before its text is tokenized: what :func:`_tokenize` needs to finish it."""
-
-    tokenizer: FastTokenizer
-    text: str
-    mode: Literal["chat", "completion"]
-    roles: Sequence[str]
-    char_spans: Sequence[tuple[int, int] | None]
-    trims: Sequence[tuple[int, int]]
-    trained: tuple[int, ...]
-    segments: list[Segment]
-
-
-def _tokenize(plans: Sequence[_Plan]) -> list[Rendering | Exception]:
-    """Tokenize plans of one tokenizer in one batch; a plan that fails gets the exception it raised."""
-    if not plans:
-        return []
-    encoded = encode_segments_batch(plans[0].tokenizer, [(plan.text, plan.segments) for plan in plans])
-    renderings: list[Rendering | Exception] = []
-    for plan, tokens in zip(plans, encoded, strict=True):
-        try:
-            if isinstance(tokens, Exception):
-                raise tokens
-            renderings.append(_finish(plan, *tokens))
-        except Exception as error:  # kept in its place: the caller raises it in the order of its examples
-            renderings.append(error)
-    return renderings
-
-
-def _one(plan: _Plan) -> Rendering:
-    (rendering,) = _tokenize([plan])
-    if isinstance(rendering, Exception):
-        raise rendering
-    return rendering
-
-
-def _finish(plan: _Plan, ids: np.ndarray, offsets: np.ndarray, control: np.ndarray) -> Rendering:
-    """Mark each trained turn of the tokenized plan from its first content token through end of turn."""
-    text, roles = plan.text, plan.roles
-    to_byte = char_to_byte(text)
-    byte_spans = [None if s is None else (int(to_byte[s[0]]), int(to_byte[s[1]])) for s in plan.char_spans]
-    raw = text.encode()
-    mask = np.zeros(len(ids), dtype=np.bool_)
-    closers = []
-    for index in plan.trained:
-        span = byte_spans[index]
-        if span is None:
-            raise ContentRewrittenError(f"message {index} ({roles[index]}) is trained but the template dropped it")
-        if span[0] == span[1]:
-            raise ExampleError(
-                f"message {index} ({roles[index]}) is an empty completion: there is no text to compare; "
-                "drop the sample or train only other turns"
-            )
-        first = int(np.searchsorted(offsets[:, 1], span[0], side="right"))
-        after = np.flatnonzero(control & (offsets[:, 0] >= span[1]))
-        if len(after) == 0 or raw[span[1] : offsets[after[0], 0]].strip():
-            raise TemplateError(
-                f"no end-of-turn token closes message {index} ({roles[index]}) in the "
-                f"{tokenizer_info(plan.tokenizer).name} rendering: the text after it is {raw[span[1] : span[1] + 40]!r}"
-            )
-        mask[first : after[0] + 1] = True
-        closers.append(int(after[0]))
-    return Rendering(
-        text=text,
-        mode=plan.mode,
-        input_ids=ids,
-        byte_offsets=offsets,
-        control_mask=control,
-        completion_mask=mask,
-        roles=tuple(roles),
-        message_spans=tuple(byte_spans),
-        trimmed=tuple(plan.trims),
-        trained_messages=plan.trained,
-        end_of_turn=tuple(closers),
-    )
 
 
 def render_chat(
@@ -309,7 +86,7 @@ def render_chat(
         >>> r.text[slice(*r.message_spans[1])], [r.token_text(i) for i in r.completion_mask.nonzero()[0]]
         ('4', ['4', '<|im_end|>'])
     """
-    return _one(
+    return _plans.tokenize_one(
         _plan_chat(
             tokenizer,
             messages,
@@ -331,7 +108,7 @@ def _plan_chat(
     chat_template: str | None,
     on_dropped: OnDropped,
     **template_kwargs: Any,
-) -> _Plan:
+) -> _plans.Plan:
     checked = _checked_messages(messages)
     template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
     if not template:
@@ -342,8 +119,8 @@ def _plan_chat(
     if on_dropped not in ("raise", "ignore"):
         raise ValueError(f"on_dropped must be 'raise' or 'ignore', got {on_dropped!r}")
     options = {"add_generation_prompt": add_generation_prompt, "chat_template": template, **template_kwargs}
-    text = _apply_template(tokenizer, checked, **options)
-    spans, trims = _locate_messages(tokenizer, text, checked, options)
+    text = _locate.apply_template(tokenizer, checked, **options)
+    spans, trims = _locate.locate_messages(tokenizer, text, checked, options)
     roles = [m["role"] for m in checked]
     dropped = [i for i in range(len(checked)) if i not in spans]
     if dropped and on_dropped == "raise":
@@ -352,8 +129,8 @@ def _plan_chat(
             f"{', '.join(f'{i} ({roles[i]})' for i in dropped)} from the rendered text; pass on_dropped='ignore' "
             "to accept that (the teacher then never sees them), or move their content into another message"
         )
-    segments = _control_segments(tokenizer_info(tokenizer), text, list(spans.values()))
-    return _Plan(
+    segments = _plans.control_segments(tokenizer_info(tokenizer), text, list(spans.values()))
+    return _plans.Plan(
         tokenizer,
         text,
         "chat",
@@ -397,7 +174,9 @@ def render_completion(tokenizer: FastTokenizer, prompt: str, completion: str) ->
         ('<s>Q: 2+2=4</s>', ['4', '</s>'])
     """
     pieces = [(_plain_text(prompt, "prompt"), True)]
-    return _one(_plan_plain(tokenizer, ("prompt", "completion"), pieces, "", _plain_text(completion, "completion")))
+    return _plans.tokenize_one(
+        _plan_plain(tokenizer, ("prompt", "completion"), pieces, "", _plain_text(completion, "completion"))
+    )
 
 
 def _plan_plain(
@@ -406,7 +185,7 @@ def _plan_plain(
     prompt: Sequence[tuple[str, bool]],
     separator: str,
     completion: str | None,
-) -> _Plan:
+) -> _plans.Plan:
     """BOS, the prompt pieces (those flagged ``True`` are messages, located in order), separator, completion, EOS.
 
     The prompt and the separator plus completion are one plain segment each. With ``completion=None`` only
@@ -442,7 +221,7 @@ def _plan_plain(
         text += separator + completion + eos
         trained = (len(spans) - 1,)
     segments = [s for s in segments if s[2] is not None or s[0] < s[1]]
-    return _Plan(tokenizer, text, "completion", roles, spans, [(0, 0)] * len(spans), trained, segments)
+    return _plans.Plan(tokenizer, text, "completion", roles, spans, [(0, 0)] * len(spans), trained, segments)
 
 
 def _plain_prompt(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool]]:
@@ -453,7 +232,7 @@ def _plain_prompt(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool
     return [*prompt, ("Assistant:", False)]
 
 
-def _plan_messages_plain(tokenizer: FastTokenizer, messages: list[dict[str, Any]]) -> _Plan:
+def _plan_messages_plain(tokenizer: FastTokenizer, messages: list[dict[str, Any]]) -> _plans.Plan:
     """The plain layout of the earlier turns, then ``" "`` and the last message as the completion."""
     if messages[-1]["role"] != "assistant":
         raise ExampleError(
@@ -500,9 +279,11 @@ def render_prompt(
     if _resolve_mode(tokenizer, example, mode, chat_template) == "completion":
         if example.get("prompt") is not None:
             prompt = [(_plain_text(example["prompt"], "prompt"), True)]
-            return _one(_plan_plain(tokenizer, ("prompt",), prompt, "", None))
+            return _plans.tokenize_one(_plan_plain(tokenizer, ("prompt",), prompt, "", None))
         messages = prompt_messages(example)
-        return _one(_plan_plain(tokenizer, [m["role"] for m in messages], _plain_prompt(messages), "", None))
+        return _plans.tokenize_one(
+            _plan_plain(tokenizer, [m["role"] for m in messages], _plain_prompt(messages), "", None)
+        )
     messages = (
         prompt_messages(example)
         if has_messages
@@ -567,7 +348,7 @@ def render(
         "Reverse 'abc'.cba<|im_end|>"
     """
     options = {"turns": turns, "chat_template": chat_template, "on_dropped": on_dropped, **template_kwargs}
-    return _one(_plan_example(tokenizer, example, mode=mode, **options))
+    return _plans.tokenize_one(_plan_example(tokenizer, example, mode=mode, **options))
 
 
 def render_each(tokenizer: FastTokenizer, examples: Sequence[Mapping[str, Any]], **options: Any) -> list[Any]:
@@ -576,13 +357,13 @@ def render_each(tokenizer: FastTokenizer, examples: Sequence[Mapping[str, Any]],
     Returns a list holding each example's :class:`~alignment.Rendering`, or the exception its :func:`render`
     raises: the caller decides, in the order of its examples, what to raise.
     """
-    plans: list[_Plan | Exception] = []
+    plans: list[_plans.Plan | Exception] = []
     for example in examples:
         try:
             plans.append(_plan_example(tokenizer, example, **options))
         except Exception as error:  # raised by the caller in the order of its examples
             plans.append(error)
-    done = iter(_tokenize([plan for plan in plans if isinstance(plan, _Plan)]))
+    done = iter(_plans.tokenize([plan for plan in plans if isinstance(plan, _plans.Plan)]))
     return [plan if isinstance(plan, Exception) else next(done) for plan in plans]
 
 
@@ -595,7 +376,7 @@ def _plan_example(
     chat_template: str | None = None,
     on_dropped: OnDropped = "raise",
     **template_kwargs: Any,
-) -> _Plan:
+) -> _plans.Plan:
     """What :func:`render` renders, before tokenization."""
     resolved = _resolve_mode(tokenizer, example, mode, chat_template)
     has_messages = example.get("messages") is not None

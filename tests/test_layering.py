@@ -4,7 +4,7 @@ The layers, lowest first (see STYLE.md B.1)::
 
     types, errors                    plain data and exceptions (stdlib and numpy only)
     _tokenizer, spans, align         numpy over tokenizer facts and byte spans
-    render                           templates and located messages
+    _locate, _plans, render          messages found in a rendering; tokenizing located text; the render API
     vocab                            vocabularies matched by bytes (uses render to find end of turn)
     _triton_kernel, _triton          the fused CUDA kernel of the losses (triton imported lazily, optional)
     _checks, losses                  torch; independent of the text layers
@@ -63,7 +63,9 @@ LAYERS: dict[str, Layer] = {
     "_tokenizer": allow("types", "errors", third_party=("numpy",), lazy=("tokenizers",)),
     "spans": allow(*TEXT_CORE, third_party=("numpy",)),
     "align": allow(*TEXT_CORE, third_party=("numpy",)),
-    "render": allow(*TEXT_CORE, "spans", third_party=("numpy",)),
+    "_locate": allow("_tokenizer", "errors"),
+    "_plans": allow(*TEXT_CORE, "spans", third_party=("numpy",)),
+    "render": allow(*TEXT_CORE, "spans", "_locate", "_plans", third_party=("numpy",)),
     "vocab": allow(*TEXT_CORE, "spans", "render", third_party=("numpy",)),
     "_checks": allow("errors", third_party=("torch",)),
     "_triton_kernel": allow(lazy=("triton",)),

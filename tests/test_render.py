@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,10 +18,9 @@ from alignment import (
     render_chat,
     render_completion,
 )
+from alignment import _locate as locate_module
 from alignment.render import render_each
 from tests.tokenizers import SHARED_DIR, SYNTHETIC, available_real_names, load_real, template_kwargs
-
-render_module = sys.modules["alignment.render"]  # the package re-exports the function render under the same name
 
 NAMES = (*available_real_names(), *SYNTHETIC)
 CHAT_NAMES = tuple(n for n in NAMES if n != "gpt2")
@@ -481,10 +478,10 @@ def test_render_each_equals_render_and_keeps_each_failure_in_its_place() -> None
 
 def test_the_sentinel_rendering_is_rendered_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     tok = load_real("smollm2")
-    render_module._SHAPES.pop(tok, None)
+    locate_module.SHAPES.pop(tok, None)
     calls: list[int] = []
-    apply = render_module._apply_template
-    monkeypatch.setattr(render_module, "_apply_template", lambda *a, **k: calls.append(1) or apply(*a, **k))
+    apply = locate_module.apply_template
+    monkeypatch.setattr(locate_module, "apply_template", lambda *a, **k: calls.append(1) or apply(*a, **k))
     render_chat(tok, CONVERSATIONS["two_turn"])
     render_chat(tok, [{"role": "user", "content": "Other"}, {"role": "assistant", "content": "words"}])
     assert len(calls) == 3  # two real renderings, one sentinel rendering of their shared shape
@@ -494,7 +491,7 @@ def test_a_cached_sentinel_rendering_that_does_not_fit_is_rendered_afresh() -> N
     # e.g. a template that prints today's date: the cached rendering is stale after midnight
     tok = load_real("smollm2")
     expected = render_chat(tok, CONVERSATIONS["multi_turn"])
-    shapes = render_module._SHAPES[tok]
+    shapes = locate_module.SHAPES[tok]
     for key in shapes:
         shapes[key] = shapes[key].replace("<|im_start|>", "<|im_start|>stale ")
     again = render_chat(tok, CONVERSATIONS["multi_turn"])
