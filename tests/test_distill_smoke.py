@@ -20,6 +20,8 @@ TINY = {
     "train": 60,
     "eval": 8,
     "teacher_steps": 3,
+    "teacher_every": 2,
+    "teachers": "matched",
     "teacher_batch": 4,
     "warmup_steps": 2,
     "student_steps": 3,
@@ -40,10 +42,35 @@ def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     assert record["pair"] == "qwen->llama" and record["arm"] == arm and record["steps"] == 3
     assert 0.0 <= record["final_eval"] <= 1.0 and math.isfinite(record["final_loss"])
     assert [p["step"] for p in record["curve"]] == [0, 3]  # after the common warm-up, then at the end
+    assert record["teacher_step"] in (None if arm == "sft" else 2, 3)  # checkpoints after 2 and 3 steps
     if arm == "aligned":
         assert 0.0 < record["coverage"] <= 1.0 and 0.0 < record["teacher_shared_mass"] <= 1.0
         assert 0.9 < record["byte_coverage"] <= 1.0  # next-byte frames: nearly every byte of the common content
-    write_report([record], tmp_path / "out", TINY, "test machine", 1.0, stem="distill-quick")
+    curve = [{"step": step, "eval": step / 8} for step in range(1, 6)]  # every other checkpoint is shown, and the last
+    write_report([record], tmp_path / "out", TINY, "test machine", 1.0, stem="distill-quick", teachers={"x": curve})
     saved = json.loads((tmp_path / "out" / "distill-quick.json").read_text())
     assert {"pair", "arm", "seed", "final_eval", "final_loss", "steps", "coverage"} <= set(saved[0])
-    assert "| qwen->llama |" in (tmp_path / "out" / "distill-quick.md").read_text()
+    report = (tmp_path / "out" / "distill-quick.md").read_text()
+    assert "| qwen->llama |" in report and "- x: 2: 0.250, 4: 0.500, 5: 0.625" in report
+
+
+def test_matched_teachers_are_the_checkpoints_closest_to_the_weaker_final_teacher() -> None:
+    from benchmarks.distill.run import pick_checkpoint
+
+    strong = [
+        {"step": 250, "eval": 0.2},
+        {"step": 500, "eval": 0.41},
+        {"step": 750, "eval": 0.5},
+        {"step": 1000, "eval": 0.9},
+    ]
+    weak = [{"step": 250, "eval": 0.1}, {"step": 500, "eval": 0.45}, {"step": 750, "eval": 0.4}]
+    curves = {"strong": strong, "weak": weak}
+    assert pick_checkpoint(curves, "strong", "final") == strong[-1]
+    assert pick_checkpoint(curves, "weak", "final") == weak[-1]
+    assert pick_checkpoint(curves, "strong", "matched") == strong[1]  # 0.41 is closest to the weaker final 0.40
+    assert pick_checkpoint(curves, "weak", "matched") == weak[-1]
+    tied = {
+        "a": [{"step": 1, "eval": 0.3}, {"step": 2, "eval": 0.5}, {"step": 3, "eval": 0.3}],
+        "b": [{"step": 1, "eval": 0.3}],
+    }
+    assert pick_checkpoint(tied, "a", "matched") == {"step": 3, "eval": 0.3}  # a tie goes to the later checkpoint

@@ -15,27 +15,43 @@ def _mean_std(values: list[float]) -> str:
 
 
 def _table(records: list[dict[str, Any]]) -> list[str]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
-        groups[(record["pair"], record["arm"])].append(record)
+        groups[(record["pair"], record.get("teachers", "final"), record["arm"])].append(record)
     lines = [
-        "| pair | arm | teacher → student | final eval (mean ± std) | final loss | steps | coverage (1:1 frames) | "
-        "byte coverage | teacher mass on shared vocab | seeds | wall s (mean) |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| pair | teachers | arm | teacher → student | teacher eval (step) | final eval (mean ± std) | final loss | "
+        "steps | coverage (1:1 frames) | byte coverage | teacher mass on shared vocab | seeds | wall s (mean) |",
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
 
     def mean_of(runs: list[dict[str, Any]], key: str) -> str:
         values = [r[key] for r in runs if r.get(key) is not None]
         return f"{np.mean(values):.3f}" if values else "n/a"
 
-    for (pair, arm), runs in sorted(groups.items()):
+    for (pair, teachers, arm), runs in sorted(groups.items()):
+        used = (
+            "n/a"
+            if runs[0].get("teacher_step") is None
+            else f"{runs[0]['teacher_eval']:.3f} ({runs[0]['teacher_step']})"
+        )
         lines.append(
-            f"| {pair} | {arm} | {runs[0]['teacher']} → {runs[0]['student']} | "
+            f"| {pair} | {teachers} | {arm} | {runs[0]['teacher']} → {runs[0]['student']} | {used} | "
             f"{_mean_std([r['final_eval'] for r in runs])} | {np.mean([r['final_loss'] for r in runs]):.4f} | "
             f"{runs[0]['steps']} | {mean_of(runs, 'coverage')} | {mean_of(runs, 'byte_coverage')} | "
             f"{mean_of(runs, 'teacher_shared_mass')} | {len(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} |"
         )
     return lines
+
+
+def _teacher_lines(teachers: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Each teacher's held-out exact match at its checkpoints (every other one, and the last)."""
+    if not teachers:
+        return []
+    lines = ["Teachers' held-out exact match by training step:", ""]
+    for name, curve in sorted(teachers.items()):
+        shown = [p for k, p in enumerate(curve) if k % 2 == 1 or k == len(curve) - 1]
+        lines.append(f"- {name}: " + ", ".join(f"{p['step']}: {p['eval']:.3f}" for p in shown))
+    return [*lines, ""]
 
 
 def _plot(records: list[dict[str, Any]], path: Path) -> None:
@@ -45,18 +61,22 @@ def _plot(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     pairs = sorted({r["pair"] for r in records})
-    figure, axes = plt.subplots(2, len(pairs), figsize=(6 * len(pairs), 7), squeeze=False)
-    for column, pair in enumerate(pairs):
+    modes = sorted({r.get("teachers", "final") for r in records} - {"n/a"}) or ["final"]
+    columns = [(pair, mode) for pair in pairs for mode in modes]
+    figure, axes = plt.subplots(2, len(columns), figsize=(6 * len(columns), 7), squeeze=False)
+    for column, (pair, mode) in enumerate(columns):
         for arm in sorted({r["arm"] for r in records if r["pair"] == pair}):
-            runs = [r for r in records if r["pair"] == pair and r["arm"] == arm]
+            runs = [
+                r for r in records if r["pair"] == pair and r["arm"] == arm and r.get("teachers", mode) in (mode, "n/a")
+            ]
             steps = [p["step"] for p in runs[0]["curve"]]
             for row, key in enumerate(("loss", "eval")):
                 values = np.array([[p[key] for p in r["curve"]] for r in runs])
                 axes[row][column].plot(steps, values.mean(0), label=arm)
                 if len(runs) > 1:
                     axes[row][column].fill_between(steps, values.min(0), values.max(0), alpha=0.2)
-        axes[0][column].set_title(f"{pair}: training loss (each arm's own loss)")
-        axes[1][column].set_title(f"{pair}: held-out exact match (greedy)")
+        axes[0][column].set_title(f"{pair}, {mode} teachers: training loss (each arm's own)")
+        axes[1][column].set_title(f"{pair}, {mode} teachers: held-out exact match (greedy)")
         axes[1][column].set_xlabel("student step")
         axes[0][column].set_yscale("log")
         for row in range(2):
@@ -75,6 +95,7 @@ def write_report(
     stem: str = "distill",
     command: str = "python -m benchmarks.distill.run",
     quick: bool | None = None,
+    teachers: dict[str, list[dict[str, Any]]] | None = None,
 ) -> None:
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out`` (``quick=`` picks the preset's stem)."""
     if quick is not None:
@@ -95,6 +116,7 @@ def write_report(
         "",
         *(f"- FAILED: {r['pair']} {r['arm']} seed {r['seed']}: {r['error']}" for r in failed),
         "",
+        *_teacher_lines(teachers or {}),
         f"Curves: `{stem}.png`; raw records with curves: `{stem}.json`.",
     ]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")

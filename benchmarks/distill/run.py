@@ -11,6 +11,13 @@ layer covers the tokens the task's renderings use in that family (a few hundred)
 the losses see exactly the distributions these heads produce, and the vocabulary projection is restricted to
 the same tokens.
 
+Each family's teacher trains ``teacher_steps`` supervised steps (cosine schedule), with a checkpoint scored on the
+held-out split every ``teacher_every`` steps. Families do not learn the task equally fast (a tokenizer with one
+token per number up to 999 is slower to learn than one that splits digits), so a cross-family student and its
+same-family baseline would learn from teachers of different skill. ``--teachers final`` uses each family's last
+checkpoint; ``--teachers matched`` uses, for each pair, the checkpoints of both teachers closest to the weaker
+teacher's final held-out exact match, so that the two arms differ in the teacher's family and not its skill.
+
 Every student starts from the same short supervised warm-up (``warmup_steps`` on the reference answers, per
 student family and seed; cached), so that its first samples are not pure noise; then, with the same budget,
 arms: ``same-family`` (teacher of the student's own family; the identity path),
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import os
 import platform
@@ -279,8 +287,11 @@ def train_supervised(
     rng_seed: int,
     cosine: bool,
     path: Path,
+    checkpoint: Callable[[int], None] | None = None,
+    every: int = 0,
 ) -> TinyLM:
-    """``steps`` supervised steps on the reference answers, cached at ``path`` (loaded if it exists)."""
+    """``steps`` supervised steps on the reference answers, cached at ``path`` (loaded if it exists); with
+    ``checkpoint``, it is called with the step count every ``every`` steps and at the end."""
     if path.exists():
         model.load_state_dict(torch.load(path))
         return model
@@ -299,18 +310,38 @@ def train_supervised(
         if cosine:
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps))
+        if checkpoint is not None and ((step + 1) % every == 0 or step + 1 == steps):
+            checkpoint(step + 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return model
 
 
+def teacher_path(name: str, config: dict[str, Any], step: int | None = None) -> Path:
+    """The cached teacher of family ``name`` after all its steps, or its checkpoint after ``step``."""
+    stem = f"teacher-{name}-{config['teacher_steps']}-{model_key(config)}"
+    return Path(config["cache"]) / (f"{stem}.pt" if step is None else f"{stem}-at{step}.pt")
+
+
 def train_teacher(
-    family: Family, train: list[dict[str, Any]], held_out: list[dict[str, Any]], config: dict[str, Any], cache: Path
-) -> TinyLM:
-    """The family's teacher: ``teacher_steps`` supervised steps with a cosine schedule (cached)."""
+    family: Family, train: list[dict[str, Any]], held_out: list[dict[str, Any]], config: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The family's teacher: ``teacher_steps`` supervised steps with a cosine schedule, a checkpoint every
+    ``teacher_every`` steps, each scored on the held-out split (greedy exact match). Cached; returns the curve
+    ``[{"step", "eval"}]`` of its checkpoints."""
+    curve_path = teacher_path(family.name, config).with_suffix(".json")
+    if curve_path.exists():
+        return list(json.loads(curve_path.read_text()))
+    prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in held_out]
     model = new_model(family, config, seed=1234)
-    path = cache / f"teacher-{family.name}-{config['teacher_steps']}-{model_key(config)}.pt"
-    return train_supervised(
+    curve: list[dict[str, Any]] = []
+
+    def checkpoint(step: int) -> None:
+        torch.save(model.state_dict(), teacher_path(family.name, config, step))
+        curve.append({"step": step, "eval": evaluate(model, family, held_out, prompts)})
+
+    teacher_path(family.name, config).parent.mkdir(parents=True, exist_ok=True)
+    train_supervised(
         model,
         family,
         train,
@@ -319,8 +350,31 @@ def train_teacher(
         lr=config["lr"],
         rng_seed=0,
         cosine=True,
-        path=path,
+        path=teacher_path(family.name, config),
+        checkpoint=checkpoint,
+        every=config["teacher_every"],
     )
+    curve_path.write_text(json.dumps(curve))
+    return curve
+
+
+def load_teacher(family: Family, config: dict[str, Any], step: int) -> TinyLM:
+    model = new_model(family, config, seed=1234)
+    model.load_state_dict(torch.load(teacher_path(family.name, config, step)))
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def pick_checkpoint(curves: dict[str, list[dict[str, Any]]], name: str, teachers: str) -> dict[str, Any]:
+    """The checkpoint of teacher ``name`` a run uses: its last (``teachers="final"``), or (``"matched"``) the one
+    whose held-out exact match is closest to the weaker final teacher of the pair, so that both teachers a
+    student of the pair may learn from are equally good at the task (ties: the later checkpoint)."""
+    if teachers == "final":
+        return curves[name][-1]
+    target = min(curve[-1]["eval"] for curve in curves.values())
+    return min(curves[name], key=lambda point: (abs(point["eval"] - target), -point["step"]))
 
 
 def naive_teacher_logits(
@@ -419,12 +473,11 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
         teacher_name = student_name
     train, held_out = make_task(config["train"], config["eval"])
     both = train + held_out
-    student = load_family(student_name, both)
-    teacher = load_family(teacher_name, both)
-    teacher_model = train_teacher(teacher, train, held_out, config, Path(config["cache"]))
-    teacher_model.eval()
-    for parameter in teacher_model.parameters():
-        parameter.requires_grad_(False)
+    families = {name: load_family(name, both) for name in PAIRS[pair]}
+    student, teacher = families[student_name], families[teacher_name]
+    curves = {name: train_teacher(family, train, held_out, config) for name, family in families.items()}
+    used = pick_checkpoint(curves, teacher_name, config["teachers"]) if arm != "sft" else curves[teacher_name][-1]
+    teacher_model = load_teacher(teacher, config, used["step"])
     model = warm_up(student, train, config, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
     prompts, references = lazily(student, train)
@@ -506,7 +559,10 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
         "pair": pair,
         "arm": arm,
         "seed": seed,
+        "teachers": "n/a" if arm == "sft" else config["teachers"],
         "teacher": teacher_name,
+        "teacher_step": None if arm == "sft" else used["step"],
+        "teacher_eval": None if arm == "sft" else used["eval"],
         "student": student_name,
         "final_eval": curve[-1]["eval"],
         "final_loss": curve[-1]["loss"],
@@ -523,10 +579,12 @@ PRESETS = {
     "quick": {
         "pairs": ["qwen->llama"],
         "arms": ["same-family", "aligned", "naive"],
+        "teachers": ["final"],
         "seeds": [0],
         "train": 2000,
         "eval": 100,
         "teacher_steps": 400,
+        "teacher_every": 100,
         "teacher_batch": 32,
         "warmup_steps": 50,
         "student_steps": 60,
@@ -536,10 +594,12 @@ PRESETS = {
     "full": {
         "pairs": list(PAIRS),
         "arms": list(ARMS),
+        "teachers": ["matched", "final"],
         "seeds": [0, 1, 2],
         "train": 20000,
         "eval": 400,
         "teacher_steps": 6000,
+        "teacher_every": 250,
         "teacher_batch": 64,
         "warmup_steps": 300,
         "student_steps": 400,
@@ -550,16 +610,14 @@ PRESETS = {
 COMMON = {"width": 96, "layers": 2, "heads": 4, "lr": 3e-3, "beta": 0.5, "temperature": 1.0, "on_policy": 0.5}
 
 
-def _teacher_job(args: tuple[str, dict[str, Any]]) -> tuple[str, float]:
+def _teacher_job(args: tuple[str, dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     torch.set_num_threads(1)
     name, config = args
     train, held_out = make_task(config["train"], config["eval"])
-    family = load_family(name, train + held_out)
-    model = train_teacher(family, train, held_out, config, Path(config["cache"]))
-    prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in held_out]
-    accuracy = evaluate(model, family, held_out, prompts)
-    print(f"teacher {name}: held-out exact match {accuracy:.3f}", flush=True)
-    return name, accuracy
+    curve = train_teacher(load_family(name, train + held_out), train, held_out, config)
+    points = " ".join(f"{point['step']}:{point['eval']:.3f}" for point in curve)
+    print(f"teacher {name}: held-out exact match by step {points}", flush=True)
+    return name, curve
 
 
 def _warmup_job(args: tuple[str, int, dict[str, Any]]) -> None:
@@ -578,7 +636,8 @@ def _job(args: tuple[str, str, int, dict[str, Any]]) -> dict[str, Any]:
         print(f"{pair:14s} {arm:12s} seed {seed}: FAILED {type(error).__name__}: {error}", flush=True)
         return {"pair": pair, "arm": arm, "seed": seed, "error": f"{type(error).__name__}: {error}"}
     print(
-        f"{record['pair']:14s} {record['arm']:12s} seed {record['seed']}: eval {record['final_eval']:.3f} "
+        f"{record['pair']:14s} {record['arm']:12s} {record['teachers']:7s} seed {record['seed']}: "
+        f"eval {record['final_eval']:.3f} "
         f"loss {record['final_loss']:.4f} ({record['wall_s']} s)",
         flush=True,
     )
@@ -604,14 +663,27 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the output files, e.g. 'ablation'")
     parser.add_argument("--warmup-steps", type=int)
     parser.add_argument("--student-steps", type=int)
+    parser.add_argument(
+        "--teachers",
+        nargs="+",
+        choices=["matched", "final"],
+        help="which teacher checkpoints the arms learn from: each family's last, and/or those matched per pair on "
+        "held-out exact match (see pick_checkpoint)",
+    )
     args = parser.parse_args()
     config = {**COMMON, **PRESETS["quick" if args.quick else "full"], "cache": args.cache}
-    for key in ("teacher_steps", "warmup_steps", "student_steps", "arms", "seeds", "pairs"):
+    for key in ("teacher_steps", "warmup_steps", "student_steps", "arms", "seeds", "pairs", "teachers"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    # teachers first, so that student runs share the cache
+    # teachers first, so that student runs share the cache; the slowest arm first, so that the workers end together
     families = sorted({f for p in config["pairs"] for f in PAIRS[p]})
-    jobs = [(p, a, s, config) for p in config["pairs"] for a in config["arms"] for s in config["seeds"]]
+    jobs = [
+        (p, a, s, {**config, "teachers": mode})
+        for a in sorted(config["arms"], key=lambda arm: arm != "aligned")
+        for mode in (["n/a"] if a == "sft" else config["teachers"])
+        for p in config["pairs"]
+        for s in config["seeds"]
+    ]
     warmups = [(name, seed, config) for name, seed in sorted({(PAIRS[p][1], s) for p, _, s, _ in jobs})]
     started = time.time()
     if args.workers > 1:
@@ -627,14 +699,20 @@ def main() -> None:
         for warmup in warmups:
             _warmup_job(warmup)
         records = [_job(j) for j in jobs]
-    for record in records:
-        if "error" not in record:  # a failed run is reported as it is, with its error
-            record["teacher_eval"] = dict(teachers)[record["teacher"]]
     from benchmarks.distill.report import write_report
 
     machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {args.workers} workers"
     stem = "distill" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
-    write_report(records, Path(args.out), config, machine, time.time() - started, stem=stem, command=_command())
+    write_report(
+        records,
+        Path(args.out),
+        config,
+        machine,
+        time.time() - started,
+        stem=stem,
+        command=_command(),
+        teachers=dict(teachers),
+    )
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ Run after ``python -m benchmarks.distill.run`` (it reads the cached teachers)::
 
     python -m benchmarks.distill.teachers
 
-For each pair, both teachers a student of that pair learns from (the cross-family teacher and the student's
-same-family one) score the student's held-out reference completions; through
+For each pair and each choice of checkpoints (``final``, ``matched``), both teachers a student of that pair learns
+from (the cross-family teacher and the student's same-family one) score the student's held-out reference
+completions; through
 ``prepare_teacher_batch(..., byte_frames=True)`` and ``next_byte_logprobs`` each gives its probability of every
 next byte of the answer (and of the end of the turn). The mean of those probabilities says how much a student can
 learn from that teacher, in the same units for every tokenizer.
@@ -26,17 +27,25 @@ from benchmarks.distill.run import (
     PRESETS,
     frames_logits,
     load_family,
+    load_teacher,
+    pick_checkpoint,
     reference_completion,
     train_teacher,
 )
 from benchmarks.distill.task import make_task
 
 
-def byte_probabilities(teacher_name: str, student_name: str, config: dict, examples: int) -> np.ndarray:
-    """The teacher's probability of each next byte of the student's held-out reference completions."""
+def byte_probabilities(
+    pair: str, teacher_name: str, config: dict, examples: int, teachers: str
+) -> tuple[dict, np.ndarray]:
+    """The checkpoint of the teacher a student of ``pair`` learns from, and its probability of each next byte of
+    the student's held-out reference completions."""
     train, held_out = make_task(config["train"], config["eval"])
-    student, teacher = load_family(student_name, train + held_out), load_family(teacher_name, train + held_out)
-    model = train_teacher(teacher, train, held_out, config, Path(config["cache"])).eval()
+    families = {name: load_family(name, train + held_out) for name in PAIRS[pair]}
+    student, teacher = families[PAIRS[pair][1]], families[teacher_name]
+    curves = {name: train_teacher(family, train, held_out, config) for name, family in families.items()}
+    used = pick_checkpoint(curves, teacher_name, teachers)
+    model = load_teacher(teacher, config, used["step"])
     chosen = held_out[:examples]
     prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in chosen]
     completions = [reference_completion(student, e) for e in chosen]
@@ -60,7 +69,7 @@ def byte_probabilities(teacher_name: str, student_name: str, config: dict, examp
         logprobs = next_byte_logprobs(
             logits, byte_vocab(teacher.tokenizer).restrict(teacher.head_ids), frames.teacher_prefixes
         )
-    return logprobs.gather(1, torch.from_numpy(frames.targets)[:, None])[:, 0].exp().numpy()
+    return used, logprobs.gather(1, torch.from_numpy(frames.targets)[:, None])[:, 0].exp().numpy()
 
 
 def main() -> None:
@@ -69,12 +78,19 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=200)
     args = parser.parse_args()
     config = {**COMMON, **PRESETS["full"], "cache": args.cache}
-    print("| pair | teacher | student's reference bytes scored | mean P(next byte) | share with P > 0.5 |")
-    print("|---|---|--:|--:|--:|")
+    print(
+        "| pair | teachers | teacher | checkpoint step | held-out exact match | student's reference bytes scored | "
+        "mean P(next byte) | share with P > 0.5 |"
+    )
+    print("|---|---|---|--:|--:|--:|--:|--:|")
     for pair, (cross, student) in PAIRS.items():
-        for teacher in (cross, student):
-            probs = byte_probabilities(teacher, student, config, args.examples)
-            print(f"| {pair} | {teacher} | {len(probs)} | {probs.mean():.3f} | {(probs > 0.5).mean():.3f} |")
+        for teachers in config["teachers"]:
+            for teacher in (cross, student):
+                used, probs = byte_probabilities(pair, teacher, config, args.examples, teachers)
+                print(
+                    f"| {pair} | {teachers} | {teacher} | {used['step']} | {used['eval']:.3f} | {len(probs)} | "
+                    f"{probs.mean():.3f} | {(probs > 0.5).mean():.3f} |"
+                )
 
 
 if __name__ == "__main__":
