@@ -332,6 +332,7 @@ def train_teacher(
     curve_path = teacher_path(family.name, config).with_suffix(".json")
     if curve_path.exists():
         return list(json.loads(curve_path.read_text()))
+    teacher_path(family.name, config).unlink(missing_ok=True)  # a teacher without its curve was cut short: retrain
     prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in held_out]
     model = new_model(family, config, seed=1234)
     curve: list[dict[str, Any]] = []
@@ -354,7 +355,7 @@ def train_teacher(
         checkpoint=checkpoint,
         every=config["teacher_every"],
     )
-    curve_path.write_text(json.dumps(curve))
+    curve_path.write_text(json.dumps(curve))  # last: its presence says the teacher and its checkpoints are complete
     return curve
 
 
