@@ -74,3 +74,19 @@ def test_matched_teachers_are_the_checkpoints_closest_to_the_weaker_final_teache
         "b": [{"step": 1, "eval": 0.3}],
     }
     assert pick_checkpoint(tied, "a", "matched") == {"step": 3, "eval": 0.3}  # a tie goes to the later checkpoint
+
+
+def test_a_cached_teacher_without_its_curve_is_trained_again(tmp_path) -> None:
+    # a run stopped after saving the final weights but before the curve: the checkpoints may be missing
+    from benchmarks.distill.run import load_family, teacher_path, train_teacher
+    from benchmarks.distill.task import make_task
+
+    config = {**TINY, "cache": str(tmp_path)}
+    train, held_out = make_task(config["train"], config["eval"])
+    family = load_family("qwen3", train + held_out)
+    teacher_path("qwen3", config).parent.mkdir(parents=True, exist_ok=True)
+    teacher_path("qwen3", config).write_bytes(b"stale")
+    curve = train_teacher(family, train, held_out, config)
+    assert [point["step"] for point in curve] == [2, 3]
+    assert all(teacher_path("qwen3", config, point["step"]).exists() for point in curve)
+    assert train_teacher(family, train, held_out, config) == curve  # cached now
