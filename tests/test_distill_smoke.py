@@ -90,3 +90,27 @@ def test_a_cached_teacher_without_its_curve_is_trained_again(tmp_path) -> None:
     assert [point["step"] for point in curve] == [2, 3]
     assert all(teacher_path("qwen3", config, point["step"]).exists() for point in curve)
     assert train_teacher(family, train, held_out, config) == curve  # cached now
+
+
+def test_the_acceptance_table_compares_aligned_with_same_family_per_pair_and_teachers() -> None:
+    from benchmarks.distill.report import _acceptance
+
+    def record(arm: str, teachers: str, final: float, losses: list[float]) -> dict:
+        curve = [{"step": 0, "loss": float("nan"), "eval": 0.0}] + [
+            {"step": k, "loss": x} for k, x in enumerate(losses)
+        ]
+        return {"pair": "p", "arm": arm, "teachers": teachers, "final_eval": final, "curve": curve}
+
+    records = [
+        record("same-family", "matched", 0.50, [1.0, 0.5]),
+        record("aligned", "matched", 0.50, [1.0, 0.5, 0.6]),
+        record("aligned", "matched", 0.48, [1.0, 0.4]),
+        record("naive", "matched", 0.0, [1.0]),
+        record("same-family", "final", 0.50, [1.0]),
+        record("aligned", "final", 0.30, [1.0, 0.3, 0.7]),  # rose above twice its lowest point: diverged
+    ]
+    rows = _acceptance(records)[2:]
+    assert rows == [
+        "| p | final | 0.500 | 0.300 | 0.600 | no | no | n/a |",
+        "| p | matched | 0.500 | 0.490 | 0.980 | yes | yes | 0.000 |",
+    ]

@@ -43,6 +43,44 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _smooth(losses: list[float]) -> bool:
+    """Finite throughout, and never above twice its lowest point after reaching it."""
+    if not losses or not np.isfinite(losses).all():
+        return False
+    low = int(np.argmin(losses))
+    return max(losses[low:]) <= 2 * losses[low]
+
+
+def _acceptance(records: list[dict[str, Any]]) -> list[str]:
+    """The acceptance check, per pair and choice of teachers: the aligned students' mean final eval against the
+    same-family students' (within 5 % relative), and whether every aligned loss curve stayed finite and never rose
+    above twice its lowest point (no divergence)."""
+    lines = [
+        "| pair | teachers | same-family eval | aligned eval | aligned / same-family | within 5 % | "
+        "aligned curves finite, no divergence | naive eval |",
+        "|---|---|--:|--:|--:|---|---|--:|",
+    ]
+    keys = sorted({(r["pair"], r.get("teachers", "final")) for r in records if r["arm"] == "aligned"})
+    for pair, teachers in keys:
+        runs = {
+            arm: [
+                r for r in records if r["pair"] == pair and r["arm"] == arm and r.get("teachers", "final") == teachers
+            ]
+            for arm in ("same-family", "aligned", "naive")
+        }
+        if not runs["same-family"]:
+            continue
+        same, aligned = (float(np.mean([r["final_eval"] for r in runs[arm]])) for arm in ("same-family", "aligned"))
+        smooth = all(_smooth([p["loss"] for p in r["curve"][1:]]) for r in runs["aligned"])
+        ratio = aligned / same if same > 0 else float("nan")
+        naive = f"{np.mean([r['final_eval'] for r in runs['naive']]):.3f}" if runs["naive"] else "n/a"
+        lines.append(
+            f"| {pair} | {teachers} | {same:.3f} | {aligned:.3f} | {ratio:.3f} | "
+            f"{'yes' if ratio >= 0.95 else 'no'} | {'yes' if smooth else 'no'} | {naive} |"
+        )
+    return lines
+
+
 def _teacher_lines(teachers: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Each teacher's held-out exact match at its checkpoints (every other one, and the last)."""
     if not teachers:
@@ -113,6 +151,11 @@ def write_report(
         "Configuration: " + ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if k != "cache"),
         "",
         *_table(records),
+        "",
+        "Acceptance (aligned cross-family student within 5 % of the same-family student; an aligned eval above the "
+        "same-family one counts as within):",
+        "",
+        *_acceptance(records),
         "",
         *(f"- FAILED: {r['pair']} {r['arm']} seed {r['seed']}: {r['error']}" for r in failed),
         "",
