@@ -114,3 +114,28 @@ def test_the_acceptance_table_compares_aligned_with_same_family_per_pair_and_tea
         "| p | final | 0.500 | 0.300 | 0.600 | no | no | n/a |",
         "| p | matched | 0.500 | 0.490 | 0.980 | yes | yes | 0.000 |",
     ]
+
+
+def test_runs_that_would_learn_from_the_same_checkpoint_run_once() -> None:
+    from benchmarks.distill.run import _as_job, _shared
+
+    curves = {
+        "qwen3": [{"step": 1, "eval": 0.3}, {"step": 2, "eval": 0.6}],  # stronger: matched checkpoint is step 1
+        "llama3": [{"step": 1, "eval": 0.1}, {"step": 2, "eval": 0.3}],  # weaker: final and matched are step 2
+    }
+    jobs = [
+        ("qwen->llama", arm, 0, {"teachers": mode})
+        for arm in ("aligned", "same-family", "sft")
+        for mode in ("matched", "final")
+    ]
+    unique, owners = _shared(jobs, curves)
+    assert [(j[1], j[3]["teachers"]) for j in unique] == [
+        ("aligned", "matched"),
+        ("aligned", "final"),
+        ("same-family", "matched"),
+        ("sft", "matched"),
+    ]
+    assert owners == [0, 1, 2, 2, 3, 3]
+    shared = _as_job({"arm": "same-family", "teachers": "matched", "final_eval": 0.5}, jobs[3])
+    assert shared == {"arm": "same-family", "teachers": "final", "final_eval": 0.5, "same_run_as": "matched"}
+    assert _as_job({"arm": "sft", "teachers": "n/a"}, jobs[5]) == {"arm": "sft", "teachers": "n/a"}

@@ -603,9 +603,9 @@ PRESETS = {
         "teacher_every": 250,
         "teacher_batch": 64,
         "warmup_steps": 300,
-        "student_steps": 400,
+        "student_steps": 1200,
         "student_batch": 32,
-        "eval_every": 50,
+        "eval_every": 100,
     },
 }
 COMMON = {"width": 96, "layers": 2, "heads": 4, "lr": 3e-3, "beta": 0.5, "temperature": 1.0, "on_policy": 0.5}
@@ -643,6 +643,36 @@ def _job(args: tuple[str, str, int, dict[str, Any]]) -> dict[str, Any]:
         flush=True,
     )
     return record
+
+
+def _shared(
+    jobs: list[tuple[str, str, int, dict[str, Any]]], curves: dict[str, list[dict[str, Any]]]
+) -> tuple[list[tuple[str, str, int, dict[str, Any]]], list[int]]:
+    """Jobs whose student would learn from the same teacher checkpoint (the final checkpoint of the weaker teacher
+    is also its matched one) run once: the jobs to run, and for each job the index of the one whose record it
+    shares."""
+    first: dict[tuple[Any, ...], int] = {}
+    unique, owners = [], []
+    for job in jobs:
+        pair, arm, seed, config = job
+        name = PAIRS[pair][1] if arm == "same-family" else PAIRS[pair][0]
+        step = None
+        if arm != "sft":
+            step = pick_checkpoint({n: curves[n] for n in PAIRS[pair]}, name, config["teachers"])["step"]
+        key = (pair, arm, seed, name, step)
+        if key not in first:
+            first[key] = len(unique)
+            unique.append(job)
+        owners.append(first[key])
+    return unique, owners
+
+
+def _as_job(record: dict[str, Any], job: tuple[str, str, int, dict[str, Any]]) -> dict[str, Any]:
+    """``record`` reported under ``job``'s choice of teachers (the same run when both choices pick one checkpoint)."""
+    teachers = "n/a" if job[1] == "sft" else job[3]["teachers"]
+    if "error" in record or record["teachers"] == teachers:
+        return record
+    return {**record, "teachers": teachers, "same_run_as": record["teachers"]}
 
 
 def _command() -> str:
@@ -693,13 +723,16 @@ def main() -> None:
         with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
             teacher_runs = pool.map_async(_teacher_job, [(name, config) for name in families], chunksize=1)
             pool.map(_warmup_job, warmups, chunksize=1)
-            teachers = teacher_runs.get()
-            records = pool.map(_job, jobs, chunksize=1)
+            teachers = dict(teacher_runs.get())
+            unique, owners = _shared(jobs, teachers)
+            records = pool.map(_job, unique, chunksize=1)
     else:
-        teachers = [_teacher_job((name, config)) for name in families]
+        teachers = dict(_teacher_job((name, config)) for name in families)
         for warmup in warmups:
             _warmup_job(warmup)
-        records = [_job(j) for j in jobs]
+        unique, owners = _shared(jobs, teachers)
+        records = [_job(j) for j in unique]
+    records = [_as_job(records[owner], job) for owner, job in zip(owners, jobs, strict=True)]
     from benchmarks.distill.report import write_report
 
     machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {args.workers} workers"
@@ -712,7 +745,7 @@ def main() -> None:
         time.time() - started,
         stem=stem,
         command=_command(),
-        teachers=dict(teachers),
+        teachers=teachers,
     )
 
 
