@@ -30,7 +30,16 @@ TINY = {
 }
 
 
-ARMS = ["same-family", "aligned", "naive", "sft", "aligned-prefix", "aligned-projection", "aligned-chunk"]
+ARMS = [
+    "same-family",
+    "aligned",
+    "naive",
+    "sft",
+    "aligned-prefix",
+    "aligned-projection",
+    "aligned-chunk",
+    "aligned+chunk",
+]
 
 
 @pytest.mark.parametrize("arm", ARMS)
@@ -43,7 +52,7 @@ def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     assert 0.0 <= record["final_eval"] <= 1.0 and math.isfinite(record["final_loss"])
     assert [p["step"] for p in record["curve"]] == [0, 3]  # after the common warm-up, then at the end
     assert record["teacher_step"] in (None if arm == "sft" else 2, 3)  # checkpoints after 2 and 3 steps
-    if arm == "aligned":
+    if arm in ("aligned", "aligned+chunk"):
         assert 0.0 < record["coverage"] <= 1.0 and 0.0 < record["teacher_shared_mass"] <= 1.0
         assert 0.9 < record["byte_coverage"] <= 1.0  # next-byte frames: nearly every byte of the common content
     curve = [{"step": step, "eval": step / 8} for step in range(1, 6)]  # every other checkpoint is shown, and the last
@@ -139,3 +148,19 @@ def test_runs_that_would_learn_from_the_same_checkpoint_run_once() -> None:
     shared = _as_job({"arm": "same-family", "teachers": "matched", "final_eval": 0.5}, jobs[3])
     assert shared == {"arm": "same-family", "teachers": "final", "final_eval": 0.5, "same_run_as": "matched"}
     assert _as_job({"arm": "sft", "teachers": "n/a"}, jobs[5]) == {"arm": "sft", "teachers": "n/a"}
+
+
+def test_the_outputs_script_prints_the_students_answers_token_by_token(tmp_path, monkeypatch, capsys) -> None:
+    import sys
+
+    import benchmarks.distill.run as distill
+    from benchmarks.distill import outputs
+
+    monkeypatch.setattr(distill, "PRESETS", {"full": TINY})
+    argv = ["outputs", "--arm", "aligned", "--steps", "2", "--show", "3", "--cache", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    outputs.main()
+    printed = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("held-out exact match") for line in printed) == 2  # after the warm-up, at the end
+    answers = [line for line in printed if "->" in line]
+    assert len(answers) == 6 and all(line.rstrip().endswith("]") for line in answers)

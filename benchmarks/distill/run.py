@@ -76,7 +76,7 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
 PAIRS = {"qwen->llama": ("qwen3", "llama3"), "gpt2->mistral": ("gpt2", "mistral_v3")}
 ARMS = ("same-family", "aligned", "naive", "sft")
 # the aligned arm's loss before next-byte distributions: prefix projection + chunk likelihoods, and each alone
-ABLATIONS = ("aligned-prefix", "aligned-projection", "aligned-chunk")
+ABLATIONS = ("aligned-prefix", "aligned-projection", "aligned-chunk", "aligned+chunk")
 
 
 @dataclass
@@ -518,7 +518,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
                 prompt_ids=batch_prompts,
                 student_template_kwargs=student.kwargs,
                 teacher_template_kwargs=teacher.kwargs,
-                byte_frames=arm == "aligned",
+                byte_frames=arm in ("aligned", "aligned+chunk"),
             )
             with torch.no_grad():
                 teacher_all = teacher_model(batch.input_ids, batch.attention_mask)
@@ -535,8 +535,10 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
                 )
             else:
                 coverages.append(batch.coverage)
-                if arm == "aligned":
+                if arm in ("aligned", "aligned+chunk"):
                     loss = byte_loss(student_logits, teacher_all, batch, student_bytes, teacher_bytes, teacher, config)
+                    if arm == "aligned+chunk":
+                        loss = loss + chunk_loss(student, teacher, student_logits, teacher_all, completions, batch)
                     spans = [r.message_spans[r.trained_messages[-1]] for r in batch.renderings if r.trained_messages]
                     content = sum(span[1] - span[0] for span in spans if span is not None)
                     byte_coverages.append(int((batch.byte_frames.targets < 256).sum()) / max(content, 1))
