@@ -81,6 +81,17 @@ def _acceptance(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _acceptance_section(records: list[dict[str, Any]]) -> list[str]:
+    rows = _acceptance(records)
+    if len(rows) == 2:  # no pair with both an aligned and a same-family arm
+        return []
+    intro = (
+        "Acceptance (aligned cross-family student within 5 % of the same-family student; an aligned eval above the "
+        "same-family one counts as within):"
+    )
+    return [intro, "", *rows, ""]
+
+
 def _teacher_lines(teachers: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Each teacher's held-out exact match at its checkpoints (every other one, and the last)."""
     if not teachers:
@@ -152,11 +163,7 @@ def write_report(
         "",
         *_table(records),
         "",
-        "Acceptance (aligned cross-family student within 5 % of the same-family student; an aligned eval above the "
-        "same-family one counts as within):",
-        "",
-        *_acceptance(records),
-        "",
+        *_acceptance_section(records),
         *(f"- FAILED: {r['pair']} {r['arm']} seed {r['seed']}: {r['error']}" for r in failed),
         "",
         *_teacher_lines(teachers or {}),
