@@ -113,17 +113,21 @@ def _plot(records: list[dict[str, Any]], path: Path) -> None:
     modes = sorted({r.get("teachers", "final") for r in records} - {"n/a"}) or ["final"]
     columns = [(pair, mode) for pair in pairs for mode in modes]
     figure, axes = plt.subplots(2, len(columns), figsize=(6 * len(columns), 7), squeeze=False)
+    colors: dict[str, str] = {}
     for column, (pair, mode) in enumerate(columns):
         for arm in sorted({r["arm"] for r in records if r["pair"] == pair}):
             runs = [
                 r for r in records if r["pair"] == pair and r["arm"] == arm and r.get("teachers", mode) in (mode, "n/a")
             ]
+            if not runs:  # this arm ran with the other choice of teachers only
+                continue
             steps = [p["step"] for p in runs[0]["curve"]]
             for row, key in enumerate(("loss", "eval")):
                 values = np.array([[p[key] for p in r["curve"]] for r in runs])
-                axes[row][column].plot(steps, values.mean(0), label=arm)
+                color = colors.setdefault(arm, f"C{len(colors)}")  # one color per arm in every panel
+                axes[row][column].plot(steps, values.mean(0), label=arm, color=color)
                 if len(runs) > 1:
-                    axes[row][column].fill_between(steps, values.min(0), values.max(0), alpha=0.2)
+                    axes[row][column].fill_between(steps, values.min(0), values.max(0), alpha=0.2, color=color)
         axes[0][column].set_title(f"{pair}, {mode} teachers: training loss (each arm's own)")
         axes[1][column].set_title(f"{pair}, {mode} teachers: held-out exact match (greedy)")
         axes[1][column].set_xlabel("student step")
