@@ -468,17 +468,24 @@ def byte_loss(
     return generalized_jsd(s, t, beta=config["beta"], check_finite=False)
 
 
+def teacher_of(pair: str, arm: str, curves: dict[str, list[dict[str, Any]]], teachers: str) -> tuple[str, Any]:
+    """The family of the teacher a run of ``arm`` on ``pair`` learns from, and the checkpoint it uses (``None`` for
+    the SFT arm, which learns from the reference answers alone)."""
+    name = PAIRS[pair][1] if arm == "same-family" else PAIRS[pair][0]
+    if arm == "sft":
+        return name, None
+    return name, pick_checkpoint({n: curves[n] for n in PAIRS[pair]}, name, teachers)
+
+
 def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:
-    teacher_name, student_name = PAIRS[pair]
-    if arm == "same-family":
-        teacher_name = student_name
     train, held_out = make_task(config["train"], config["eval"])
     both = train + held_out
     families = {name: load_family(name, both) for name in PAIRS[pair]}
-    student, teacher = families[student_name], families[teacher_name]
     curves = {name: train_teacher(family, train, held_out, config) for name, family in families.items()}
-    used = pick_checkpoint(curves, teacher_name, config["teachers"]) if arm != "sft" else curves[teacher_name][-1]
-    teacher_model = load_teacher(teacher, config, used["step"])
+    teacher_name, used = teacher_of(pair, arm, curves, config["teachers"])
+    student_name = PAIRS[pair][1]
+    student, teacher = families[student_name], families[teacher_name]
+    teacher_model = None if used is None else load_teacher(teacher, config, used["step"])
     model = warm_up(student, train, config, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.0)
     prompts, references = lazily(student, train)
@@ -564,8 +571,8 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
         "seed": seed,
         "teachers": "n/a" if arm == "sft" else config["teachers"],
         "teacher": teacher_name,
-        "teacher_step": None if arm == "sft" else used["step"],
-        "teacher_eval": None if arm == "sft" else used["eval"],
+        "teacher_step": None if used is None else used["step"],
+        "teacher_eval": None if used is None else used["eval"],
         "student": student_name,
         "final_eval": curve[-1]["eval"],
         "final_loss": curve[-1]["loss"],
@@ -657,11 +664,8 @@ def _shared(
     unique, owners = [], []
     for job in jobs:
         pair, arm, seed, config = job
-        name = PAIRS[pair][1] if arm == "same-family" else PAIRS[pair][0]
-        step = None
-        if arm != "sft":
-            step = pick_checkpoint({n: curves[n] for n in PAIRS[pair]}, name, config["teachers"])["step"]
-        key = (pair, arm, seed, name, step)
+        name, used = teacher_of(pair, arm, curves, config["teachers"])
+        key = (pair, arm, seed, name, None if used is None else used["step"])
         if key not in first:
             first[key] = len(unique)
             unique.append(job)
