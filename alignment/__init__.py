@@ -7,6 +7,7 @@ and match vocabularies by bytes (:func:`vocab_map`).
 
 from __future__ import annotations
 
+from alignment._byteframes import ByteFrames, byte_logprobs
 from alignment.align import align_renderings, align_spans
 from alignment.crossvocab import chunk_likelihood_loss, project_logprobs, token_logprobs
 from alignment.errors import (
@@ -18,7 +19,7 @@ from alignment.errors import (
     TokenizerError,
 )
 from alignment.losses import TopK, forward_kl, generalized_jsd, masked_kl, reverse_kl
-from alignment.nextbyte import ByteFrames, ByteVocab, byte_vocab, next_byte_logprobs
+from alignment.nextbyte import ByteVocab, byte_vocab, fold_next_bytes, next_byte_logprobs
 from alignment.render import render, render_chat, render_completion, render_prompt
 from alignment.spans import decode_bytes, token_byte_spans
 from alignment.teacher import TeacherBatch, align_teacher_logits, prepare_teacher_batch, same_template
@@ -49,10 +50,12 @@ __all__ = [
     "align_renderings",
     "align_spans",
     "align_teacher_logits",
+    "byte_logprobs",
     "byte_vocab",
     "chunk_likelihood_loss",
     "decode_bytes",
     "end_of_turn_id",
+    "fold_next_bytes",
     "forward_kl",
     "generalized_jsd",
     "masked_kl",

@@ -15,12 +15,19 @@ distribution.
 where :math:`u` are the bytes of the frame's token read so far. At a token boundary (:math:`u` empty) this is exact,
 and the end-of-turn and EOS tokens form one more class, :data:`END`. Inside a token it leaves out the paths that end
 a token exactly after :math:`u` and go on with another one (the model has no frame there to say how).
+
+That left-out mass is where a model decides how long its token is: Llama 3's ``9`` against ``901`` both begin with
+``9``. So on the student's side (``stop=True``) the tokens that end exactly after :math:`u` form one more class,
+:data:`STOP`, and the teacher's next byte is seen through the student's token (:func:`fold_next_bytes`): a byte
+with which no student token goes on after :math:`u`, or the end of the turn, means the student's token stops there.
+:func:`~alignment.byte_logprobs` does both for every entry of :class:`~alignment.ByteFrames`, which also asks, at the
+last byte of each student token, whether the token stops there.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,10 +38,12 @@ from alignment._tokenizer import FastTokenizer, tokenizer_info
 from alignment.errors import AlignmentError
 from alignment.vocab import end_of_turn_id
 
-__all__ = ["END", "ByteVocab", "byte_vocab", "next_byte_logprobs"]
+__all__ = ["END", "STOP", "TEMPLATE", "ByteVocab", "byte_vocab", "fold_next_bytes", "next_byte_logprobs"]
 
 END = 256  #: the class of the tokens that end the turn (end of turn, EOS), next to the 256 byte values
-_DROPPED = 257  # units that cannot come next after the bytes read: left out, the rest renormalised
+STOP = 257  #: with ``stop=True``: the tokens that end exactly after the bytes read (the token stops there)
+TEMPLATE = -1  #: in :class:`~alignment.ByteFrames`, the teacher position of a byte the student's own template writes
+_DROPPED = 258  # units that cannot come next after the bytes read: left out, the rest renormalised
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -51,7 +60,8 @@ class ByteVocab:
     ends: frozenset[int]
     _table: np.ndarray = field(init=False, repr=False)
     _lengths: np.ndarray = field(init=False, repr=False)
-    _classes: dict[bytes, torch.Tensor] = field(init=False, repr=False)
+    _classes: dict[tuple[bytes, bool], torch.Tensor] = field(init=False, repr=False)
+    _folds: dict[bytes, torch.Tensor] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         width = max((len(b) for b in self.token_bytes if b is not None), default=1)  # at least one column
@@ -64,6 +74,7 @@ class ByteVocab:
         object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_lengths", lengths)
         object.__setattr__(self, "_classes", {})
+        object.__setattr__(self, "_folds", {})
 
     def restrict(self, ids: Sequence[int] | np.ndarray) -> ByteVocab:
         """The same vocabulary seen through an output layer that covers only ``ids`` (unit ``i`` is ``ids[i]``)."""
@@ -75,19 +86,41 @@ class ByteVocab:
             ends=frozenset(unit for unit, i in enumerate(ids) if i in self.ends),
         )
 
-    def classes(self, prefix: bytes) -> torch.Tensor:
+    def classes(self, prefix: bytes, *, stop: bool = False) -> torch.Tensor:
         """``(V,)`` int64 class of each unit after the bytes ``prefix`` of a token were read: its next byte
-        (0..255), :data:`END` for a turn-ending unit at a boundary, else 257 (cannot come next). Cached."""
-        if prefix not in self._classes:
+        (0..255), :data:`END` for a turn-ending unit at a boundary, with ``stop`` :data:`STOP` for a unit that is
+        exactly ``prefix`` (not empty), else 258 (cannot come next). Cached."""
+        key = (prefix, stop)
+        if key not in self._classes:
             depth = len(prefix)
-            follows = self._lengths > depth
-            if depth:
-                follows &= (self._table[:, :depth] == np.frombuffer(prefix, dtype=np.uint8)).all(axis=1)
+            begins = self._lengths >= depth
+            if depth > self._table.shape[1]:  # longer than any unit
+                begins[:] = False
+            elif depth:
+                begins &= (self._table[:, :depth] == np.frombuffer(prefix, dtype=np.uint8)).all(axis=1)
+            follows = begins & (self._lengths > depth)
             classes = np.where(follows, self._table[:, min(depth, self._table.shape[1] - 1)], _DROPPED)
             if not depth:
                 classes[list(self.ends)] = END
-            self._classes[prefix] = torch.from_numpy(classes.astype(np.int64))
-        return self._classes[prefix]
+            elif stop:
+                classes[begins & ~follows] = STOP
+            self._classes[key] = torch.from_numpy(classes.astype(np.int64))
+        return self._classes[key]
+
+    def fold(self, prefix: bytes) -> torch.Tensor:
+        """``(257,)`` int64: where each next byte (and :data:`END`) of another model goes among this vocabulary's
+        ``stop=True`` classes after ``prefix``: a byte with which some unit goes on stays itself; any other byte,
+        and the end of the turn, is :data:`STOP` (this model's token ends there). At a boundary (``prefix``
+        empty) every class stays itself. Cached."""
+        if prefix not in self._folds:
+            fold = torch.arange(END + 1)
+            if prefix:
+                goes_on = torch.zeros(END + 1, dtype=torch.bool)
+                classes = self.classes(prefix)
+                goes_on[classes[classes < END]] = True
+                fold[~goes_on] = STOP
+            self._folds[prefix] = fold
+        return self._folds[prefix]
 
 
 def byte_vocab(tokenizer: FastTokenizer) -> ByteVocab:
@@ -108,7 +141,7 @@ def byte_vocab(tokenizer: FastTokenizer) -> ByteVocab:
 
 
 def next_byte_logprobs(
-    logits: torch.Tensor, vocab: ByteVocab, prefixes: Sequence[bytes], *, temperature: float = 1.0
+    logits: torch.Tensor, vocab: ByteVocab, prefixes: Sequence[bytes], *, temperature: float = 1.0, stop: bool = False
 ) -> torch.Tensor:
     r"""Each row's distribution over the next byte (and :data:`END`), after reading ``prefixes[i]`` of a token.
 
@@ -119,15 +152,19 @@ def next_byte_logprobs(
         prefixes: ``N`` byte strings, the bytes of the current token read before the position (``b""`` at a
             token boundary).
         temperature: :math:`\tau > 0` dividing the logits.
+        stop: also give the class :data:`STOP`: the units that are exactly the prefix read (the token stops
+            there). For the student's side of :func:`byte_logprobs`.
 
     Returns:
-        ``(N, 257)`` log-probabilities over the byte values and :data:`END` (float32, float64 for float64
-        logits), normalised over the units that can come next; classes with no mass are floored at the dtype's
-        smallest normal number. Feed to :func:`~alignment.generalized_jsd` with ``temperature=1``.
+        ``(N, 257)`` log-probabilities over the byte values and :data:`END` (``(N, 258)`` with :data:`STOP`;
+        float32, float64 for float64 logits), normalised over the units that can come next (or stop); classes
+        with no mass are floored at the dtype's smallest normal number. Feed to :func:`~alignment.generalized_jsd`
+        with ``temperature=1``.
 
     Raises:
-        AlignmentError: the logits are narrower than the vocabulary, ``prefixes`` has the wrong length, a prefix
-            begins no unit (no token could have been read that way), or ``temperature`` is not positive.
+        AlignmentError: the logits are narrower than the vocabulary, ``prefixes`` has the wrong length, no unit
+            begins with a prefix and goes on (or, with ``stop``, begins with it at all), or ``temperature`` is not
+            positive.
         TypeError: the logits are not floating point.
 
     Examples:
@@ -135,123 +172,80 @@ def next_byte_logprobs(
         >>> probs = next_byte_logprobs(torch.zeros(2, 4), vocab, [b"", b"4"]).exp()
         >>> probs[0, [ord("4"), ord("5")]], probs[1, [ord("8")]]
         (tensor([0.7500, 0.2500]), tensor([1.]))
+        >>> next_byte_logprobs(torch.zeros(1, 4), vocab, [b"4"], stop=True).exp()[0, [ord("8"), STOP]]
+        tensor([0.6667, 0.3333])
     """
     check_floating("logits", logits)
     check_in_range("temperature", temperature, low=0.0, high=math.inf, low_open=True, high_open=True)
-    width = len(vocab.token_bytes)
-    if logits.ndim != 2 or logits.shape[1] < width:
-        raise AlignmentError(f"logits must have shape (N, V') with V' >= {width}, got {tuple(logits.shape)}")
+    units = len(vocab.token_bytes)
+    if logits.ndim != 2 or logits.shape[1] < units:
+        raise AlignmentError(f"logits must have shape (N, V') with V' >= {units}, got {tuple(logits.shape)}")
     if len(prefixes) != logits.shape[0]:
         raise AlignmentError(f"prefixes must have one entry per row ({logits.shape[0]}), got {len(prefixes)}")
-    probs = torch.softmax(upcast(logits) / temperature, dim=-1)[:, :width]
+    probs = torch.softmax(upcast(logits) / temperature, dim=-1)[:, :units]
+    width = STOP + 1 if stop else END + 1
+    for prefix in set(prefixes):
+        if bool((vocab.classes(bytes(prefix), stop=stop) == _DROPPED).all()):
+            raise AlignmentError(
+                f"no unit of the vocabulary begins with the prefix {prefix!r}{'' if stop else ' and goes on'}"
+            )
+    return _normalised_log(_by_prefix(probs, prefixes, lambda prefix: vocab.classes(prefix, stop=stop), width))
+
+
+def _by_prefix(
+    probs: torch.Tensor, prefixes: Sequence[bytes], classes_of: Callable[[bytes], torch.Tensor], width: int
+) -> torch.Tensor:
+    """``(N, width)``: each row's mass summed by class, ``classes_of(prefix)`` giving every column's class (classes
+    past ``width`` are dropped). One vectorised pass per distinct prefix, not per row."""
     rows_of: dict[bytes, list[int]] = {}
     for row, prefix in enumerate(prefixes):
         rows_of.setdefault(bytes(prefix), []).append(row)
     order, parts = [], []
-    for prefix, rows in rows_of.items():  # one vectorised pass per distinct prefix, not per row
-        classes = vocab.classes(prefix)
-        if bool((classes == _DROPPED).all()):
-            raise AlignmentError(f"no unit of the vocabulary begins with the prefix {prefix!r} and goes on")
+    for prefix, rows in rows_of.items():
         index = torch.tensor(rows, device=probs.device)
         empty = probs.new_zeros((len(rows), _DROPPED + 1))
-        parts.append(empty.index_add(-1, classes.to(probs.device), probs[index])[:, :_DROPPED])
+        parts.append(empty.index_add(-1, classes_of(prefix).to(probs.device), probs[index])[:, :width])
         order.extend(rows)
     if not parts:
-        return probs.new_zeros((0, _DROPPED))
-    mass = torch.cat(parts)[torch.argsort(torch.tensor(order, device=probs.device))]
-    tiny = torch.finfo(mass.dtype).tiny  # a row whose units that go on all underflowed stays finite, not NaN
+        return probs.new_zeros((0, width))
+    return torch.cat(parts)[torch.argsort(torch.tensor(order, device=probs.device))]
+
+
+def _normalised_log(mass: torch.Tensor) -> torch.Tensor:
+    tiny = torch.finfo(mass.dtype).tiny  # a row whose units all underflowed stays finite, not NaN
     return torch.log((mass / mass.sum(dim=-1, keepdim=True).clamp_min(tiny)).clamp_min(tiny))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
-class ByteFrames:
-    """Where to read each model's next-byte distribution at every compared byte of a batch of completions.
+def fold_next_bytes(logprobs: torch.Tensor, vocab: ByteVocab, prefixes: Sequence[bytes]) -> torch.Tensor:
+    """Another model's next-byte distributions seen through this vocabulary's tokens after ``prefixes``.
 
-    One entry per byte of the content both sides hold (and one for the end of the turn, class :data:`END`, where
-    both closed it): the student's completion frame that predicts the token holding the byte, and the bytes of
-    that token read before it; the same for the teacher's position. Built by
-    :func:`~alignment.prepare_teacher_batch` with ``byte_frames=True``.
+    After the student has read ``u`` of its token, the text can go on inside that token (a byte with which one of
+    its units goes on) or the token stops there. So each teacher row is folded into the student's ``stop=True``
+    classes (:meth:`ByteVocab.fold`): a byte with which no student unit goes on after ``u``, and the end of the
+    turn, become :data:`STOP`. At a boundary (``u`` empty) nothing is folded.
 
-    Attributes:
-        rows: ``(P,)`` int64 example of each entry.
-        student_frames: ``(P,)`` int64 completion frame (index into the student's ``(B, T, V)`` frame logits).
-        student_prefixes: ``P`` byte strings: the student token's bytes read before this byte.
-        teacher_positions: ``(P,)`` int64 teacher position (index into the teacher's ``(B, S, W)`` logits).
-        teacher_prefixes: ``P`` byte strings: the teacher token's bytes read before this byte.
-        targets: ``(P,)`` int64 the byte that comes (0..255), or :data:`END`.
+    Args:
+        logprobs: ``(N, 257)`` log-probabilities from :func:`next_byte_logprobs` (the teacher's).
+        vocab: the student's :class:`ByteVocab`.
+        prefixes: ``N`` byte strings, the student token's bytes read before each row's byte.
+
+    Returns:
+        ``(N, 258)`` log-probabilities, comparable with ``next_byte_logprobs(..., stop=True)`` of the student.
+
+    Raises:
+        AlignmentError: ``logprobs`` is not ``(N, 257)`` or ``prefixes`` has the wrong length.
+        TypeError: ``logprobs`` is not floating point.
+
+    Examples:
+        >>> vocab = ByteVocab(token_bytes=(b"9", b"90", b"901"), ends=frozenset())
+        >>> teacher = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))  # after "9": "0", "5" or the end of the turn
+        >>> wide = torch.full((1, 257), -1e4).index_copy(1, torch.tensor([ord("0"), ord("5"), END]), teacher)
+        >>> fold_next_bytes(wide, vocab, [b"9"]).exp()[0, [ord("0"), ord("5"), END, STOP]].round(decimals=4)
+        tensor([0.7000, 0.0000, 0.0000, 0.3000])
     """
-
-    rows: np.ndarray
-    student_frames: np.ndarray
-    student_prefixes: tuple[bytes, ...]
-    teacher_positions: np.ndarray
-    teacher_prefixes: tuple[bytes, ...]
-    targets: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-
-def _side(
-    spans: np.ndarray, pieces: Sequence[bytes], positions: np.ndarray, text: bytes
-) -> tuple[np.ndarray, list[bytes], np.ndarray]:
-    """For byte ``positions`` of one side's ``text``: the token holding each, its bytes read before it, and
-    whether the token's own bytes spell the text there (a normalising tokenizer may not)."""
-    tokens = np.searchsorted(spans[:, 1], positions, side="right")
-    prefixes, spelled = [], np.zeros(len(positions), dtype=np.bool_)
-    for n, (token, position) in enumerate(zip(tokens.tolist(), positions.tolist(), strict=True)):
-        piece = pieces[token]
-        read = len(piece) - (int(spans[token, 1]) - position)
-        prefixes.append(piece[: max(read, 0)])
-        spelled[n] = 0 <= read < len(piece) and piece[read] == text[position]
-    return tokens, prefixes, spelled
-
-
-Frames = tuple[np.ndarray, list[bytes], np.ndarray, list[bytes], np.ndarray]
-
-
-def _row_frames(
-    student: tuple[np.ndarray, Sequence[bytes], bytes, int],
-    teacher: tuple[np.ndarray, Sequence[bytes], bytes, int],
-    length: int,
-    *,
-    end: tuple[int, int] | None,
-) -> Frames:
-    """Byte frames of one example. Each side is ``(token byte spans, token bytes, text, content start)``; the
-    content is ``length`` bytes at each side's start, equal on both. The student's tokens are its completion
-    frames; the teacher's token ``j`` is predicted at position ``j - 1``. ``end``: the closing token of each
-    side, when both closed the turn right after the content."""
-    (s_spans, s_pieces, s_text, s_start), (t_spans, t_pieces, t_text, t_start) = student, teacher
-    if s_text[s_start : s_start + length] != t_text[t_start : t_start + length]:
-        raise AlignmentError("student and teacher content differ where they should be equal; please report this")
-    offsets = np.arange(length, dtype=np.int64)
-    s_tokens, s_prefixes, s_ok = _side(s_spans, s_pieces, s_start + offsets, s_text)
-    t_tokens, t_prefixes, t_ok = _side(t_spans, t_pieces, t_start + offsets, t_text)
-    keep = s_ok & t_ok & (t_tokens >= 1)
-    targets = np.frombuffer(s_text, dtype=np.uint8)[s_start : s_start + length].astype(np.int64)[keep]
-    s_frames, t_positions = s_tokens[keep], t_tokens[keep] - 1
-    s_prefixes = [p for p, k in zip(s_prefixes, keep.tolist(), strict=True) if k]
-    t_prefixes = [p for p, k in zip(t_prefixes, keep.tolist(), strict=True) if k]
-    if end is not None:
-        s_frames, t_positions = np.r_[s_frames, end[0]], np.r_[t_positions, end[1] - 1]
-        s_prefixes, t_prefixes, targets = [*s_prefixes, b""], [*t_prefixes, b""], np.r_[targets, END]
-    return s_frames.astype(np.int64), s_prefixes, t_positions.astype(np.int64), t_prefixes, targets.astype(np.int64)
-
-
-def _empty_frames() -> Frames:
-    nothing = np.zeros(0, dtype=np.int64)
-    return nothing, [], nothing, [], nothing
-
-
-def _collate_frames(rows: Sequence[Frames]) -> ByteFrames:
-    def cat(arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, dtype=np.int64)
-
-    return ByteFrames(
-        rows=cat([np.full(len(r[4]), b, dtype=np.int64) for b, r in enumerate(rows)]),
-        student_frames=cat([r[0] for r in rows]),
-        student_prefixes=tuple(p for r in rows for p in r[1]),
-        teacher_positions=cat([r[2] for r in rows]),
-        teacher_prefixes=tuple(p for r in rows for p in r[3]),
-        targets=cat([r[4] for r in rows]),
-    )
+    check_floating("logprobs", logprobs)
+    if logprobs.ndim != 2 or logprobs.shape[1] != END + 1:
+        raise AlignmentError(f"logprobs must have shape (N, {END + 1}), got {tuple(logprobs.shape)}")
+    if len(prefixes) != logprobs.shape[0]:
+        raise AlignmentError(f"prefixes must have one entry per row ({logprobs.shape[0]}), got {len(prefixes)}")
+    return _normalised_log(_by_prefix(logprobs.exp(), prefixes, vocab.fold, STOP + 1))

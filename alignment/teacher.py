@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from alignment._byteframes import ByteFrames, Frames, _collate_frames, _empty_frames, _row_frames
 from alignment._tokenizer import FastTokenizer, TokenizerInfo, tokenizer_info
 from alignment.align import Turn, align_turns
 from alignment.errors import AlignmentError, ExampleError, TokenizerError
-from alignment.nextbyte import END, ByteFrames, Frames, _collate_frames, _empty_frames, _row_frames
+from alignment.nextbyte import END
 from alignment.render import Mode, OnDropped, prompt_messages, render, render_each, render_prompt
 from alignment.spans import decode_bytes, token_byte_spans
 from alignment.types import Chunks, Rendering
@@ -231,14 +232,12 @@ class _Row:
     frames: Frames | None = None  # byte frames (see nextbyte._row_frames), when asked for
 
 
-def _completion_text(
-    tokenizer: FastTokenizer, example: Mapping[str, Any], ids: np.ndarray, mode: Mode, kwargs: dict[str, Any]
-) -> tuple[str, int, bool]:
-    """The content the student wrote, where it starts in the completion bytes, and whether the turn closed."""
+def _completion_text(tokenizer: FastTokenizer, ids: np.ndarray, separator: bytes) -> tuple[str, int, bool]:
+    """The content the student wrote, where it starts in the completion bytes (after the template's
+    ``separator``, if the student wrote it), and whether the turn closed."""
     closers = {end_of_turn_id(tokenizer), tokenizer_info(tokenizer).eos_id} - {None}
     finished = len(ids) > 0 and int(ids[-1]) in closers
     body = decode_bytes(tokenizer, ids[:-1] if finished else ids)
-    separator = _separator(tokenizer, example, mode, kwargs).encode()
     start = len(separator) if separator and body.startswith(separator) else 0
     try:
         return body[start:].decode(), start, finished
@@ -287,17 +286,21 @@ def _aligned_rows(
     """
     student_tok, teacher_tok = tokenizers
     samples: list[tuple[str, int, bool, dict[str, Any]] | Exception] = []
+    separators: list[bytes] = []  # what the student's template writes before the content
     for example, ids in zip(examples, completions, strict=True):
         try:
-            content, start, finished = _completion_text(student_tok, example, ids, modes[0], kwargs[0])
+            separator = _separator(student_tok, example, modes[0], kwargs[0]).encode()
+            content, start, finished = _completion_text(student_tok, ids, separator)
             samples.append((content, start, finished, _with_completion(example, content) if content else {}))
         except Exception as error:  # raised below, in the order of the examples
+            separator = b""
             samples.append(error)
+        separators.append(separator)
     completed = [s[3] for s in samples if not isinstance(s, Exception) and s[0]]
     options = {"mode": modes[1], "turns": "last", "on_dropped": on_dropped, **kwargs[1]}
     renderings = iter(render_each(teacher_tok, completed, **options))
     rows = []
-    for example, ids, sample in zip(examples, completions, samples, strict=True):
+    for example, ids, sample, separator in zip(examples, completions, samples, separators, strict=True):
         if isinstance(sample, Exception):
             raise sample
         content, start, finished, _ = sample
@@ -309,7 +312,8 @@ def _aligned_rows(
         if teacher is None:
             rows.append(_unaligned_row(teacher_tok, example, len(ids), modes[1], kwargs[1], byte_frames))
         else:
-            rows.append(_aligned_row(tokenizers, ids, (content, start, finished), teacher, byte_frames))
+            template = (separator, bool(separator) and start == len(separator))
+            rows.append(_aligned_row(tokenizers, ids, (content, start, finished), teacher, byte_frames, template))
     return rows
 
 
@@ -319,8 +323,10 @@ def _aligned_row(
     sample: tuple[str, int, bool],
     teacher: Rendering,
     byte_frames: bool,
+    template: tuple[bytes, bool],
 ) -> _Row:
-    """Map the teacher rendering of one sample onto the student's completion frames."""
+    """Map the teacher rendering of one sample onto the student's completion frames. ``template``: the text the
+    student's template writes before the content, and whether the student wrote it (for the byte frames)."""
     student_tok, teacher_tok = tokenizers
     content, start, finished = sample
     frames = len(ids)
@@ -341,15 +347,22 @@ def _aligned_row(
     student_chunks, teacher_chunks = _chunk_ids(alignment.chunks, frames, len(teacher.input_ids))
     row_frames = None
     if byte_frames:
-        s_pieces, t_pieces = tokenizer_info(student_tok).token_bytes, tokenizer_info(teacher_tok).token_bytes
         whole = closed is not None and start + lead + length == offsets[-2, 1]
         row_frames = _row_frames(
-            (offsets[1:], [s_pieces[i] for i in ids], decode_bytes(student_tok, ids), start + lead),
-            (teacher.byte_offsets, [t_pieces[i] for i in teacher.input_ids], teacher.text.encode(), span[0]),
+            (offsets[1:], _text_pieces(student_tok, ids), decode_bytes(student_tok, ids), start + lead),
+            (teacher.byte_offsets, _text_pieces(teacher_tok, teacher.input_ids), teacher.text.encode(), span[0]),
             length,
             end=(len(ids) - 1, teacher.end_of_turn[-1]) if whole and teacher.end_of_turn[-1] is not None else None,
+            template=template,
         )
     return _Row(teacher.input_ids, positions, mask, student_chunks, teacher_chunks, teacher, row_frames)
+
+
+def _text_pieces(tokenizer: FastTokenizer, ids: Sequence[int] | np.ndarray) -> list[bytes]:
+    """The bytes of each of ``ids`` that is text; none for a control token, whose spelling in the content (a
+    sampled end-of-text token decodes to its name) is not text that model read."""
+    info = tokenizer_info(tokenizer)
+    return [b"" if info.is_control[i] else info.token_bytes[i] for i in np.asarray(ids).tolist()]
 
 
 def _unaligned_row(
@@ -411,24 +424,39 @@ def _identity_row(
 ) -> _Row:
     """The teacher reads the student's own ids; frame ``k`` is position ``len(prompt) - 1 + k``. With ``info``,
     byte frames: every byte of every completion token that is text (not a control token), and
-    :data:`~alignment.nextbyte.END` at a closing token."""
+    :data:`~alignment.nextbyte.END` at a closing token; then, for each text token followed by text or a closing
+    token, the entry after its last byte (the teacher's side is the next token's frame)."""
     if len(prompt) == 0:
         raise AlignmentError("every prompt needs at least one token to predict the first completion token from")
     frames = np.arange(len(completion), dtype=np.int64)
     teacher_chunks = np.concatenate([np.full(len(prompt), -1, dtype=np.int64), frames])
     row_frames = None
     if info is not None:
-        entries = [
-            (k, b"" if token in ends else info.token_bytes[token][:i], END if token in ends else piece[i])
-            for k, token in enumerate(completion.tolist())
-            if token in ends or not info.is_control[token]
-            for piece in [info.token_bytes[token]]
-            for i in range(1 if token in ends else len(piece))
-        ]
-        index = np.array([e[0] for e in entries], dtype=np.int64)
-        prefixes = [e[1] for e in entries]
-        targets = np.array([e[2] for e in entries], dtype=np.int64)
-        row_frames = (index, prefixes, len(prompt) - 1 + index, prefixes, targets)
+
+        def text(token: int) -> bytes:
+            return b"" if token in ends or info.is_control[token] else info.token_bytes[token]
+
+        # (student frame, teacher frame, student prefix, teacher prefix, target, token end)
+        entries: list[tuple[int, int, bytes, bytes, int, bool]] = []
+        tokens = completion.tolist()
+        for k, token in enumerate(tokens):
+            if token in ends:
+                entries.append((k, k, b"", b"", END, False))
+                continue
+            piece = text(token)
+            entries += [(k, k, piece[:i], piece[:i], piece[i], False) for i in range(len(piece))]
+            after = tokens[k + 1] if piece and k + 1 < len(tokens) else None
+            if after is not None and (after in ends or text(after)):
+                entries.append((k, k + 1, piece, b"", END if after in ends else text(after)[0], True))
+        columns = list(zip(*entries, strict=True)) or [()] * 6
+        row_frames = (
+            np.array(columns[0], dtype=np.int64),
+            list(columns[2]),
+            len(prompt) - 1 + np.array(columns[1], dtype=np.int64),
+            list(columns[3]),
+            np.array(columns[4], dtype=np.int64),
+            np.array(columns[5], dtype=np.bool_),
+        )
     return _Row(
         np.concatenate([prompt, completion]),
         len(prompt) - 1 + frames,

@@ -10,6 +10,7 @@ The layers, lowest first (see STYLE.md B.1)::
     _checks, losses                  torch; independent of the text layers
     crossvocab                       torch losses across vocabularies (the result types, no text layers)
     nextbyte                         next-byte distributions: torch over the vocabularies' bytes
+    _byteframes                      where both models' next bytes are read in a batch, and the loss's inputs
     teacher                          the trainer seam: anything but cli
     cli, __main__                    the command line: anything
 
@@ -55,7 +56,18 @@ def allow(*package: str, third_party: tuple[str, ...] = (), lazy: tuple[str, ...
 
 
 TEXT_CORE = ("types", "errors", "_tokenizer")
-BELOW_TEACHER = (*TEXT_CORE, "spans", "align", "render", "vocab", "_checks", "losses", "crossvocab", "nextbyte")
+BELOW_TEACHER = (
+    *TEXT_CORE,
+    "spans",
+    "align",
+    "render",
+    "vocab",
+    "_checks",
+    "losses",
+    "crossvocab",
+    "nextbyte",
+    "_byteframes",
+)
 
 LAYERS: dict[str, Layer] = {
     "types": allow(third_party=("numpy",)),
@@ -73,6 +85,7 @@ LAYERS: dict[str, Layer] = {
     "losses": allow("errors", "_checks", "_triton", third_party=("torch",)),
     "crossvocab": allow("types", "errors", "_checks", "losses", third_party=("torch",)),
     "nextbyte": allow(*TEXT_CORE, "vocab", "_checks", third_party=("numpy", "torch")),
+    "_byteframes": allow("errors", "_checks", "nextbyte", third_party=("numpy", "torch")),
     # The trainer seam: every layer but the command line.
     "teacher": allow(*BELOW_TEACHER, third_party=("numpy", "torch")),
     "__init__": allow(*BELOW_TEACHER, "teacher"),

@@ -13,16 +13,22 @@ from hypothesis import strategies as st
 
 from alignment import (
     AlignmentError,
+    ByteFrames,
     ByteVocab,
+    byte_logprobs,
     byte_vocab,
+    decode_bytes,
     end_of_turn_id,
+    fold_next_bytes,
     generalized_jsd,
     next_byte_logprobs,
     prepare_teacher_batch,
+    token_byte_spans,
 )
+from alignment import teacher as teacher_module
 from alignment._tokenizer import tokenizer_info
-from alignment.nextbyte import END
-from tests.test_teacher import ANSWERS, EXAMPLES, NAMES, sample, tokenizer
+from alignment.nextbyte import END, STOP, TEMPLATE
+from tests.test_teacher import ANSWERS, EXAMPLES, NAMES, kwargs, sample, tokenizer
 from tests.test_teacher import build as teacher_batch
 
 TOY = ByteVocab(token_bytes=(b"4", b"48", b"482", b"5", b" 4", None, b"<e>"), ends=frozenset({6}))
@@ -125,27 +131,75 @@ def build(student: str, teacher: str, **options) -> tuple[list[list[int]], objec
     return teacher_batch(student, teacher, byte_frames=True, **options)
 
 
+def teacher_side(frames, n: int) -> tuple[int, bytes, int]:
+    return int(frames.teacher_positions[n]), frames.teacher_prefixes[n], int(frames.targets[n])
+
+
+def written_template(student: str, example: int, completion: list[int]) -> bytes:
+    """The text the student's template writes before the content, as its sample spells it in text tokens (a
+    control token such as Qwen3's ``<think>`` is not text, so it is not compared byte by byte)."""
+    tok = tokenizer(student)
+    separator = teacher_module._separator(tok, EXAMPLES[example], "auto", kwargs(student)).encode()
+    info, spans = tokenizer_info(tok), token_byte_spans(tok, completion)
+    assert decode_bytes(tok, completion).startswith(separator)
+    return b"".join(
+        info.token_bytes[token][: max(0, len(separator) - int(low))]
+        for token, (low, _) in zip(completion, spans.tolist(), strict=True)
+        if low < len(separator) and not info.is_control[token]
+    )
+
+
 def expect_frames_read_the_same_text(student: str, teacher: str, completions, batch) -> None:
-    """Every entry: on each side, the token at the frame begins with the prefix read and then the target byte
-    (or ends the turn, for END); per example the targets spell the content both hold, then END if both closed."""
+    """Every byte entry: on each side, the token at the frame begins with the prefix read and then the target byte
+    (or ends the turn, for END); per example the targets spell what the student's template writes before the
+    content (the template is the teacher there), then the content both hold, then END if both closed.
+    After every student token that the compared text goes on from, exactly one token-end entry: the whole token
+    read on the student's side, and the teacher's side of the byte (or END) that follows."""
     frames = batch.byte_frames
     s_bytes, t_bytes = byte_vocab(tokenizer(student)), byte_vocab(tokenizer(teacher))
     for n in range(len(frames)):
         b, target = int(frames.rows[n]), int(frames.targets[n])
         s_token = completions[b][int(frames.student_frames[n])]
         t_token = int(batch.input_ids[b, int(frames.teacher_positions[n]) + 1])
-        if target == END:
-            assert s_token in s_bytes.ends and t_token in t_bytes.ends
-            assert frames.student_prefixes[n] == frames.teacher_prefixes[n] == b""
-            continue
-        assert s_bytes.token_bytes[s_token].startswith(frames.student_prefixes[n] + bytes([target])), n
-        assert t_bytes.token_bytes[t_token].startswith(frames.teacher_prefixes[n] + bytes([target])), n
+        if frames.teacher_positions[n] == TEMPLATE:
+            assert frames.teacher_prefixes[n] == b"" and target != END
+        elif target == END:
+            assert t_token in t_bytes.ends and frames.teacher_prefixes[n] == b""
+        else:
+            assert t_bytes.token_bytes[t_token].startswith(frames.teacher_prefixes[n] + bytes([target])), n
+        if frames.token_ends[n]:
+            assert frames.student_prefixes[n] == s_bytes.token_bytes[s_token], n
+        elif target == END:
+            assert s_token in s_bytes.ends and frames.student_prefixes[n] == b""
+        else:
+            assert s_bytes.token_bytes[s_token].startswith(frames.student_prefixes[n] + bytes([target])), n
     for b, rendering in enumerate(batch.renderings):
         start, stop = rendering.message_spans[rendering.trained_messages[-1]]
-        targets = frames.targets[frames.rows == b].tolist()
+        here = (frames.rows == b) & ~frames.token_ends
+        templated = here & (frames.teacher_positions == TEMPLATE)
+        assert bytes(frames.targets[templated].tolist()) == written_template(student, b, completions[b])
+        targets = frames.targets[here & ~templated].tolist()
         text = bytes(t for t in targets if t != END)
         assert text == rendering.text.encode()[start:stop]  # the whole content both hold, byte by byte, in order
         assert targets[-1] == END
+        entries = np.flatnonzero(here)
+        expected = []  # after each byte that ends its student token, if the next token's first byte follows: its side
+        for n, after in itertools.pairwise(entries):
+            token = s_bytes.token_bytes[completions[b][int(frames.student_frames[n])]]
+            adjacent = (
+                frames.student_frames[after] == frames.student_frames[n] + 1 and not frames.student_prefixes[after]
+            )
+            if (
+                adjacent
+                and frames.targets[n] != END
+                and frames.student_prefixes[n] + bytes([frames.targets[n]]) == token
+            ):
+                expected.append((int(frames.student_frames[n]), token, *teacher_side(frames, after)))
+        ends = np.flatnonzero((frames.rows == b) & frames.token_ends)
+        assert expected == [
+            (int(frames.student_frames[n]), frames.student_prefixes[n], *teacher_side(frames, n)) for n in ends
+        ]
+        assert expected, "every sample has a student token with text after it"
 
 
 @pytest.mark.parametrize(("student", "teacher"), list(itertools.permutations(NAMES, 2)), ids=str)
@@ -164,10 +218,75 @@ def test_byte_frames_on_the_identity_path_cover_every_text_byte() -> None:
     frames, vocab = batch.byte_frames, byte_vocab(tokenizer("smollm2"))
     assert not batch.aligned
     for b, completion in enumerate(completions):
-        rows = frames.rows == b
-        text = b"".join(vocab.token_bytes[t] for t in completion if t not in vocab.ends and vocab.token_bytes[t])
-        assert bytes(t for t in frames.targets[rows].tolist() if t != END) == text
+        rows, ends = (frames.rows == b) & ~frames.token_ends, (frames.rows == b) & frames.token_ends
+        pieces = [vocab.token_bytes[t] for t in completion if t not in vocab.ends and vocab.token_bytes[t]]
+        assert bytes(t for t in frames.targets[rows].tolist() if t != END) == b"".join(pieces)
         np.testing.assert_array_equal(frames.teacher_positions[rows], batch.positions[b, frames.student_frames[rows]])
+        # after each text token: its whole bytes, against the next token's frame and first byte (END after the last)
+        assert completion[-1] in vocab.ends
+        assert [frames.student_prefixes[n] for n in np.flatnonzero(ends)] == pieces
+        following = frames.student_frames[ends] + 1
+        np.testing.assert_array_equal(frames.teacher_positions[ends], batch.positions[b, following])
+        assert frames.targets[ends].tolist() == [p[0] for p in pieces[1:]] + [END]
+
+
+def test_a_control_token_sampled_inside_the_completion_is_not_compared() -> None:
+    """Llama 3 sampled its end-of-text token inside an answer: the content spells its name, which the teacher
+    reads as text but the student never did. Those bytes are left out (and no entry asks whether ``901`` stops
+    before them); the text around them is compared as usual."""
+    student, teacher = tokenizer("llama3"), tokenizer("qwen3")
+    eos, eot = student.eos_token_id, end_of_turn_id(student)
+    ids = [*student.encode("901", add_special_tokens=False), eos, *student.encode(" 5", add_special_tokens=False), eot]
+    assert student.convert_ids_to_tokens(ids) == ["901", "<|end_of_text|>", "Ġ", "5", "<|eot_id|>"]
+    batch = prepare_teacher_batch(
+        EXAMPLES[:1], [ids], student_tokenizer=student, teacher_tokenizer=teacher, byte_frames=True
+    )
+    frames = batch.byte_frames
+    assert "901<|end_of_text|> 5<|im_end|>" in batch.renderings[0].text
+    assert frames.student_frames.tolist() == [0, 0, 0, 2, 3, 2, 3, 4]
+    assert frames.student_prefixes == (b"", b"9", b"90", b"", b"", b" ", b"5", b"")
+    assert frames.targets.tolist() == [*b"901 5", ord("5"), END, END]
+    assert frames.token_ends.tolist() == [False] * 5 + [True, True, False]
+    logits = torch.zeros(1, len(ids), len(student)), torch.zeros(*batch.input_ids.shape, len(teacher))
+    vocabs = {"student_vocab": byte_vocab(student), "teacher_vocab": byte_vocab(teacher)}
+    assert torch.isfinite(torch.cat(byte_logprobs(frames, *logits, **vocabs))).all()
+
+
+@pytest.mark.parametrize("wrote", [True, False], ids=["wrote-the-space", "left-it-out"])
+def test_the_text_the_students_template_writes_is_taught_by_the_template(wrote: bool) -> None:
+    """Mistral's template writes a space between ``[/INST]`` and the answer, which is not content, so no teacher
+    says anything about it. Where the student wrote it, its byte is an entry whose teacher is the template (sure of
+    the space); where it left it out, one such entry at its first frame asks for the space."""
+    student, teacher = tokenizer("mistral_v3"), tokenizer("gpt2")
+    example = {"messages": [{"role": "user", "content": "Copy the number 6219."}]}
+    canonical = sample("mistral_v3", example, "6219")
+    assert student.convert_ids_to_tokens(canonical) == ["▁", "6", "2", "1", "9", "</s>"]
+    completion = canonical if wrote else canonical[1:]
+    batch = prepare_teacher_batch(
+        [example],
+        [completion],
+        student_tokenizer=student,
+        teacher_tokenizer=teacher,
+        student_template_kwargs=kwargs("mistral_v3"),
+        teacher_template_kwargs=kwargs("gpt2"),
+        byte_frames=True,
+    )
+    frames = batch.byte_frames
+    first = 1 if wrote else 0  # the frame of the token "6"
+    assert (frames.student_frames[0], frames.student_prefixes[0]) == (0, b"")
+    assert (frames.teacher_positions[0], frames.targets[0], frames.token_ends[0]) == (TEMPLATE, ord(" "), False)
+    assert (frames.teacher_positions[1:] != TEMPLATE).all()
+    assert frames.student_frames[1:5].tolist() == [first, first + 1, first + 2, first + 3]
+    assert bytes(frames.targets[1:5].tolist()) == b"6219"
+    # after the space: does the student's token "▁" stop there? The teacher's side is the byte "6" that follows
+    after_space = [n for n in np.flatnonzero(frames.token_ends) if frames.student_prefixes[n] == b" "]
+    assert len(after_space) == int(wrote)
+    student_logits = torch.zeros(1, len(completion), len(student))
+    teacher_logits = torch.zeros(*batch.input_ids.shape, len(teacher))
+    vocabs = {"student_vocab": byte_vocab(student), "teacher_vocab": byte_vocab(teacher)}
+    _, t = byte_logprobs(frames, student_logits, teacher_logits, **vocabs)
+    assert t[0].exp()[ord(" ")].item() == pytest.approx(1.0)  # the template is sure of its space
+    assert t[1].exp().max().item() < 0.5  # the teacher (uniform logits here) is not
 
 
 def test_without_the_option_there_are_no_byte_frames() -> None:
@@ -178,24 +297,149 @@ def test_without_the_option_there_are_no_byte_frames() -> None:
     assert batch.byte_frames is None
 
 
-def test_next_byte_loss_runs_end_to_end_and_is_zero_against_itself() -> None:
-    completions, batch = build("mistral_v3", "smollm2")
+def test_byte_logprobs_run_end_to_end_on_a_real_pair() -> None:
+    completions, batch = build("llama3", "qwen3")
     frames = batch.byte_frames
-    s_vocab, t_vocab = byte_vocab(tokenizer("mistral_v3")), byte_vocab(tokenizer("smollm2"))
-    rows = torch.from_numpy(frames.rows)
+    s_vocab, t_vocab = byte_vocab(tokenizer("llama3")), byte_vocab(tokenizer("qwen3"))
     student_logits = torch.randn(len(EXAMPLES), max(map(len, completions)), len(s_vocab.token_bytes))
     student_logits.requires_grad_()
     teacher_logits = torch.randn(*batch.input_ids.shape, len(t_vocab.token_bytes))
-    s = next_byte_logprobs(
-        student_logits[rows, torch.from_numpy(frames.student_frames)], s_vocab, frames.student_prefixes
-    )
-    t = next_byte_logprobs(
-        teacher_logits[rows, torch.from_numpy(frames.teacher_positions)], t_vocab, frames.teacher_prefixes
-    )
+    s, t = byte_logprobs(frames, student_logits, teacher_logits, student_vocab=s_vocab, teacher_vocab=t_vocab)
+    assert s.shape == t.shape == (len(frames), STOP + 1)
+    torch.testing.assert_close(s.exp().sum(-1), torch.ones(len(frames)))
+    torch.testing.assert_close(t.exp().sum(-1), torch.ones(len(frames)))
+    # the stop class has mass only inside a student token (its prefix read), never at a boundary
+    inside = torch.tensor([len(p) > 0 for p in frames.student_prefixes])
+    tiny = math.log(torch.finfo(torch.float32).tiny)
+    assert (s[~inside, STOP] == tiny).all() and (t[~inside, STOP] == tiny).all()
+    assert (s[inside, STOP] > tiny).any() and (t[inside, STOP] > tiny).all()  # a folded teacher: bytes go there
     loss = generalized_jsd(s, t)
     loss.backward()
     assert loss.item() > 0 and torch.isfinite(student_logits.grad).all() and student_logits.grad.abs().sum() > 0
     assert generalized_jsd(s, s).item() == pytest.approx(0.0, abs=1e-6)
+
+
+DIGITS = ByteVocab(token_bytes=(b"9", b"90", b"901", b"0", b"1", b"<e>"), ends=frozenset({5}))
+SINGLE = ByteVocab(token_bytes=(b"9", b"0", b"1", b"<e>"), ends=frozenset({3}))
+
+
+def digit_frames() -> ByteFrames:
+    """The student sampled ``901`` then the end of the turn; the teacher (one byte per token) read 9, 0, 1, end."""
+    return ByteFrames(
+        rows=np.zeros(5, dtype=np.int64),
+        student_frames=np.array([0, 0, 0, 0, 1]),
+        student_prefixes=(b"", b"9", b"90", b"901", b""),
+        teacher_positions=np.array([0, 1, 2, 3, 3]),
+        teacher_prefixes=(b"", b"", b"", b"", b""),
+        targets=np.array([ord("9"), ord("0"), ord("1"), END, END]),
+        token_ends=np.array([False, False, False, True, False]),
+    )
+
+
+def test_the_stop_class_tells_a_short_token_from_a_long_one() -> None:
+    """Llama 3's ``9`` against ``901``: both begin with 9, so next bytes alone cannot tell a student that splits
+    its mass between them from one that does not. The stop class can, and prefers what the teacher read."""
+    teacher = torch.full((1, 4, 4), -30.0)
+    for position, unit in enumerate([0, 1, 2, 3]):  # certain of 9, 0, 1, then the end
+        teacher[0, position, unit] = 0.0
+
+    def student(p_nine: float) -> torch.Tensor:
+        logits = torch.full((1, 2, 6), -30.0)
+        logits[0, 0, :3] = torch.log(torch.tensor([p_nine, 1e-6, 1 - p_nine]))
+        logits[0, 1, 5] = 0.0  # then surely the end of the turn
+        return logits
+
+    frames = digit_frames()
+    plain = frames.select(~frames.token_ends)
+    losses, plain_losses = [], []
+    for p_nine in (0.01, 0.5, 0.9):
+        logits = student(p_nine)
+        s, t = byte_logprobs(frames, logits, teacher, student_vocab=DIGITS, teacher_vocab=SINGLE)
+        losses.append(generalized_jsd(s, t).item())
+        rows = torch.from_numpy(plain.rows)
+        s_plain = next_byte_logprobs(
+            logits[rows, torch.from_numpy(plain.student_frames)], DIGITS, plain.student_prefixes
+        )
+        t_plain = next_byte_logprobs(teacher[rows, torch.from_numpy(plain.teacher_positions)], SINGLE, [b""] * 4)
+        plain_losses.append(generalized_jsd(s_plain, t_plain).item())
+    assert plain_losses == pytest.approx([0.0, 0.0, 0.0], abs=1e-6)  # blind to the split
+    assert losses[0] < losses[1] < losses[2]
+    assert losses[0] == pytest.approx(0.0, abs=2e-3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    pieces=st.lists(st.binary(min_size=1, max_size=4), min_size=1, max_size=12, unique=True),
+    seed=st.integers(0, 2**16),
+)
+def test_stop_and_fold_match_their_definitions(pieces: list[bytes], seed: int) -> None:
+    vocab = ByteVocab(token_bytes=(*pieces, b"<end>"), ends=frozenset({len(pieces)}))
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(len(pieces) + 1, generator=generator, dtype=torch.float64)
+    prefixes = sorted({p[:i] for p in pieces for i in range(1, len(p) + 1)})  # every prefix a unit begins with
+    ours = next_byte_logprobs(logits.expand(len(prefixes), -1), vocab, prefixes, stop=True).exp()
+    other = torch.softmax(torch.randn(len(prefixes), END + 1, generator=generator, dtype=torch.float64), -1)
+    folded = fold_next_bytes(other.log(), vocab, prefixes).exp()
+    probs = torch.softmax(logits, -1)
+    for row, prefix in enumerate(prefixes):
+        mass = torch.zeros(STOP + 1, dtype=torch.float64)
+        goes_on = set()
+        for unit, piece in enumerate(pieces):
+            if piece == prefix:
+                mass[STOP] += probs[unit]
+            elif piece.startswith(prefix):
+                mass[piece[len(prefix)]] += probs[unit]
+                goes_on.add(piece[len(prefix)])
+        torch.testing.assert_close(ours[row][mass > 0], (mass / mass.sum())[mass > 0])
+        expected = torch.zeros(STOP + 1, dtype=torch.float64)
+        for byte in range(END + 1):
+            expected[byte if byte in goes_on else STOP] += other[row, byte]
+        torch.testing.assert_close(folded[row][expected > 0], expected[expected > 0])
+
+
+def test_at_a_boundary_nothing_is_folded_and_nothing_stops() -> None:
+    other = torch.log_softmax(torch.randn(2, END + 1, dtype=torch.float64), -1)
+    torch.testing.assert_close(fold_next_bytes(other, DIGITS, [b"", b""])[:, :STOP], other)
+    floor = math.log(torch.finfo(torch.float32).tiny)  # no mass: floored, like any empty class
+    assert next_byte_logprobs(torch.zeros(1, 6), DIGITS, [b""], stop=True)[0, STOP].item() == pytest.approx(floor)
+
+
+def test_select_keeps_the_chosen_entries_in_order() -> None:
+    frames = digit_frames()
+    kept = frames.select(np.array([True, False, True, True, False]))
+    assert kept.student_prefixes == (b"", b"90", b"901") and kept.teacher_positions.tolist() == [0, 2, 3]
+    assert kept.token_ends.tolist() == [False, False, True] and len(kept) == 3
+    with pytest.raises(AlignmentError, match=r"keep must be a \(5,\) bool array"):
+        frames.select(np.ones(4, dtype=bool))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "pattern"),
+    [
+        (lambda: fold_next_bytes(torch.zeros(1, 258), DIGITS, [b""]), AlignmentError, r"shape \(N, 257\)"),
+        (lambda: fold_next_bytes(torch.zeros(2, 257), DIGITS, [b""]), AlignmentError, "one entry per row"),
+        (lambda: fold_next_bytes(torch.zeros(1, 257, dtype=torch.long), DIGITS, [b""]), TypeError, "logprobs"),
+        (lambda: next_byte_logprobs(torch.zeros(1, 6), DIGITS, [b"5"], stop=True), AlignmentError, r"b'5'$"),
+        (
+            lambda: byte_logprobs(
+                digit_frames(), torch.zeros(1, 1, 6), torch.zeros(1, 4, 4), student_vocab=DIGITS, teacher_vocab=SINGLE
+            ),
+            AlignmentError,
+            "student_logits must be",
+        ),
+        (
+            lambda: byte_logprobs(
+                digit_frames(), torch.zeros(1, 2, 6), torch.zeros(1, 4), student_vocab=DIGITS, teacher_vocab=SINGLE
+            ),
+            AlignmentError,
+            "teacher_logits must be",
+        ),
+    ],
+    ids=["fold-width", "fold-prefix-count", "fold-integer", "stop-no-such-prefix", "student-short", "teacher-2d"],
+)
+def test_bad_stop_and_fold_input_is_refused(call, error, pattern) -> None:
+    with pytest.raises(error, match=pattern):
+        call()
 
 
 def test_a_vocabulary_of_only_control_and_end_units_still_ends_the_turn() -> None:

@@ -23,6 +23,7 @@ from alignment import (
     render_prompt,
     vocab_projection,
 )
+from alignment.nextbyte import END
 from alignment.render import prompt_messages
 from tests.tokenizers import SHARED_DIR, SYNTHETIC, available_real_names, load_real, template_kwargs
 
@@ -335,7 +336,9 @@ def test_a_sample_framed_by_newlines_is_compared_on_what_the_teacher_template_ke
     assert batch.renderings[0].trimmed[-1] == (1, 0)
     assert [student.decode([t]) for t in completion[:3]] == ["\n", " ", "42"]
     assert batch.mask[0].tolist() == [False] + [True] * (len(completion) - 1)
-    assert bytes(batch.byte_frames.targets[batch.byte_frames.targets < 256].astype(np.uint8)) == b" 42 apples\n"
+    frames = batch.byte_frames
+    assert bytes(frames.targets[(frames.targets < 256) & ~frames.token_ends].astype(np.uint8)) == b" 42 apples\n"
+    assert frames.targets[frames.token_ends].tolist() == [*b"4 \n", END]  # after " ", "42", " apples" and "\n"
 
 
 def test_the_first_failing_example_raises_as_it_would_alone() -> None:

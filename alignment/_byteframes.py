@@ -1,0 +1,239 @@
+"""Byte frames: where each model's next-byte distribution is read at every compared byte of a batch (numpy + torch).
+
+:func:`~alignment.prepare_teacher_batch` builds them (``byte_frames=True``) from the two sides' token byte spans;
+:func:`byte_logprobs` gathers both models' distributions there (:mod:`alignment.nextbyte`), ready for
+:func:`~alignment.generalized_jsd`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from alignment._checks import check_floating
+from alignment.errors import AlignmentError
+from alignment.nextbyte import END, TEMPLATE, ByteVocab, fold_next_bytes, next_byte_logprobs
+
+__all__ = ["ByteFrames", "byte_logprobs"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class ByteFrames:
+    """Where to read each model's next-byte distribution at every compared byte of a batch of completions.
+
+    One entry per byte of the content both sides hold (and one for the end of the turn, class :data:`END`, where
+    both closed it): the student's completion frame that predicts the token holding the byte, and the bytes of
+    that token read before it; the same for the teacher's position. Then one more entry after the last byte of
+    each student token that the text goes on from (``token_ends``): the student's frame with its whole token read,
+    against the teacher's distribution of the byte that follows; there the student's token either goes on or
+    stops (:data:`STOP`). Built by :func:`~alignment.prepare_teacher_batch` with ``byte_frames=True``; compare
+    with :func:`byte_logprobs`.
+
+    Attributes:
+        rows: ``(P,)`` int64 example of each entry.
+        student_frames: ``(P,)`` int64 completion frame (index into the student's ``(B, T, V)`` frame logits).
+        student_prefixes: ``P`` byte strings: the student token's bytes read before this byte.
+        teacher_positions: ``(P,)`` int64 teacher position (index into the teacher's ``(B, S, W)`` logits).
+        teacher_prefixes: ``P`` byte strings: the teacher token's bytes read before this byte.
+        targets: ``(P,)`` int64 the byte that comes (0..255), or :data:`END`.
+        token_ends: ``(P,)`` bool: the entry follows the last byte of the student's token (its prefix is the
+            whole token), so the byte that comes is the next token's if the student's token stops.
+    """
+
+    rows: np.ndarray
+    student_frames: np.ndarray
+    student_prefixes: tuple[bytes, ...]
+    teacher_positions: np.ndarray
+    teacher_prefixes: tuple[bytes, ...]
+    targets: np.ndarray
+    token_ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def select(self, keep: np.ndarray | torch.Tensor) -> ByteFrames:
+        """The entries where the ``(P,)`` bool ``keep`` is true (e.g. leave out what a trimmed head cannot read)."""
+        keep = np.asarray(keep, dtype=np.bool_)
+        if keep.shape != (len(self),):
+            raise AlignmentError(f"keep must be a ({len(self)},) bool array, got shape {keep.shape}")
+        return ByteFrames(
+            rows=self.rows[keep],
+            student_frames=self.student_frames[keep],
+            student_prefixes=tuple(p for p, k in zip(self.student_prefixes, keep.tolist(), strict=True) if k),
+            teacher_positions=self.teacher_positions[keep],
+            teacher_prefixes=tuple(p for p, k in zip(self.teacher_prefixes, keep.tolist(), strict=True) if k),
+            targets=self.targets[keep],
+            token_ends=self.token_ends[keep],
+        )
+
+
+def byte_logprobs(
+    frames: ByteFrames,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    *,
+    student_vocab: ByteVocab,
+    teacher_vocab: ByteVocab,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The student's and the teacher's next-byte distributions at every entry of ``frames``, ready to compare.
+
+    The student's side has the class :data:`STOP` (``next_byte_logprobs(..., stop=True)``), and the teacher's is
+    folded into the student's classes (:func:`fold_next_bytes`), so the loss also fixes where the student's tokens
+    end: Llama 3's ``9`` against ``901``, which the bytes alone leave free.
+
+    Args:
+        frames: :attr:`TeacherBatch.byte_frames <alignment.TeacherBatch>` of the batch.
+        student_logits: ``(B, T, V')`` the student's completion-frame logits.
+        teacher_logits: ``(B, S, W')`` the teacher's logits over ``TeacherBatch.input_ids``.
+        student_vocab: the student's :class:`ByteVocab` (restricted if its output layer is trimmed).
+        teacher_vocab: the teacher's.
+        temperature: :math:`\tau > 0` dividing both sides' logits.
+
+    Returns:
+        ``(student, teacher)``: ``(P, 258)`` log-probabilities each; ``generalized_jsd(student, teacher, beta=...)``
+        is the mean over the compared bytes.
+
+    Raises:
+        AlignmentError: the logits are not ``(B, T, V')`` and ``(B, S, W')`` with room for every frame, or as
+            :func:`next_byte_logprobs`.
+        TypeError: the logits are not floating point.
+    """
+    for name, logits, index in (
+        ("student_logits", student_logits, frames.student_frames),
+        ("teacher_logits", teacher_logits, frames.teacher_positions),
+    ):
+        check_floating(name, logits)
+        if logits.ndim != 3 or (
+            len(frames) and (frames.rows.max() >= logits.shape[0] or index.max() >= logits.shape[1])
+        ):
+            raise AlignmentError(
+                f"{name} must be (B, T, V) and hold every frame of the batch, got {tuple(logits.shape)}"
+            )
+    rows = torch.from_numpy(frames.rows).to(student_logits.device)
+    student = next_byte_logprobs(
+        student_logits[rows, torch.from_numpy(frames.student_frames).to(student_logits.device)],
+        student_vocab,
+        frames.student_prefixes,
+        temperature=temperature,
+        stop=True,
+    )
+    read = frames.teacher_positions != TEMPLATE
+    reading = torch.from_numpy(np.flatnonzero(read)).to(teacher_logits.device)
+    teacher = torch.full(
+        (len(frames), END + 1), math.log(torch.finfo(student.dtype).tiny), dtype=student.dtype, device=student.device
+    )
+    teacher[torch.from_numpy(~read), torch.from_numpy(frames.targets[~read])] = 0.0  # the template's byte, surely
+    teacher[reading.to(student.device)] = next_byte_logprobs(
+        teacher_logits[
+            rows.to(teacher_logits.device)[reading],
+            torch.from_numpy(frames.teacher_positions[read]).to(teacher_logits.device),
+        ],
+        teacher_vocab,
+        [p for p, r in zip(frames.teacher_prefixes, read.tolist(), strict=True) if r],
+        temperature=temperature,
+    ).to(student)
+    return student, fold_next_bytes(teacher, student_vocab, frames.student_prefixes)
+
+
+def _side(
+    spans: np.ndarray, pieces: Sequence[bytes], positions: np.ndarray, text: bytes
+) -> tuple[np.ndarray, list[bytes], np.ndarray]:
+    """For byte ``positions`` of one side's ``text``: the token holding each, its bytes read before it, and
+    whether the token's own bytes spell the text there (a normalising tokenizer may not)."""
+    tokens = np.searchsorted(spans[:, 1], positions, side="right")
+    prefixes, spelled = [], np.zeros(len(positions), dtype=np.bool_)
+    for n, (token, position) in enumerate(zip(tokens.tolist(), positions.tolist(), strict=True)):
+        piece = pieces[token]
+        read = len(piece) - (int(spans[token, 1]) - position)
+        prefixes.append(piece[: max(read, 0)])
+        spelled[n] = 0 <= read < len(piece) and piece[read] == text[position]
+    return tokens, prefixes, spelled
+
+
+Frames = tuple[np.ndarray, list[bytes], np.ndarray, list[bytes], np.ndarray, np.ndarray]
+
+
+def _row_frames(
+    student: tuple[np.ndarray, Sequence[bytes], bytes, int],
+    teacher: tuple[np.ndarray, Sequence[bytes], bytes, int],
+    length: int,
+    *,
+    end: tuple[int, int] | None,
+    template: tuple[bytes, bool] = (b"", False),
+) -> Frames:
+    """Byte frames of one example. Each side is ``(token byte spans, token bytes, text, content start)``; the
+    content is ``length`` bytes at each side's start, equal on both. The student's tokens are its completion
+    frames; the teacher's token ``j`` is predicted at position ``j - 1``. ``end``: the closing token of each
+    side, when both closed the turn right after the content. ``template``: the text the student's template writes
+    before the content, and whether the student wrote it (at the start of its completion): its bytes are entries
+    whose teacher is the template itself (:data:`TEMPLATE`); if the student left it out, one such entry at its
+    first frame asks for the template's first byte."""
+    (s_spans, s_pieces, s_text, s_start), (t_spans, t_pieces, t_text, t_start) = student, teacher
+    if s_text[s_start : s_start + length] != t_text[t_start : t_start + length]:
+        raise AlignmentError("student and teacher content differ where they should be equal; please report this")
+    framing, wrote = template
+    framing = framing if wrote else b""
+    offsets = np.arange(length, dtype=np.int64)
+    positions = np.r_[np.arange(len(framing), dtype=np.int64), s_start + offsets]
+    s_tokens, s_prefixes, s_ok = _side(s_spans, s_pieces, positions, s_text)
+    t_tokens, t_prefixes, t_ok = _side(t_spans, t_pieces, t_start + offsets, t_text)
+    ours = np.full(len(framing), True)  # the template's bytes: nothing to read on the teacher's side
+    keep = s_ok & np.r_[ours, t_ok & (t_tokens >= 1)]
+    text = np.frombuffer(s_text, dtype=np.uint8)[positions].astype(np.int64)
+    t_positions = np.r_[np.full(len(framing), TEMPLATE), t_tokens - 1]
+    t_prefixes = [b""] * len(framing) + t_prefixes
+    # what comes after each byte, on the teacher's side: the next byte's entry (where the text goes on), or the end
+    after_ok = np.r_[keep[1:] & (positions[1:] == positions[:-1] + 1), end is not None]
+    after_position = np.r_[t_positions[1:], end[1] - 1 if end is not None else -1]
+    after_prefix = [*t_prefixes[1:], b""]
+    after_target = np.r_[text[1:], END]
+    # a student token whose last byte is here, with text (or the end of the turn) after it
+    last = keep & after_ok & (s_spans[np.minimum(s_tokens, len(s_spans) - 1), 1] == positions + 1)
+    bytes_kept, ends = np.flatnonzero(keep).tolist(), np.flatnonzero(last).tolist()
+    s_frames = np.r_[s_tokens[keep], s_tokens[last]]
+    s_prefixes_out = [s_prefixes[o] for o in bytes_kept] + [s_prefixes[o] + bytes([text[o]]) for o in ends]
+    t_out = np.r_[t_positions[keep], after_position[last]]
+    t_prefixes_out = [t_prefixes[o] for o in bytes_kept] + [after_prefix[o] for o in ends]
+    targets = np.r_[text[keep], after_target[last]]
+    token_ends = np.r_[np.zeros(len(bytes_kept), dtype=np.bool_), np.ones(len(ends), dtype=np.bool_)]
+    if end is not None:
+        s_frames, t_out = np.r_[s_frames, end[0]], np.r_[t_out, end[1] - 1]
+        s_prefixes_out, t_prefixes_out = [*s_prefixes_out, b""], [*t_prefixes_out, b""]
+        targets, token_ends = np.r_[targets, END], np.r_[token_ends, False]
+    if template[0] and not wrote and len(s_spans):
+        s_frames, t_out = np.r_[0, s_frames], np.r_[TEMPLATE, t_out]
+        s_prefixes_out, t_prefixes_out = [b"", *s_prefixes_out], [b"", *t_prefixes_out]
+        targets, token_ends = np.r_[template[0][0], targets], np.r_[False, token_ends]
+    return (
+        s_frames.astype(np.int64),
+        s_prefixes_out,
+        t_out.astype(np.int64),
+        t_prefixes_out,
+        targets.astype(np.int64),
+        token_ends.astype(np.bool_),
+    )
+
+
+def _empty_frames() -> Frames:
+    nothing = np.zeros(0, dtype=np.int64)
+    return nothing, [], nothing, [], nothing, nothing.astype(np.bool_)
+
+
+def _collate_frames(rows: Sequence[Frames]) -> ByteFrames:
+    def cat(arrays: list[np.ndarray], dtype: type = np.int64) -> np.ndarray:
+        return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype=dtype)
+
+    return ByteFrames(
+        rows=cat([np.full(len(r[4]), b, dtype=np.int64) for b, r in enumerate(rows)]),
+        student_frames=cat([r[0] for r in rows]),
+        student_prefixes=tuple(p for r in rows for p in r[1]),
+        teacher_positions=cat([r[2] for r in rows]),
+        teacher_prefixes=tuple(p for r in rows for p in r[3]),
+        targets=cat([r[4] for r in rows]),
+        token_ends=cat([r[5] for r in rows], np.bool_),
+    )
