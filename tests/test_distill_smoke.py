@@ -39,6 +39,8 @@ ARMS = [
     "aligned-projection",
     "aligned-chunk",
     "aligned+chunk",
+    "aligned-bytes",
+    "aligned-stop",
 ]
 
 
@@ -52,7 +54,7 @@ def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     assert 0.0 <= record["final_eval"] <= 1.0 and math.isfinite(record["final_loss"])
     assert [p["step"] for p in record["curve"]] == [0, 3]  # after the common warm-up, then at the end
     assert record["teacher_step"] in (None if arm == "sft" else 2, 3)  # checkpoints after 2 and 3 steps
-    if arm in ("aligned", "aligned+chunk"):
+    if arm in ("aligned", "aligned+chunk", "aligned-bytes", "aligned-stop"):
         assert 0.0 < record["coverage"] <= 1.0 and 0.0 < record["teacher_shared_mass"] <= 1.0
         assert 0.9 < record["byte_coverage"] <= 1.0  # next-byte frames: nearly every byte of the common content
     curve = [{"step": step, "eval": step / 8} for step in range(1, 6)]  # every other checkpoint is shown, and the last
@@ -164,3 +166,21 @@ def test_the_outputs_script_prints_the_students_answers_token_by_token(tmp_path,
     assert sum(line.startswith("held-out exact match") for line in printed) == 2  # after the warm-up, at the end
     answers = [line for line in printed if "->" in line]
     assert len(answers) == 6 and all(line.rstrip().endswith("]") for line in answers)
+
+
+def test_reuse_carries_over_only_what_this_command_did_not_run(tmp_path) -> None:
+    from benchmarks.distill.report import _reuse_lines
+    from benchmarks.distill.run import _reused
+
+    old = [
+        {"pair": "p", "arm": "aligned", "teachers": "matched", "seed": 0},
+        {"pair": "p", "arm": "same-family", "teachers": "matched", "seed": 0},
+        {"pair": "p", "arm": "same-family", "teachers": "final", "seed": 0},
+    ]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    new = [{"pair": "p", "arm": "aligned", "teachers": "matched", "seed": 0}]
+    kept = _reused(path, new)
+    assert kept == [{**old[1], "reused_from": str(path)}, {**old[2], "reused_from": str(path)}]
+    assert _reuse_lines(new) == []
+    assert _reuse_lines(new + kept)[0].endswith(": p same-family (final); p same-family (matched).")

@@ -112,6 +112,8 @@ def _plot(records: list[dict[str, Any]], path: Path) -> None:
     pairs = sorted({r["pair"] for r in records})
     modes = sorted({r.get("teachers", "final") for r in records} - {"n/a"}) or ["final"]
     columns = [(pair, mode) for pair in pairs for mode in modes]
+    if not columns:  # every run failed: the table says so, there is nothing to draw
+        return
     figure, axes = plt.subplots(2, len(columns), figsize=(6 * len(columns), 7), squeeze=False)
     colors: dict[str, str] = {}
     for column, (pair, mode) in enumerate(columns):
@@ -136,6 +138,20 @@ def _plot(records: list[dict[str, Any]], path: Path) -> None:
             axes[row][column].legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+def _reuse_lines(records: list[dict[str, Any]]) -> list[str]:
+    sources = sorted({r["reused_from"] for r in records if "reused_from" in r})
+    if not sources:
+        return []
+    arms = sorted({(r["pair"], r["arm"], r["teachers"]) for r in records if "reused_from" in r})
+    return [
+        f"Carried over unchanged from {', '.join(f'`{s}`' for s in sources)} (`--reuse`; not run by this command, "
+        "see the command given there): "
+        + "; ".join(f"{pair} {arm} ({teachers})" for pair, arm, teachers in arms)
+        + ".",
+        "",
+    ]
 
 
 def write_report(
@@ -163,6 +179,7 @@ def write_report(
         "",
         f"Command: `{command}` · machine: {machine} · total wall time {wall / 60:.1f} min.",
         "",
+        *_reuse_lines(records),
         "Configuration: " + ", ".join(f"{k}={v}" for k, v in sorted(config.items()) if k != "cache"),
         "",
         *_table(records),

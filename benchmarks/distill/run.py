@@ -22,13 +22,17 @@ Every student starts from the same short supervised warm-up (``warmup_steps`` on
 student family and seed; cached), so that its first samples are not pure noise; then, with the same budget,
 arms: ``same-family`` (teacher of the student's own family; the identity path),
 ``aligned`` (cross-family teacher, ``align_teacher_template=True``; generalized JSD between the two models'
-next-byte distributions at every byte of the common content and at the end of the turn: ``byte_frames=True``,
-``next_byte_logprobs``),
+next-byte distributions at every byte of the common content, after each student token (does it stop there?), at
+the text the student's own template writes before the content (taught by the template) and at the end of the turn:
+``byte_frames=True``, ``byte_logprobs``),
 ``naive`` (cross-family teacher reads the student's template text; positions matched by index; exact
 shared-vocabulary projection, as trainers do today), ``sft`` (cross-entropy on the reference answers).
 Ablations (``--arms``): ``aligned-prefix``, the aligned arm's earlier loss (generalized JSD over the prefix
 projection on 1:1 aligned frames plus the chunk-likelihood loss on the sampled path), and each of its two terms
-alone (``aligned-projection``, ``aligned-chunk``).
+alone (``aligned-projection``, ``aligned-chunk``); ``aligned+chunk``, the aligned arm plus the chunk-likelihood
+loss; ``aligned-bytes``, the aligned arm without the stop class and the template's text (``next_byte_logprobs`` on
+each side alone, at the content's bytes and the end of the turn, as before either existed); ``aligned-stop``, the
+aligned arm without the template's text.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from alignment import (
     ByteVocab,
     Rendering,
     align_teacher_logits,
+    byte_logprobs,
     byte_vocab,
     chunk_likelihood_loss,
     decode_bytes,
@@ -70,13 +75,15 @@ from alignment import (
     token_logprobs,
     vocab_projection,
 )
+from alignment.nextbyte import TEMPLATE
 from benchmarks.distill.task import make_task
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
 PAIRS = {"qwen->llama": ("qwen3", "llama3"), "gpt2->mistral": ("gpt2", "mistral_v3")}
 ARMS = ("same-family", "aligned", "naive", "sft")
 # the aligned arm's loss before next-byte distributions: prefix projection + chunk likelihoods, and each alone
-ABLATIONS = ("aligned-prefix", "aligned-projection", "aligned-chunk", "aligned+chunk")
+ABLATIONS = ("aligned-prefix", "aligned-projection", "aligned-chunk", "aligned+chunk", "aligned-bytes", "aligned-stop")
+BYTE_ARMS = ("aligned", "aligned+chunk", "aligned-bytes", "aligned-stop")
 
 
 @dataclass
@@ -442,29 +449,47 @@ def byte_loss(
     student_logits: torch.Tensor,
     teacher_all: torch.Tensor,
     batch: Any,
-    student_bytes: ByteVocab,
-    teacher_bytes: ByteVocab,
+    vocabs: tuple[ByteVocab, ByteVocab],
     teacher: Family,
     config: dict[str, Any],
+    *,
+    arm: str,
 ) -> torch.Tensor:
-    """Generalized JSD between the two models' next-byte distributions at every byte of the common content and
-    at the end of the turn (``prepare_teacher_batch(..., byte_frames=True)``)."""
+    """Generalized JSD between the two models' next-byte distributions at every byte of the common content, after
+    each student token (does it stop there?) and at the end of the turn (``prepare_teacher_batch(...,
+    byte_frames=True)``, ``byte_logprobs``), and at the text the student's own template writes before the content.
+    ``aligned-bytes``: the content's bytes and the end of the turn only, without the stop class; ``aligned-stop``:
+    without the template's text."""
     frames = batch.byte_frames
-    rows = torch.from_numpy(frames.rows)
-    teacher_tokens = batch.input_ids[rows, torch.from_numpy(frames.teacher_positions) + 1]
-    keep = torch.from_numpy(teacher.to_head)[teacher_tokens] >= 0  # a sampled text the teacher's head cannot spell
-    s = next_byte_logprobs(
-        student_logits[rows, torch.from_numpy(frames.student_frames)][keep],
-        student_bytes,
-        [p for p, k in zip(frames.student_prefixes, keep.tolist(), strict=True) if k],
-        temperature=config["temperature"],
-    )
-    t = next_byte_logprobs(
-        teacher_all[rows, torch.from_numpy(frames.teacher_positions)][keep],
-        teacher_bytes,
-        [p for p, k in zip(frames.teacher_prefixes, keep.tolist(), strict=True) if k],
-        temperature=config["temperature"],
-    )
+    teacher_tokens = batch.input_ids[torch.from_numpy(frames.rows), torch.from_numpy(frames.teacher_positions) + 1]
+    # leave out text the teacher's head cannot spell; the student's own template text has no teacher token
+    keep = (torch.from_numpy(teacher.to_head)[teacher_tokens] >= 0).numpy() | (frames.teacher_positions == TEMPLATE)
+    if arm == "aligned-bytes":
+        frames = frames.select(keep & ~frames.token_ends & (frames.teacher_positions != TEMPLATE))
+        rows = torch.from_numpy(frames.rows)
+        s = next_byte_logprobs(
+            student_logits[rows, torch.from_numpy(frames.student_frames)],
+            vocabs[0],
+            frames.student_prefixes,
+            temperature=config["temperature"],
+        )
+        t = next_byte_logprobs(
+            teacher_all[rows, torch.from_numpy(frames.teacher_positions)],
+            vocabs[1],
+            frames.teacher_prefixes,
+            temperature=config["temperature"],
+        )
+    else:
+        if arm == "aligned-stop":
+            keep &= frames.teacher_positions != TEMPLATE
+        s, t = byte_logprobs(
+            frames.select(keep),
+            student_logits,
+            teacher_all,
+            student_vocab=vocabs[0],
+            teacher_vocab=vocabs[1],
+            temperature=config["temperature"],
+        )
     return generalized_jsd(s, t, beta=config["beta"], check_finite=False)
 
 
@@ -525,7 +550,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
                 prompt_ids=batch_prompts,
                 student_template_kwargs=student.kwargs,
                 teacher_template_kwargs=teacher.kwargs,
-                byte_frames=arm in ("aligned", "aligned+chunk"),
+                byte_frames=arm in BYTE_ARMS,
             )
             with torch.no_grad():
                 teacher_all = teacher_model(batch.input_ids, batch.attention_mask)
@@ -542,13 +567,17 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
                 )
             else:
                 coverages.append(batch.coverage)
-                if arm in ("aligned", "aligned+chunk"):
-                    loss = byte_loss(student_logits, teacher_all, batch, student_bytes, teacher_bytes, teacher, config)
+                if arm in BYTE_ARMS:
+                    loss = byte_loss(
+                        student_logits, teacher_all, batch, (student_bytes, teacher_bytes), teacher, config, arm=arm
+                    )
                     if arm == "aligned+chunk":
                         loss = loss + chunk_loss(student, teacher, student_logits, teacher_all, completions, batch)
                     spans = [r.message_spans[r.trained_messages[-1]] for r in batch.renderings if r.trained_messages]
                     content = sum(span[1] - span[0] for span in spans if span is not None)
-                    byte_coverages.append(int((batch.byte_frames.targets < 256).sum()) / max(content, 1))
+                    frames = batch.byte_frames
+                    content_bytes = (frames.targets < 256) & ~frames.token_ends & (frames.teacher_positions != TEMPLATE)
+                    byte_coverages.append(int(content_bytes.sum()) / max(content, 1))
                 else:
                     s, t = project_logprobs(student_logits, teacher_logits, prefix, temperature=config["temperature"])
                     projected = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
@@ -681,6 +710,16 @@ def _as_job(record: dict[str, Any], job: tuple[str, str, int, dict[str, Any]]) -
     return {**record, "teachers": teachers, "same_run_as": record["teachers"]}
 
 
+def _reused(path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of ``path`` for (pair, arm, teachers) that ``records`` do not hold, marked as reused."""
+    ran = {(r["pair"], r["arm"], r["teachers"]) for r in records}
+    return [
+        {**r, "reused_from": str(path)}
+        for r in json.loads(path.read_text())
+        if (r["pair"], r["arm"], r["teachers"]) not in ran
+    ]
+
+
 def _command() -> str:
     import sys
 
@@ -698,6 +737,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, help="override the preset's seeds")
     parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), help="override the preset's pairs")
     parser.add_argument("--tag", default="", help="suffix of the output files, e.g. 'ablation'")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        help="a distill.json whose records of (pair, arm, teachers) this command does not run are carried over "
+        "(marked 'reused_from'), e.g. to rerun one arm after a change that only it sees",
+    )
     parser.add_argument("--warmup-steps", type=int)
     parser.add_argument("--student-steps", type=int)
     parser.add_argument(
@@ -739,6 +784,8 @@ def main() -> None:
         unique, owners = _shared(jobs, teachers)
         records = [_job(j) for j in unique]
     records = [_as_job(records[owner], job) for owner, job in zip(owners, jobs, strict=True)]
+    if args.reuse is not None:
+        records += _reused(args.reuse, records)
     from benchmarks.distill.report import write_report
 
     machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {args.workers} workers"

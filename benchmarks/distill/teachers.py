@@ -59,7 +59,8 @@ def byte_probabilities(
         teacher_template_kwargs=teacher.kwargs,
         byte_frames=True,
     )
-    frames = batch.byte_frames
+    everything = batch.byte_frames  # each content byte once: not the token ends, not the student's template
+    frames = everything.select(~everything.token_ends & (everything.teacher_positions >= 0))
     rows = torch.from_numpy(frames.rows)
     with torch.no_grad():
         if batch.aligned:
