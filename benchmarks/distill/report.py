@@ -146,8 +146,8 @@ def _reuse_lines(records: list[dict[str, Any]]) -> list[str]:
         return []
     arms = sorted({(r["pair"], r["arm"], r["teachers"]) for r in records if "reused_from" in r})
     return [
-        f"Carried over unchanged from {', '.join(f'`{s}`' for s in sources)} (`--reuse`; not run by this command, "
-        "see the command given there): "
+        f"Carried over unchanged from {', '.join(f'`{s}`' for s in sources)} as it was before this command "
+        "(`--reuse`: runs an earlier command made): "
         + "; ".join(f"{pair} {arm} ({teachers})" for pair, arm, teachers in arms)
         + ".",
         "",
