@@ -312,7 +312,7 @@ def _aligned_rows(
         if teacher is None:
             rows.append(_unaligned_row(teacher_tok, example, len(ids), modes[1], kwargs[1], byte_frames))
         else:
-            template = (separator, bool(separator) and start == len(separator))
+            template = _template_text(student_tok, separator, start)
             rows.append(_aligned_row(tokenizers, ids, (content, start, finished), teacher, byte_frames, template))
     return rows
 
@@ -356,6 +356,17 @@ def _aligned_row(
             template=template,
         )
     return _Row(teacher.input_ids, positions, mask, student_chunks, teacher_chunks, teacher, row_frames)
+
+
+def _template_text(tokenizer: FastTokenizer, separator: bytes, start: int) -> tuple[bytes, bool]:
+    """The text the student's template writes before the content and whether the student wrote it, for the byte
+    frames. If it left it out and the text begins with a control token (Qwen3's ``<think>``), there is no byte to
+    ask for (the literal ``<`` would be wrong), so nothing is."""
+    wrote = bool(separator) and start == len(separator)
+    pattern = tokenizer_info(tokenizer).control_pattern
+    if separator and not wrote and pattern is not None and pattern.match(separator.decode()):
+        return b"", False
+    return separator, wrote
 
 
 def _text_pieces(tokenizer: FastTokenizer, ids: Sequence[int] | np.ndarray) -> list[bytes]:

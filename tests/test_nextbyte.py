@@ -289,6 +289,26 @@ def test_the_text_the_students_template_writes_is_taught_by_the_template(wrote: 
     assert t[1].exp().max().item() < 0.5  # the teacher (uniform logits here) is not
 
 
+def test_template_text_that_begins_with_a_control_token_is_not_asked_for_as_bytes() -> None:
+    """Qwen3's template writes an empty ``<think>`` block before the answer. A Qwen3 student that left it out
+    gets no template entry: its first byte is the control token ``<think>``, not the text ``<``."""
+    student, teacher = tokenizer("qwen3"), tokenizer("llama3")
+    example = {"messages": [{"role": "user", "content": "Copy the number 6219."}]}
+    canonical = sample("qwen3", example, "6219")
+    assert student.convert_ids_to_tokens(canonical)[:2] == ["<think>", "ĊĊ"]
+    answer = [*student.encode("6219", add_special_tokens=False), canonical[-1]]
+    frames = {}
+    for name, completion in (("wrote", canonical), ("left-out", answer)):
+        batch = prepare_teacher_batch(
+            [example], [completion], student_tokenizer=student, teacher_tokenizer=teacher, byte_frames=True
+        )
+        frames[name] = batch.byte_frames
+    templated = frames["wrote"].teacher_positions == TEMPLATE
+    assert bytes(frames["wrote"].targets[templated & ~frames["wrote"].token_ends].tolist()) == b"\n\n\n\n"
+    assert (frames["left-out"].teacher_positions != TEMPLATE).all()
+    assert bytes(frames["left-out"].targets[~frames["left-out"].token_ends][:4].tolist()) == b"6219"
+
+
 def test_without_the_option_there_are_no_byte_frames() -> None:
     completions = [sample("smollm2", e, a) for e, a in zip(EXAMPLES, ANSWERS, strict=True)]
     batch = prepare_teacher_batch(
