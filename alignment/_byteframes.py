@@ -84,7 +84,8 @@ def byte_logprobs(
 
     The student's side has the class :data:`STOP` (``next_byte_logprobs(..., stop=True)``), and the teacher's is
     folded into the student's classes (:func:`fold_next_bytes`), so the loss also fixes where the student's tokens
-    end: Llama 3's ``9`` against ``901``, which the bytes alone leave free.
+    end: Llama 3's ``9`` against ``901``, which the bytes alone leave free. At an entry of the student's own
+    template text (teacher position :data:`~alignment.nextbyte.TEMPLATE`) the teacher's side is sure of the byte.
 
     Args:
         frames: :attr:`TeacherBatch.byte_frames <alignment.TeacherBatch>` of the batch.
@@ -127,7 +128,8 @@ def byte_logprobs(
     teacher = torch.full(
         (len(frames), END + 1), math.log(torch.finfo(student.dtype).tiny), dtype=student.dtype, device=student.device
     )
-    teacher[torch.from_numpy(~read), torch.from_numpy(frames.targets[~read])] = 0.0  # the template's byte, surely
+    surely = torch.from_numpy(np.flatnonzero(~read)).to(student.device)  # the template's byte, for certain
+    teacher[surely, torch.from_numpy(frames.targets[~read]).to(student.device)] = 0.0
     teacher[reading.to(student.device)] = next_byte_logprobs(
         teacher_logits[
             rows.to(teacher_logits.device)[reading],
