@@ -184,3 +184,11 @@ def test_reuse_carries_over_only_what_this_command_did_not_run(tmp_path) -> None
     assert kept == [{**old[1], "reused_from": str(path)}, {**old[2], "reused_from": str(path)}]
     assert _reuse_lines(new) == []
     assert _reuse_lines(new + kept)[0].endswith(": p same-family (final); p same-family (matched).")
+
+
+def test_every_arm_has_its_own_colour_on_every_page() -> None:
+    from benchmarks.distill.report import ARM_COLORS
+    from benchmarks.distill.run import ABLATIONS, ARMS
+
+    assert set(ARM_COLORS) == {*ARMS, *ABLATIONS}
+    assert len(set(ARM_COLORS.values())) == len(ARM_COLORS)

@@ -103,6 +103,20 @@ def _teacher_lines(teachers: dict[str, list[dict[str, Any]]]) -> list[str]:
     return [*lines, ""]
 
 
+ARM_COLORS = {
+    "aligned": "C0",
+    "naive": "C1",
+    "same-family": "C2",
+    "sft": "C3",
+    "aligned-bytes": "C4",
+    "aligned-stop": "C5",
+    "aligned+chunk": "C6",
+    "aligned-prefix": "C8",
+    "aligned-projection": "C9",
+    "aligned-chunk": "k",
+}
+
+
 def _plot(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -115,7 +129,6 @@ def _plot(records: list[dict[str, Any]], path: Path) -> None:
     if not columns:  # every run failed: the table says so, there is nothing to draw
         return
     figure, axes = plt.subplots(2, len(columns), figsize=(6 * len(columns), 7), squeeze=False)
-    colors: dict[str, str] = {}
     for column, (pair, mode) in enumerate(columns):
         for arm in sorted({r["arm"] for r in records if r["pair"] == pair}):
             runs = [
@@ -126,7 +139,7 @@ def _plot(records: list[dict[str, Any]], path: Path) -> None:
             steps = [p["step"] for p in runs[0]["curve"]]
             for row, key in enumerate(("loss", "eval")):
                 values = np.array([[p[key] for p in r["curve"]] for r in runs])
-                color = colors.setdefault(arm, f"C{len(colors)}")  # one color per arm in every panel
+                color = ARM_COLORS.get(arm, "C7")  # one colour per arm in every panel and on every page
                 axes[row][column].plot(steps, values.mean(0), label=arm, color=color)
                 if len(runs) > 1:
                     axes[row][column].fill_between(steps, values.min(0), values.max(0), alpha=0.2, color=color)
