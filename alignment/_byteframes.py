@@ -166,7 +166,7 @@ def _row_frames(
     length: int,
     *,
     end: tuple[int, int] | None,
-    template: tuple[bytes, bool] = (b"", False),
+    template: tuple[bytes, bool],
 ) -> Frames:
     """Byte frames of one example. Each side is ``(token byte spans, token bytes, text, content start)``; the
     content is ``length`` bytes at each side's start, equal on both. The student's tokens are its completion
