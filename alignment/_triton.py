@@ -42,6 +42,8 @@ def jsd_rows(
     temperature: float,
     grad_student: torch.Tensor | None,
     grad_teacher: torch.Tensor | None,
+    block: int | None = None,
+    num_warps: int | None = None,
 ) -> torch.Tensor:
     r"""Generalized JSD of each row of logits, and optionally its gradients, in one fused kernel.
 
@@ -66,6 +68,9 @@ def jsd_rows(
         grad_student: ``(N, V)`` buffer (any float dtype, rows contiguous) that receives
             :math:`\partial\,\mathrm{rows}_i / \partial s_i` in row ``i``, or None to skip it.
         grad_teacher: ``(N, V)`` buffer for :math:`\partial\,\mathrm{rows}_i / \partial t_i`, or None.
+        block: columns a program reads at a time, a power of two (default: the one at or above ``V``, at most
+            4,096).
+        num_warps: warps per program (default: 8 for blocks of 2,048 columns or more, else 4).
 
     Returns:
         ``(N,)`` float32, exactly ``0.0`` where ``mask`` is False; the gradient buffers hold zero rows there.
@@ -78,7 +83,7 @@ def jsd_rows(
         return rows
     mode = _FORWARD if beta == 0.0 else _REVERSE if beta == 1.0 else _MIXTURE
     teacher_weight, student_weight = {_FORWARD: (1.0, 0.0), _REVERSE: (0.0, 1.0)}.get(mode, (beta, 1.0 - beta))
-    block = min(_MAX_BLOCK, 1 << max(vocab - 1, 1).bit_length())  # the power of two at or above V, at least 2
+    block = block or min(_MAX_BLOCK, 1 << max(vocab - 1, 1).bit_length())  # the power of two at or above V, >= 2
     device = torch.cuda.device(student.device) if student.is_cuda else contextlib.nullcontext()
     with device:
         _kernel(_interpreting())[(num_rows,)](
@@ -102,7 +107,7 @@ def jsd_rows(
             STUDENT_GRAD_PASS=0 if grad_student is None else 2 if mode == _FORWARD else 3,
             TEACHER_GRAD_PASS=0 if grad_teacher is None else 2 if mode == _REVERSE else 3,
             BLOCK=block,
-            num_warps=8 if block >= 2048 else 4,
+            num_warps=num_warps or (8 if block >= 2048 else 4),
         )
     return rows
 

@@ -124,7 +124,7 @@ def windows(student_name: str, teacher_name: str, batch: int, seq: int) -> list[
     return rows
 
 
-def make_batch(student_name: str, teacher_name: str, batch: int, seq: int) -> Batch:
+def make_batch(student_name: str, teacher_name: str, batch: int, seq: int, device: str = "cpu") -> Batch:
     from alignment import token_byte_spans
 
     student, teacher = tokenizer(student_name), tokenizer(teacher_name)
@@ -144,30 +144,31 @@ def make_batch(student_name: str, teacher_name: str, batch: int, seq: int) -> Ba
         t_ids[b, : len(t)], t_ids[b, len(t)] = torch.from_numpy(t), teacher.eos_token_id
         t_labels[b, : len(t) + 1] = t_ids[b, : len(t) + 1]
         t_offsets[b, : len(t)], t_offsets[b, len(t)] = torch.from_numpy(t_spans), end
-    generator = torch.Generator().manual_seed(0)
-    s_logits = 2 * torch.randn((batch, seq + 1, len(student)), generator=generator)
-    t_logits = 2 * torch.randn((batch, width, len(teacher)), generator=generator)
+    generator = torch.Generator(device=device).manual_seed(0)
+    s_logits = 2 * torch.randn((batch, seq + 1, len(student)), generator=generator, device=device)
+    t_logits = 2 * torch.randn((batch, width, len(teacher)), generator=generator, device=device)
     return Batch(
         student_logits=s_logits.requires_grad_(),
         teacher_logits=t_logits,
-        student_ids=s_ids,
-        teacher_ids=t_ids,
-        student_labels=s_ids.clone(),
-        teacher_labels=t_labels,
-        student_offsets=s_offsets,
-        teacher_offsets=t_offsets,
+        student_ids=s_ids.to(device),
+        teacher_ids=t_ids.to(device),
+        student_labels=s_ids.to(device),
+        teacher_labels=t_labels.to(device),
+        student_offsets=s_offsets.to(device),
+        teacher_offsets=t_offsets.to(device),
         teacher_lengths=tuple(len(t) for _, t in rows),
     )
 
 
-def gold_loss(student_name: str, teacher_name: str) -> Any:
+def gold_loss(student_name: str, teacher_name: str, device: str = "cpu") -> Any:
     """TRL GOLD's ``ULDLoss`` in the hybrid, byte-offset mode; every other option at ``GOLDConfig``'s default."""
     from trl.experimental.gold import GOLDConfig
     from trl.experimental.gold.gold_trainer import ULDLoss
 
     defaults = {f.name: f.default for f in dataclasses.fields(GOLDConfig) if f.name in GOLD_READS}
     config = SimpleNamespace(**{**defaults, "use_extended_uld": True, "uld_use_hybrid_loss": True, "beta": BETA})
-    return ULDLoss(config, student_tokenizer=tokenizer(student_name), teacher_tokenizer=tokenizer(teacher_name))
+    student, teacher = tokenizer(student_name), tokenizer(teacher_name)
+    return ULDLoss(config, student_tokenizer=student, teacher_tokenizer=teacher, device=torch.device(device))
 
 
 def gold_step(loss: Any, batch: Batch) -> torch.Tensor:
@@ -195,12 +196,13 @@ def align(student_name: str, teacher_name: str, batch: Batch) -> tuple[torch.Ten
     positions = np.zeros((rows, frames), dtype=np.int64)
     mask = np.zeros((rows, frames), dtype=np.bool_)
     for b, length in enumerate(batch.teacher_lengths):
-        s_spans = token_byte_spans(student, batch.student_ids[b, :frames].numpy())
-        t_spans = token_byte_spans(teacher, batch.teacher_ids[b, :length].numpy())
+        s_spans = token_byte_spans(student, batch.student_ids[b, :frames].cpu().numpy())
+        t_spans = token_byte_spans(teacher, batch.teacher_ids[b, :length].cpu().numpy())
         pairs = align_spans(s_spans, t_spans).pairs
         positions[b, pairs[:, 0]], mask[b, pairs[:, 0]] = pairs[:, 1], True
-    index = torch.from_numpy(positions)[..., None].expand(-1, -1, batch.teacher_logits.shape[-1])
-    return torch.gather(batch.teacher_logits, 1, index), torch.from_numpy(mask)
+    device = batch.teacher_logits.device
+    index = torch.from_numpy(positions).to(device)[..., None].expand(-1, -1, batch.teacher_logits.shape[-1])
+    return torch.gather(batch.teacher_logits, 1, index), torch.from_numpy(mask).to(device)
 
 
 def our_step(projection: Any, student_name: str, teacher_name: str, batch: Batch) -> torch.Tensor:
@@ -220,9 +222,11 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def trl(*, student: str, teacher: str, batch: int, seq: int, threads: int | None = None) -> Callable[[], None]:
+def trl(
+    *, student: str, teacher: str, batch: int, seq: int, threads: int | None = None, device: str = "cpu"
+) -> Callable[[], None]:
     set_threads(threads)
-    inputs, loss = make_batch(student, teacher, batch, seq), gold_loss(student, teacher)
+    inputs, loss = make_batch(student, teacher, batch, seq, device), gold_loss(student, teacher, device)
 
     def step() -> None:
         inputs.student_logits.grad = None
@@ -231,11 +235,13 @@ def trl(*, student: str, teacher: str, batch: int, seq: int, threads: int | None
     return step
 
 
-def ours(*, student: str, teacher: str, batch: int, seq: int, threads: int | None = None) -> Callable[[], None]:
+def ours(
+    *, student: str, teacher: str, batch: int, seq: int, threads: int | None = None, device: str = "cpu"
+) -> Callable[[], None]:
     from alignment import vocab_projection
 
     set_threads(threads)
-    inputs = make_batch(student, teacher, batch, seq)
+    inputs = make_batch(student, teacher, batch, seq, device)
     projection = vocab_projection(tokenizer(student), tokenizer(teacher))
 
     def step() -> None:
@@ -245,10 +251,12 @@ def ours(*, student: str, teacher: str, batch: int, seq: int, threads: int | Non
     return step
 
 
-def ours_align(*, student: str, teacher: str, batch: int, seq: int, threads: int | None = None) -> Callable[[], None]:
+def ours_align(
+    *, student: str, teacher: str, batch: int, seq: int, threads: int | None = None, device: str = "cpu"
+) -> Callable[[], None]:
     """Stage 1 of ours alone: alignment and gather."""
     set_threads(threads)
-    inputs = make_batch(student, teacher, batch, seq)
+    inputs = make_batch(student, teacher, batch, seq, device)
 
     def step() -> None:
         align(student, teacher, inputs)
@@ -256,12 +264,14 @@ def ours_align(*, student: str, teacher: str, batch: int, seq: int, threads: int
     return step
 
 
-def ours_project(*, student: str, teacher: str, batch: int, seq: int, threads: int | None = None) -> Callable[[], None]:
+def ours_project(
+    *, student: str, teacher: str, batch: int, seq: int, threads: int | None = None, device: str = "cpu"
+) -> Callable[[], None]:
     """Stage 2 of ours alone: :func:`alignment.project_logprobs` of both sides, backward into the student logits."""
     from alignment import project_logprobs, vocab_projection
 
     set_threads(threads)
-    inputs = make_batch(student, teacher, batch, seq)
+    inputs = make_batch(student, teacher, batch, seq, device)
     projection = vocab_projection(tokenizer(student), tokenizer(teacher))
     teacher_logits, _ = align(student, teacher, inputs)
     student_logits = inputs.student_logits.detach()[:, :seq].contiguous().requires_grad_()
@@ -275,12 +285,14 @@ def ours_project(*, student: str, teacher: str, batch: int, seq: int, threads: i
     return step
 
 
-def ours_loss(*, student: str, teacher: str, batch: int, seq: int, threads: int | None = None) -> Callable[[], None]:
+def ours_loss(
+    *, student: str, teacher: str, batch: int, seq: int, threads: int | None = None, device: str = "cpu"
+) -> Callable[[], None]:
     """Stage 3 of ours alone: :func:`alignment.generalized_jsd` on the projected log-probabilities."""
     from alignment import generalized_jsd, project_logprobs, vocab_projection
 
     set_threads(threads)
-    inputs = make_batch(student, teacher, batch, seq)
+    inputs = make_batch(student, teacher, batch, seq, device)
     projection = vocab_projection(tokenizer(student), tokenizer(teacher))
     teacher_logits, mask = align(student, teacher, inputs)
     with torch.no_grad():
@@ -306,16 +318,17 @@ CASES = {
 }
 
 
-def check_alignment(student: str, teacher: str, batch: int, seq: int) -> float:
+def check_alignment(student: str, teacher: str, batch: int, seq: int, device: str = "cpu") -> float:
     """Check that GOLD's byte-offset groups end at our aligned pairs; return the share of frames aligned."""
     from trl.experimental.gold.gold_trainer import ULDLoss
 
     from alignment import align_spans
 
-    inputs = make_batch(student, teacher, batch, seq)
+    inputs = make_batch(student, teacher, batch, seq, device)
     aligned = 0
     for b, length in enumerate(inputs.teacher_lengths):
-        s_spans, t_spans = inputs.student_offsets[b, :seq].numpy(), inputs.teacher_offsets[b, :length].numpy()
+        s_spans = inputs.student_offsets[b, :seq].cpu().numpy()
+        t_spans = inputs.teacher_offsets[b, :length].cpu().numpy()
         s_groups, t_groups = ULDLoss._align_by_byte_offsets(s_spans.tolist(), t_spans.tolist())
         gold_pairs = [(s[-1], t[-1]) for s, t in zip(s_groups, t_groups, strict=True)]
         pairs = align_spans(s_spans, t_spans).pairs
@@ -377,6 +390,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per case (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="after the table, profile one step of ours")
     parser.add_argument("--quick", action="store_true", help="one row of 64 tokens, one run: a smoke test")
+    parser.add_argument("--device", default="cpu", help="where the logits live (cuda: memory is allocated GPU memory)")
     args = parser.parse_args()
     student, teacher = args.pair.split(",")
     batch, seq = (1, 64) if args.quick else tuple(map(int, args.shape.split(",")))
@@ -386,22 +400,27 @@ def main() -> None:
 
     from alignment import vocab_projection
 
-    inputs = make_batch(student, teacher, batch, seq)
+    inputs = make_batch(student, teacher, batch, seq, args.device)
     classes = vocab_projection(tokenizer(student), tokenizer(teacher)).num_classes
-    coverage = check_alignment(student, teacher, batch, seq)
+    coverage = check_alignment(student, teacher, batch, seq, args.device)
     vocab, width = inputs.student_logits.shape[-1], inputs.teacher_logits.shape[-1]
-    print(f"# cross-vocabulary loss, forward + backward, float32 on cpu: student {student} (V={vocab}), teacher")
-    print(f"# {teacher} (W={width}), {classes} projected classes; {batch} rows x {seq} student tokens + EOS, teacher")
-    print(f"# {inputs.teacher_lengths} tokens + EOS; {coverage:.1%} of frames aligned (GOLD's groups: same pairs)")
+    lengths = inputs.teacher_lengths
+    del inputs  # on a GPU, the cases' processes need its memory
+    print(f"# cross-vocabulary loss, forward + backward, float32 on {args.device}: student {student} (V={vocab}),")
+    print(f"# teacher {teacher} (W={width}), {classes} projected classes; {batch} rows x {seq} student tokens + EOS,")
+    print(f"# teacher {lengths} tokens + EOS; {coverage:.1%} of frames aligned (GOLD's groups: same pairs)")
     threads = args.threads or torch.get_num_threads()
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, threads {threads}, torch {torch.__version__}")
     print(f"# trl {trl.__version__}; alignment at {revision()}")
-    print(f"# median of {trl_repeats} (TRL) or {repeats} (ours) runs after a first run that measures memory (peak RSS")
-    print("# beyond the inputs); each case in its own process")
+    memory = "allocated GPU memory" if args.device.startswith("cuda") else "RSS"
+    print(f"# median of {trl_repeats} (TRL) or {repeats} (ours) runs after a first run that measures memory (peak")
+    print(f"# {memory} beyond the inputs); each case in its own process")
     print()
     print("| loss | ms | peak MiB | speed-up vs TRL (TRL ms / ms) | memory vs TRL (MiB / TRL MiB) |")
     print("|---|--:|--:|--:|--:|")
     shape = {"student": student, "teacher": teacher, "batch": batch, "seq": seq, "threads": args.threads}
+    if args.device != "cpu":
+        shape["device"] = args.device
     results = {}
     for name, case in CASES.items():
         if not (args.no_stages and case.startswith("ours_")):

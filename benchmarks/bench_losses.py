@@ -4,7 +4,10 @@ For each loss (generalized JSD at beta 0.5, forward KL = JSD at beta 0, reverse 
 TRL's ``GKDTrainer.generalized_jsd_loss`` run on the same seeded logits, each case in its own process
 (:mod:`benchmarks._measure`): median time of forward + backward, peak memory beyond the inputs, and the ratio
 ours / TRL. Both are first checked against TRL's function run in float64 on the same inputs (ours must be
-within the dtype's tolerance; TRL's error is printed beside it). ``--device cuda`` runs the issue's GPU shape.
+within the dtype's tolerance; TRL's error is printed beside it). ``--device cuda`` runs the issue's GPU shape, and a
+second table: ours with the fused Triton kernel (what ``generalized_jsd`` uses on CUDA) and on its torch fallback,
+against the memory-bandwidth floor (read both logits, write the student's gradient once, at the device-to-device
+copy bandwidth measured in the same run).
 """
 
 from __future__ import annotations
@@ -70,8 +73,60 @@ def _case(make: Callable[[float], Callable[..., torch.Tensor]]) -> Callable[...,
     return setup
 
 
+def torch_path_loss(beta: float) -> Callable[..., torch.Tensor]:
+    """Ours with the fused Triton kernel switched off: the chunked torch path it falls back to."""
+    from alignment import _triton
+
+    _triton.available = lambda student: False  # this case runs in its own process
+    return our_loss(beta)
+
+
 trl = _case(trl_loss)
 ours = _case(our_loss)
+ours_torch = _case(torch_path_loss)
+
+
+def copy_bandwidth(device: str, *, gib: float = 2.0, repeats: int = 20) -> float:
+    """Device-to-device copy bandwidth in bytes per second, counting bytes read and bytes written (median of
+    ``repeats`` copies of ``gib`` GiB, timed with CUDA events)."""
+    source = torch.randn(int(gib * 2**30) // 4, device=device)
+    target = torch.empty_like(source)
+    times = []
+    for _ in range(repeats + 3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        target.copy_(source)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    seconds = sorted(times[3:])[repeats // 2]
+    return 2 * source.numel() * source.element_size() / seconds
+
+
+def floor_table(
+    shape: dict[str, object], repeats: int, logits_bytes: float, kernel: dict[str, dict[str, float]]
+) -> None:
+    """On CUDA: ours (``kernel``: the results of the first table, by loss; and the torch path, run here) against the
+    bandwidth floor."""
+    bandwidth = copy_bandwidth(str(shape["device"]))
+    floor_ms = 3 * logits_bytes / bandwidth * 1e3
+    print()
+    print(f"# bandwidth floor: read both logits and write the gradient, 3 x {logits_bytes / 2**30:.2f} GiB at the")
+    print(f"# measured copy bandwidth {bandwidth / 1e12:.2f} TB/s (read + write): {floor_ms:.2f} ms; floor memory:")
+    print(f"# the gradient, {logits_bytes / 2**20:.0f} MiB")
+    print()
+    print("| loss | path | ms | peak MiB | time / floor | memory / floor |")
+    print("|---|---|--:|--:|--:|--:|")
+    for name, beta in LOSSES.items():
+        fallback = isolated("benchmarks.bench_losses:ours_torch", repeats=repeats, **shape, beta=beta)
+        for path, result in (("Triton kernel", kernel[name]), ("torch (fallback)", fallback)):
+            if "error" in result:
+                print(f"| {name} | {path} | {result['error']} | | | |")
+                continue
+            print(
+                f"| {name} | {path} | {result['ms']:.2f} | {result['peak_mib']:.0f} | {result['ms'] / floor_ms:.2f} "
+                f"| {result['peak_mib'] * 2**20 / logits_bytes:.2f} |"
+            )
 
 
 def check_equal(batch: int, seq: int, vocab: int, dtype: str, device: str, beta: float) -> tuple[float, float]:
@@ -116,12 +171,13 @@ def main() -> None:
     print()
     print("| loss | max rel. error ours / TRL | TRL ms | ours ms | time ratio | TRL MiB | ours MiB | memory ratio |")
     print("|---|---|---|---|---|---|---|---|")
+    kernel = {}
     for name, beta in LOSSES.items():
         check = {**shape, "batch": 1, "seq": min(seq, 256)}
         ours_error, trl_error = check_equal(**check, beta=beta)
         difference = f"{ours_error:.1e} / {trl_error:.1e}"
         peer = isolated("benchmarks.bench_losses:trl", repeats=args.repeats, **shape, beta=beta)
-        mine = isolated("benchmarks.bench_losses:ours", repeats=args.repeats, **shape, beta=beta)
+        mine = kernel[name] = isolated("benchmarks.bench_losses:ours", repeats=args.repeats, **shape, beta=beta)
         if "error" in peer or "error" in mine:
             print(f"| {name} | {difference} | {peer.get('error', '')} | {mine.get('error', '')} | | | | |")
             continue
@@ -129,6 +185,8 @@ def main() -> None:
             f"| {name} | {difference} | {peer['ms']:.1f} | {mine['ms']:.1f} | {mine['ms'] / peer['ms']:.3f} "
             f"| {peer['peak_mib']:.0f} | {mine['peak_mib']:.0f} | {mine['peak_mib'] / peer['peak_mib']:.3f} |"
         )
+    if cuda:
+        floor_table(shape, args.repeats, logits_mib * 2**20, kernel)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ curves go to ``--plot`` (log-log, default ``docs/results/scaling.png``; ``--plot
 On a machine shared with other jobs, ``--threads 1`` gives steadier numbers: with more OpenMP threads than free
 cores, each parallel region waits for a descheduled thread, which slows many small operations (ours works in
 chunks) far more than a few large ones.
+
+``--device cuda`` runs the same cases on a GPU (default bfloat16 at vocabulary 151,936, the issue's GPU vocabulary):
+memory is then the peak allocated GPU memory beyond the inputs, a case is skipped when its prediction exceeds three
+quarters of the GPU's free memory, and the plot goes to ``docs/results/scaling-gpu.png``.
 """
 
 from __future__ import annotations
@@ -32,25 +36,32 @@ from benchmarks._measure import MIB, ROOT, isolated
 BETA = 0.5
 GIB = 1 << 30
 PLOT = "docs/results/scaling.png"
+GPU_PLOT = "docs/results/scaling-gpu.png"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def inputs(seq: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded ``(1, seq, vocab)`` float32 student logits (requiring grad) and teacher logits, and labels with the
-    first eighth at -100 (the prompt), as a trainer holds them."""
-    generator = torch.Generator().manual_seed(0)
-    student = (2 * torch.randn((1, seq, vocab), generator=generator)).requires_grad_()
-    teacher = 2 * torch.randn((1, seq, vocab), generator=generator)
-    labels = torch.randint(0, vocab, (1, seq), generator=generator)
+def inputs(
+    seq: int, vocab: int, dtype: str = "float32", device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded ``(1, seq, vocab)`` student logits (requiring grad) and teacher logits, and labels with the first
+    eighth at -100 (the prompt), as a trainer holds them."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    shape = (1, seq, vocab)
+    student = (2 * torch.randn(shape, generator=generator, device=device)).to(DTYPES[dtype]).requires_grad_()
+    teacher = (2 * torch.randn(shape, generator=generator, device=device)).to(DTYPES[dtype])
+    labels = torch.randint(0, vocab, (1, seq), generator=generator, device=device)
     labels[:, : seq // 8] = -100
     return student, teacher, labels
 
 
-def ours(*, seq: int, vocab: int, threads: int | None = None) -> Callable[[], None]:
+def ours(
+    *, seq: int, vocab: int, threads: int | None = None, dtype: str = "float32", device: str = "cpu"
+) -> Callable[[], None]:
     from alignment import generalized_jsd
 
     if threads:
         torch.set_num_threads(threads)
-    student, teacher, labels = inputs(seq, vocab)
+    student, teacher, labels = inputs(seq, vocab, dtype, device)
     mask = labels != -100
 
     def step() -> None:
@@ -60,12 +71,14 @@ def ours(*, seq: int, vocab: int, threads: int | None = None) -> Callable[[], No
     return step
 
 
-def trl(*, seq: int, vocab: int, threads: int | None = None) -> Callable[[], None]:
+def trl(
+    *, seq: int, vocab: int, threads: int | None = None, dtype: str = "float32", device: str = "cpu"
+) -> Callable[[], None]:
     from trl.experimental.gkd import GKDTrainer
 
     if threads:
         torch.set_num_threads(threads)
-    student, teacher, labels = inputs(seq, vocab)
+    student, teacher, labels = inputs(seq, vocab, dtype, device)
 
     def step() -> None:
         student.grad = None
@@ -118,30 +131,38 @@ def plot(rows: dict[str, list[tuple[int, dict[str, float]]]], path: Path, title:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vocab", type=int, default=16_384)
+    parser.add_argument("--vocab", type=int, default=None, help="default 16,384 on CPU, 151,936 on GPU")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default float32 on CPU, bfloat16 on GPU")
     parser.add_argument("--max-tokens", type=int, default=32_768, help="largest T (default 32768)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case, after the first (memory) run")
     parser.add_argument("--plot", default=None, help=f"PNG path, '' for none (default {PLOT}; none with --quick)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per case (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="T = 1k, 2k at vocabulary 1,024, one run: smoke test")
     args = parser.parse_args()
-    vocab, max_tokens, repeats = (1024, 2048, 1) if args.quick else (args.vocab, args.max_tokens, args.repeats)
+    cuda = args.device.startswith("cuda")
+    vocab = args.vocab or (151_936 if cuda else 16_384)
+    vocab, max_tokens, repeats = (1024, 2048, 1) if args.quick else (vocab, args.max_tokens, args.repeats)
+    dtype = args.dtype or ("bfloat16" if cuda else "float32")
+    item = torch.finfo(DTYPES[dtype]).bits // 8
     lengths = [1024 << k for k in range(16) if 1024 << k <= max_tokens]
-    cap = limit_children()
+    if cuda:  # an address-space cap would break CUDA, which reserves far more virtual memory than it uses
+        memory, where = "allocated GPU memory", torch.cuda.get_device_name(args.device)
+    else:
+        cap = limit_children()
+        memory, where = "RSS", f"{os.cpu_count()} cores, threads {args.threads or torch.get_num_threads()}"
 
     import trl
 
     title = (
-        f"generalized_jsd (beta {BETA}) fwd + bwd, float32, batch 1, vocab {vocab}; "
-        f"{platform.machine()}, {os.cpu_count()} cores, threads {args.threads or torch.get_num_threads()}, "
-        f"torch {torch.__version__}, trl {trl.__version__}"
+        f"generalized_jsd (beta {BETA}) fwd + bwd, {dtype}, batch 1, vocab {vocab}; "
+        f"{platform.machine()}, {where}, torch {torch.__version__}, trl {trl.__version__}"
     )
     print(f"# {title}")
-    inputs_mib = 2 * vocab * 4 * 1024 / MIB
-    print(f"# median of {repeats} runs after a first run that measures memory: peak RSS beyond the inputs")
-    print(
-        f"# (student and teacher logits, {inputs_mib:.0f} MiB per 1k tokens); processes capped at {cap / GIB:.1f} GiB"
-    )
+    inputs_mib = 2 * vocab * item * 1024 / MIB
+    print(f"# median of {repeats} runs after a first run that measures memory: peak {memory} beyond the inputs")
+    limit = "" if cuda else f"; processes capped at {cap / GIB:.1f} GiB"
+    print(f"# (student and teacher logits, {inputs_mib:.0f} MiB per 1k tokens){limit}")
     print()
     print("| loss | T | ms | peak MiB | ms per 1k tokens | MiB per 1k tokens |")
     print("|---|--:|--:|--:|--:|--:|")
@@ -149,25 +170,25 @@ def main() -> None:
     for name, case in (("ours", "ours"), ("TRL", "trl")):
         needed = 0.0  # bytes the next case is predicted to need: inputs plus peak, doubled from the case before
         for seq in lengths:
-            free = available_bytes()
+            free = torch.cuda.mem_get_info(args.device)[0] if cuda else available_bytes()
             if rows[name] and "error" in rows[name][-1][1]:
                 result = {"error": "skipped: a shorter T did not run"}
             elif needed > 0.75 * free:  # leave a quarter to whoever else shares the machine
                 result = {"error": f"skipped: needs about {needed / GIB:.1f} GiB, over 3/4 of {free / GIB:.1f} free"}
             else:
-                shape = {"seq": seq, "vocab": vocab, "threads": args.threads}
+                shape = {"seq": seq, "vocab": vocab, "threads": args.threads, "dtype": dtype, "device": args.device}
                 result = isolated(f"benchmarks.bench_scaling:{case}", repeats=repeats, **shape)
             rows[name].append((seq, result))
             if "error" in result:
                 print(f"| {name} | {seq} | {result['error']} | | | |")
                 continue
-            needed = 2 * (result["peak_mib"] * MIB + 2 * seq * vocab * 4) + GIB
+            needed = 2 * (result["peak_mib"] * MIB + 2 * seq * vocab * item) + GIB
             per_1k = 1024 / seq
             print(
                 f"| {name} | {seq} | {result['ms']:.1f} | {result['peak_mib']:.0f} | {result['ms'] * per_1k:.1f} "
                 f"| {result['peak_mib'] * per_1k:.1f} |"
             )
-    target = ("" if args.quick else PLOT) if args.plot is None else args.plot
+    target = ("" if args.quick else GPU_PLOT if cuda else PLOT) if args.plot is None else args.plot
     if target:
         path = Path(target) if Path(target).is_absolute() else ROOT / target
         plot(rows, path, title)

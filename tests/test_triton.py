@@ -235,7 +235,7 @@ def test_available(monkeypatch: pytest.MonkeyPatch) -> None:
     student = torch.zeros(2, 3, device=DEVICE)
     assert _triton.available(student)
     assert not _triton.available(student.double())  # float64 stays on the torch path (gradcheck)
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # unset on a GPU machine
     assert _triton.available(student) is ON_GPU
 
 
