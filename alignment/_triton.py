@@ -42,6 +42,7 @@ def jsd_rows(
     temperature: float,
     grad_student: torch.Tensor | None,
     grad_teacher: torch.Tensor | None,
+    grad_scale: torch.Tensor | None = None,
     block: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
@@ -68,6 +69,8 @@ def jsd_rows(
         grad_student: ``(N, V)`` buffer (any float dtype, rows contiguous) that receives
             :math:`\partial\,\mathrm{rows}_i / \partial s_i` in row ``i``, or None to skip it.
         grad_teacher: ``(N, V)`` buffer for :math:`\partial\,\mathrm{rows}_i / \partial t_i`, or None.
+        grad_scale: a float32 0-d tensor on the logits' device that multiplies both gradients (read by the kernel,
+            so the host never waits for it), or None for 1.
         block: columns a program reads at a time, a power of two (default: the one at or above ``V``, at most
             4,096).
         num_warps: warps per program (default: 8 for blocks of 2,048 columns or more, else 4).
@@ -85,11 +88,14 @@ def jsd_rows(
     teacher_weight, student_weight = {_FORWARD: (1.0, 0.0), _REVERSE: (0.0, 1.0)}.get(mode, (beta, 1.0 - beta))
     block = block or min(_MAX_BLOCK, 1 << max(vocab - 1, 1).bit_length())  # the power of two at or above V, >= 2
     device = torch.cuda.device(student.device) if student.is_cuda else contextlib.nullcontext()
+    if grad_scale is None:
+        grad_scale = torch.ones((), dtype=torch.float32, device=student.device)
     with device:
         _kernel(_interpreting())[(num_rows,)](
             student,
             teacher,
             mask,
+            grad_scale,
             rows,
             rows if grad_student is None else grad_student,  # a stand-in pointer, never written
             rows if grad_teacher is None else grad_teacher,

@@ -24,6 +24,7 @@ def jsd_rows_kernel(
     student_ptr: tl.tensor,
     teacher_ptr: tl.tensor,
     mask_ptr: tl.tensor,
+    grad_scale_ptr: tl.tensor,
     rows_ptr: tl.tensor,
     grad_student_ptr: tl.tensor,
     grad_teacher_ptr: tl.tensor,
@@ -46,8 +47,9 @@ def jsd_rows_kernel(
 
     ``q``/``p`` are the student/teacher softmaxes at ``inv_temperature``; ``r`` is ``q`` for ``MODE`` 0 (forward KL,
     ``beta == 0``), ``p`` for ``MODE`` 1 (reverse KL, ``beta == 1``) and the mixture ``m`` for ``MODE`` 2. A gradient
-    is written in pass ``*_GRAD_PASS`` (2 or 3), or not at all (0). Rows whose mask is False get 0 and zero gradients
-    without reading their logits. Triton inlines no plain Python helpers, so the passes repeat a few lines.
+    is written in pass ``*_GRAD_PASS`` (2 or 3), or not at all (0), times the float32 scalar at ``grad_scale_ptr``.
+    Rows whose mask is False get 0 and zero gradients without reading their logits. Triton inlines no plain Python
+    helpers, so the passes repeat a few lines.
     """
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
@@ -56,6 +58,7 @@ def jsd_rows_kernel(
     grad_student_row = grad_student_ptr + row.to(tl.int64) * grad_student_stride
     grad_teacher_row = grad_teacher_ptr + row.to(tl.int64) * grad_teacher_stride
     if tl.load(mask_ptr + row):
+        grad_scale = tl.load(grad_scale_ptr) * inv_temperature  # every gradient is times both
         # Pass 1: log-sum-exp of both rows, online. The shift stays 0 while the running max is -inf, so that
         # exp(-inf - shift) = 0 where exp(-inf - (-inf)) would be NaN.
         max_s = float("-inf")
@@ -103,10 +106,10 @@ def jsd_rows_kernel(
             if MODE != 0:
                 kl_s += tl.sum(tl.where(q > 0.0, q * (log_q - log_r), 0.0), axis=0)
             if STUDENT_GRAD_PASS == 2:
-                grad_s = (q - p) * inv_temperature
+                grad_s = (q - p) * grad_scale
                 tl.store(grad_student_row + offs, grad_s.to(grad_student_ptr.dtype.element_ty), mask=offs < vocab)
             if TEACHER_GRAD_PASS == 2:
-                grad_t = (p - q) * inv_temperature
+                grad_t = (p - q) * grad_scale
                 tl.store(grad_teacher_row + offs, grad_t.to(grad_teacher_ptr.dtype.element_ty), mask=offs < vocab)
         tl.store(rows_ptr + row, teacher_weight * kl_t + student_weight * kl_s)
 
@@ -131,11 +134,11 @@ def jsd_rows_kernel(
                     hi = tl.maximum(a, b)
                     log_r = hi + tl.log(1.0 + tl.exp(tl.minimum(a, b) - hi))
                 if STUDENT_GRAD_PASS == 3:
-                    grad_s = tl.where(q > 0.0, q * (log_q - log_r - kl_s), 0.0) * (student_weight * inv_temperature)
+                    grad_s = tl.where(q > 0.0, q * (log_q - log_r - kl_s), 0.0) * (student_weight * grad_scale)
                     grad_s = grad_s.to(grad_student_ptr.dtype.element_ty)
                     tl.store(grad_student_row + offs, grad_s, mask=offs < vocab)
                 if TEACHER_GRAD_PASS == 3:
-                    grad_t = tl.where(p > 0.0, p * (log_p - log_r - kl_t), 0.0) * (teacher_weight * inv_temperature)
+                    grad_t = tl.where(p > 0.0, p * (log_p - log_r - kl_t), 0.0) * (teacher_weight * grad_scale)
                     grad_t = grad_t.to(grad_teacher_ptr.dtype.element_ty)
                     tl.store(grad_teacher_row + offs, grad_t, mask=offs < vocab)
     else:

@@ -313,17 +313,23 @@ def _loss(
     if check_finite:
         check_finite_rows("student_logits", student_logits, mask)
         check_finite_rows("teacher_logits" if ids is None else "teacher_logits.logprobs", teacher, mask)
+    denominator = _denominator(mask, reduction, num_items)
+    dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher.dtype), torch.float32)
+    weight = torch.ones((), dtype=dtype, device=student_logits.device)  # what the reduction multiplies each row by
+    if denominator is not None:  # computed as the backward of `total / denominator` computes it: the same bits
+        weight = weight / denominator
     rows: torch.Tensor = _ChunkedDivergence.apply(  # type: ignore[no-untyped-call]  # torch leaves apply untyped
         student_logits.reshape(-1, vocab),
         teacher.reshape(-1, teacher.shape[-1]),
         None if ids is None else ids.reshape(-1, ids.shape[-1]),
         mask.reshape(-1),
+        weight,
         beta,
         temperature,
         chunk_size or _default_chunk(vocab, student_logits.device),
         torch.is_grad_enabled(),
     )
-    return _reduce(rows.reshape(batch_shape), mask, reduction, num_items)
+    return _reduce(rows.reshape(batch_shape), reduction, denominator)
 
 
 def _topk_teacher(
@@ -345,26 +351,32 @@ def _topk_teacher(
     return torch.cat([logprobs, _floor(tail)], dim=-1), ids
 
 
-def _reduce(
-    values: torch.Tensor, mask: torch.Tensor, reduction: Reduction, num_items: int | torch.Tensor | None
-) -> torch.Tensor:
+def _denominator(mask: torch.Tensor, reduction: Reduction, num_items: int | torch.Tensor | None) -> torch.Tensor | None:
+    """What a ``"mean"``/``"batchmean"`` reduction divides the summed rows by; None for ``"none"`` and ``"sum"``."""
+    if reduction in ("none", "sum"):
+        return None
+    count = mask.sum() if num_items is None else torch.as_tensor(num_items, device=mask.device)
+    return count.clamp_min(1)
+
+
+def _reduce(values: torch.Tensor, reduction: Reduction, denominator: torch.Tensor | None) -> torch.Tensor:
     if reduction == "none":
         return values
     total = values.sum()
-    if reduction == "sum":
-        return total
-    count = mask.sum() if num_items is None else torch.as_tensor(num_items, device=total.device)
-    return total / count.clamp_min(1)
+    return total if denominator is None else total / denominator
 
 
 class _ChunkedDivergence(torch.autograd.Function):
     """Per-row divergence of ``(N, V)`` student logits from ``(N, V)`` teacher logits, or from ``(N, k + 1)``
     teacher bucket log-probs with ``(N, k)`` ids, ``chunk`` rows at a time.
 
-    The gradient of each row with respect to the logits that need one is computed in the same pass as the value
-    and kept (one tensor the size of those logits, which the backward must return anyway); the backward only
-    scales it by the incoming per-row gradient, in place. A second backward through the same graph
-    (``retain_graph=True``) recomputes it from the saved inputs.
+    The gradient of each row with respect to the logits that need one is computed in the same pass as the value,
+    times ``weight`` (a 0-d tensor: the factor by which the caller's reduction scales every row, ``1 / count`` for
+    a mean), and kept: one tensor the size of those logits, which the backward must return anyway. When the
+    incoming per-row gradient is exactly ``weight`` on every row that counts (``loss.backward()`` on a mean or a
+    sum), the backward returns it as it is: no pass over the logits; otherwise it scales it in place by the
+    incoming gradient over ``weight``. Telling the two apart reads one boolean back from the device. A second
+    backward through the same graph (``retain_graph=True``) recomputes the gradient from the saved inputs.
     """
 
     @staticmethod
@@ -374,30 +386,32 @@ class _ChunkedDivergence(torch.autograd.Function):
         teacher: torch.Tensor,
         ids: torch.Tensor | None,
         mask: torch.Tensor,
+        weight: torch.Tensor,
         beta: float,
         temperature: float,
         chunk: int,
         grad_enabled: bool,
     ) -> torch.Tensor:
-        ctx.save_for_backward(student, teacher, ids, mask)
+        ctx.save_for_backward(student, teacher, ids, mask, weight)
         ctx.options = (beta, temperature, chunk)
         need = (grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1])
-        rows, *grads = _rows_and_grads(student, teacher, ids, mask, beta, temperature, chunk, need=need)
+        rows, *grads = _rows_and_grads(student, teacher, ids, mask, weight, beta, temperature, chunk, need=need)
         ctx.grads = grads
         return rows
 
     @staticmethod
     def backward(ctx: Any, grad_rows: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grads, ctx.grads = ctx.grads, None
-        if grads is None:  # a second backward: the kept gradients were scaled in place by the first
-            student, teacher, ids, mask = ctx.saved_tensors
-            _, *grads = _rows_and_grads(student, teacher, ids, mask, *ctx.options, need=tuple(ctx.needs_input_grad[:2]))
-        mask, chunk = ctx.saved_tensors[3], ctx.options[2]
-        scale = torch.where(mask, grad_rows, 0.0)[:, None]
-        for grad in grads:  # by chunks: a low-precision gradient times a float32 scale makes float32 temporaries
-            for part in [] if grad is None else _chunks(grad.shape[0], chunk):
-                grad[part].mul_(scale[part])
-        return grads[0], grads[1], None, None, None, None, None, None
+        student, teacher, ids, mask, weight = ctx.saved_tensors
+        if grads is None:  # a second backward: the kept gradients may have been scaled in place by the first
+            need = tuple(ctx.needs_input_grad[:2])
+            _, *grads = _rows_and_grads(student, teacher, ids, mask, weight, *ctx.options, need=need)
+        if bool(torch.where(mask, grad_rows != weight, False).any()):  # not the plain mean or sum: scale
+            scale = torch.where(mask, grad_rows / weight, 0.0)[:, None]
+            for grad in grads:  # by chunks: a low-precision gradient times a float32 scale makes float32 temporaries
+                for part in [] if grad is None else _chunks(grad.shape[0], ctx.options[2]):
+                    grad[part].mul_(scale[part])
+        return grads[0], grads[1], None, None, None, None, None, None, None
 
 
 def _rows_and_grads(
@@ -405,6 +419,7 @@ def _rows_and_grads(
     teacher: torch.Tensor,
     ids: torch.Tensor | None,
     mask: torch.Tensor,
+    weight: torch.Tensor,
     beta: float,
     temperature: float,
     chunk: int,
@@ -412,7 +427,8 @@ def _rows_and_grads(
     need: tuple[bool, bool],
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Per-row divergences (``0`` where masked) and, where ``need`` asks, their gradients with respect to the
-    student's and the teacher's logits, row by row (``0`` where masked), chunk by chunk."""
+    student's and the teacher's logits times ``weight`` (a 0-d tensor), row by row (``0`` where masked), chunk by
+    chunk."""
     dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
     grad_student = torch.empty_like(student) if need[0] else None
     grad_teacher = torch.empty_like(teacher) if need[1] else None
@@ -425,10 +441,12 @@ def _rows_and_grads(
             temperature=temperature,
             grad_student=grad_student,
             grad_teacher=grad_teacher,
+            grad_scale=weight.float(),
         )
         return rows, grad_student, grad_teacher
     rows = torch.zeros(student.shape[0], dtype=dtype, device=student.device)
     cpu = student.device.type == "cpu"
+    scale = float(weight) if cpu else weight  # a Python number costs nothing on CPU and would sync a GPU
     for part in _chunks(student.shape[0], chunk):
         keep = mask[part, None]
         if ids is None:
@@ -438,9 +456,9 @@ def _rows_and_grads(
         rows[part] = value.masked_fill_(~keep[:, 0], 0.0)
         every = cpu and bool(keep.all())  # nothing to zero; testing costs nothing on CPU (no device to sync)
         if grad_student is not None and grad_q is not None:
-            grad_student[part] = grad_q if every else grad_q.masked_fill_(~keep, 0.0)
+            grad_student[part] = grad_q.mul_(scale) if every else grad_q.mul_(scale).masked_fill_(~keep, 0.0)
         if grad_teacher is not None and grad_p is not None:
-            grad_teacher[part] = grad_p if every else grad_p.masked_fill_(~keep, 0.0)
+            grad_teacher[part] = grad_p.mul_(scale) if every else grad_p.mul_(scale).masked_fill_(~keep, 0.0)
     return rows, grad_student, grad_teacher
 
 

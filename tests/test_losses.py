@@ -408,6 +408,45 @@ def test_weighted_rows_give_the_weighted_reference_gradients(loss: Loss) -> None
         torch.testing.assert_close(ours.grad, ref.grad, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
 
 
+@pytest.mark.parametrize("factor", [1.0, 3.0, 0.0], ids=lambda f: f"times {f}")
+@pytest.mark.parametrize("reduction", ["mean", "sum", "batchmean", "num_items"])
+@pytest.mark.parametrize("loss", DENSE_LOSSES)
+def test_a_reduced_loss_times_a_factor_gives_the_reference_gradients(loss: Loss, reduction: str, factor: float) -> None:
+    """The kept gradient is computed times the reduction's weight: the backward of the plain mean or sum returns it
+    as it is, and any other incoming gradient (a scaled loss) still scales it."""
+    student, teacher, mask = draw(ODD_SHAPE, seed=35)
+    ours_s, ours_t = student.clone().requires_grad_(), teacher.clone().requires_grad_()
+    ref_s, ref_t = student.clone().requires_grad_(), teacher.clone().requires_grad_()
+    kw: dict[str, Any] = {"reduction": reduction} if reduction != "num_items" else {"num_items": 40}
+    (loss(ours_s, ours_t, mask, **kw) * factor).backward()
+    rows = torch.where(mask, loss.reference(ref_s, ref_t), 0.0).sum()
+    count = {"sum": 1, "num_items": 40}.get(reduction, int(mask.sum()))
+    (rows / count * factor).backward()
+    for ours, ref in ((ours_s, ref_s), (ours_t, ref_t)):
+        torch.testing.assert_close(ours.grad, ref.grad, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "batchmean", "num_items"])
+def test_the_backward_of_a_plain_mean_or_sum_does_not_scale_the_kept_gradient(
+    reduction: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kept gradient already holds the reduction's weight, so ``loss.backward()`` makes no pass over it (on a
+    GPU that pass cost as much as the fused kernel); a scaled loss makes one."""
+    from alignment import losses
+
+    passes: list[int] = []
+    chunks = losses._chunks
+    monkeypatch.setattr(losses, "_chunks", lambda rows, chunk: passes.append(rows) or chunks(rows, chunk))
+    student, teacher, mask = draw(ODD_SHAPE, seed=36, dtype=dtype)
+    kw: dict[str, Any] = {"reduction": reduction} if reduction != "num_items" else {"num_items": 40}
+    for factor, scaling_passes in ((1.0, 0), (2.0, 1)):
+        value = generalized_jsd(student.clone().requires_grad_(), teacher, mask, **kw)
+        before = len(passes)
+        (value * factor).backward()
+        assert len(passes) - before == scaling_passes
+
+
 @pytest.mark.parametrize("loss", ALL_LOSSES)
 def test_no_gradient_is_computed_when_none_is_needed(loss: Loss, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under ``torch.no_grad`` (or with inputs that need none) the forward keeps no gradient tensor."""

@@ -94,11 +94,19 @@ def fused(
     beta: float,
     temperature: float = 1.0,
     grads: tuple[bool, bool] = (True, True),
+    grad_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Run the kernel with gradient buffers prefilled with NaN, so that an element it fails to write shows."""
     grad_student, grad_teacher = (torch.full_like(student, math.nan) if want else None for want in grads)
     rows = _triton.jsd_rows(
-        student, teacher, mask, beta=beta, temperature=temperature, grad_student=grad_student, grad_teacher=grad_teacher
+        student,
+        teacher,
+        mask,
+        beta=beta,
+        temperature=temperature,
+        grad_student=grad_student,
+        grad_teacher=grad_teacher,
+        grad_scale=grad_scale,
     )
     return rows, grad_student, grad_teacher
 
@@ -163,6 +171,20 @@ def test_gradient_buffers_are_optional(beta: float, grads: tuple[bool, bool]) ->
     actual = fused(student, teacher, mask, beta=beta, temperature=0.7, grads=grads)
     assert (actual[1] is not None, actual[2] is not None) == grads
     assert_matches(actual, expected)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0], ids=lambda b: f"beta={b}")
+def test_gradients_are_times_the_scale_the_kernel_reads(beta: float) -> None:
+    student, teacher = random_logits((4, 300), seed=3)
+    mask = torch.tensor([True, False, True, True], device=DEVICE)
+    plain = fused(student, teacher, mask, beta=beta, temperature=0.7)
+    scale = torch.tensor(0.375, device=DEVICE)  # a power-of-two fraction: the product is exact in float32
+    rows, grad_student, grad_teacher = fused(student, teacher, mask, beta=beta, temperature=0.7, grad_scale=scale)
+    assert grad_student is not None and grad_teacher is not None
+    assert plain[1] is not None and plain[2] is not None
+    torch.testing.assert_close(rows, plain[0], atol=0.0, rtol=0.0)  # the value is not scaled
+    torch.testing.assert_close(grad_student, plain[1] * 0.375, atol=0.0, rtol=1e-6)
+    torch.testing.assert_close(grad_teacher, plain[2] * 0.375, atol=0.0, rtol=1e-6)
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0], ids=lambda b: f"beta={b}")
