@@ -103,6 +103,45 @@ def test_a_cached_teacher_without_its_curve_is_trained_again(tmp_path) -> None:
     assert train_teacher(family, train, held_out, config) == curve  # cached now
 
 
+def test_early_checkpoints_are_added_to_a_cached_teacher_by_training_it_again(tmp_path) -> None:
+    from benchmarks.distill.run import checkpoint_steps, load_family, teacher_path, train_teacher
+    from benchmarks.distill.task import make_task
+
+    full = {"teacher_every": 250, "teacher_early": 25, "teacher_steps": 6000}
+    assert checkpoint_steps(full)[:11] == [*range(25, 275, 25), 500] and checkpoint_steps(full)[-1] == 6000
+    assert checkpoint_steps({**full, "teacher_early": 0}) == list(range(250, 6250, 250))
+    config = {**TINY, "teacher_steps": 6, "teacher_every": 4, "cache": str(tmp_path)}
+    train, held_out = make_task(config["train"], config["eval"])
+    family = load_family("qwen3", train + held_out)
+    curve = train_teacher(family, train, held_out, config)
+    assert [point["step"] for point in curve] == [4, 6]
+    final = teacher_path("qwen3", config).stat().st_mtime_ns
+    refined = train_teacher(family, train, held_out, {**config, "teacher_early": 1})
+    assert [point["step"] for point in refined] == [1, 2, 3, 4, 6]
+    assert [point for point in refined if point["step"] >= 4] == curve  # the cached points stay as they were
+    assert all(teacher_path("qwen3", config, step).exists() for step in (1, 2, 3))
+    assert teacher_path("qwen3", config).stat().st_mtime_ns == final  # the final teacher is not written again
+    assert train_teacher(family, train, held_out, {**config, "teacher_early": 1}) == refined  # cached now
+
+
+def test_early_checkpoints_are_refused_when_training_again_gives_another_model(tmp_path) -> None:
+    import torch
+
+    from benchmarks.distill.run import load_family, teacher_path, train_teacher
+    from benchmarks.distill.task import make_task
+
+    config = {**TINY, "teacher_steps": 6, "teacher_every": 4, "cache": str(tmp_path)}
+    train, held_out = make_task(config["train"], config["eval"])
+    family = load_family("qwen3", train + held_out)
+    train_teacher(family, train, held_out, config)
+    state = torch.load(teacher_path("qwen3", config, 4))
+    name = next(iter(state))
+    state[name] = state[name] + 1e-3  # as if the cached teacher came from other code or another machine
+    torch.save(state, teacher_path("qwen3", config, 4))
+    with pytest.raises(RuntimeError, match="did not reproduce its cached checkpoint at step 4"):
+        train_teacher(family, train, held_out, {**config, "teacher_early": 1})
+
+
 def test_the_acceptance_table_compares_aligned_with_same_family_per_pair_and_teachers() -> None:
     from benchmarks.distill.report import _acceptance
 

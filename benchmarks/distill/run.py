@@ -12,11 +12,13 @@ the losses see exactly the distributions these heads produce, and the vocabulary
 the same tokens.
 
 Each family's teacher trains ``teacher_steps`` supervised steps (cosine schedule), with a checkpoint scored on the
-held-out split every ``teacher_every`` steps. Families do not learn the task equally fast (a tokenizer with one
-token per number up to 999 is slower to learn than one that splits digits), so a cross-family student and its
-same-family baseline would learn from teachers of different skill. ``--teachers final`` uses each family's last
-checkpoint; ``--teachers matched`` uses, for each pair, the checkpoints of both teachers closest to the weaker
-teacher's final held-out exact match, so that the two arms differ in the teacher's family and not its skill.
+held-out split every ``teacher_every`` steps, and every ``teacher_early`` steps before the first of those (a family
+that learns fast needs them: Mistral's first regular checkpoint already beats GPT-2's final one). Families do not
+learn the task equally fast (a tokenizer with one token per number up to 999 is slower to learn than one that splits
+digits), so a cross-family student and its same-family baseline would learn from teachers of different skill.
+``--teachers final`` uses each family's last checkpoint; ``--teachers matched`` uses, for each pair, the checkpoints
+of both teachers closest to the weaker teacher's final held-out exact match, so that the two arms differ in the
+teacher's family and not its skill.
 
 Every student starts from the same short supervised warm-up (``warmup_steps`` on the reference answers, per
 student family and seed; cached), so that its first samples are not pure noise; then, with the same budget,
@@ -45,7 +47,7 @@ import os
 import platform
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,19 +295,23 @@ def train_supervised(
     lr: float,
     rng_seed: int,
     cosine: bool,
-    path: Path,
+    path: Path | None,
     checkpoint: Callable[[int], None] | None = None,
-    every: int = 0,
+    checkpoints: Collection[int] = (),
+    until: int | None = None,
 ) -> TinyLM:
     """``steps`` supervised steps on the reference answers, cached at ``path`` (loaded if it exists); with
-    ``checkpoint``, it is called with the step count every ``every`` steps and at the end."""
-    if path.exists():
+    ``checkpoint``, it is called with the step count after each step in ``checkpoints``. ``until``: stop after that
+    many steps of the same schedule, and cache nothing (``path`` must be None)."""
+    if path is not None and path.exists():
         model.load_state_dict(torch.load(path))
         return model
+    if until is not None and path is not None:
+        raise ValueError("a run cut short at `until` steps is not the cached model: pass path=None")
     prompts, completions = lazily(family, train)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     rng = random.Random(rng_seed)
-    for step in range(steps):
+    for step in range(steps if until is None else until):
         picks = [rng.randrange(len(train)) for _ in range(batch)]
         chosen = [completions(i) for i in picks]
         loss = supervised_loss(
@@ -317,10 +323,11 @@ def train_supervised(
         if cosine:
             for group in optimizer.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps))
-        if checkpoint is not None and ((step + 1) % every == 0 or step + 1 == steps):
+        if checkpoint is not None and step + 1 in checkpoints:
             checkpoint(step + 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
     return model
 
 
@@ -333,22 +340,46 @@ def teacher_path(name: str, config: dict[str, Any], step: int | None = None) -> 
 def train_teacher(
     family: Family, train: list[dict[str, Any]], held_out: list[dict[str, Any]], config: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """The family's teacher: ``teacher_steps`` supervised steps with a cosine schedule, a checkpoint every
-    ``teacher_every`` steps, each scored on the held-out split (greedy exact match). Cached; returns the curve
-    ``[{"step", "eval"}]`` of its checkpoints."""
+    """The family's teacher: ``teacher_steps`` supervised steps with a cosine schedule, checkpoints at
+    :func:`checkpoint_steps`, each scored on the held-out split (greedy exact match). Cached; returns the curve
+    ``[{"step", "eval"}]`` of its checkpoints.
+
+    A cached teacher whose curve lacks some of those steps (cached before ``teacher_early`` existed) gets them by
+    training again from the same start, with the same batches and schedule, up to the last missing step; that run
+    must reproduce the first cached checkpoint after them bit for bit, or this raises."""
     curve_path = teacher_path(family.name, config).with_suffix(".json")
+    wanted = checkpoint_steps(config)
+    curve: list[dict[str, Any]] = []
     if curve_path.exists():
-        return list(json.loads(curve_path.read_text()))
-    teacher_path(family.name, config).unlink(missing_ok=True)  # a teacher without its curve was cut short: retrain
+        curve = list(json.loads(curve_path.read_text()))
+        missing = sorted(set(wanted) - {point["step"] for point in curve})
+        if not missing:
+            return curve
+    else:
+        teacher_path(family.name, config).unlink(missing_ok=True)  # a teacher without its curve was cut short
+        missing = wanted
     prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in held_out]
     model = new_model(family, config, seed=1234)
-    curve: list[dict[str, Any]] = []
+    cached = {point["step"] for point in curve}
 
     def checkpoint(step: int) -> None:
+        if step in cached:  # the run that adds early checkpoints passes a cached one: it must be the same model
+            saved = torch.load(teacher_path(family.name, config, step))
+            if any(not torch.equal(saved[k], v) for k, v in model.state_dict().items()):
+                raise RuntimeError(
+                    f"teacher {family.name}: training again did not reproduce its cached checkpoint at step {step}; "
+                    f"delete {curve_path} to retrain it from scratch"
+                )
+            return
         torch.save(model.state_dict(), teacher_path(family.name, config, step))
         curve.append({"step": step, "eval": evaluate(model, family, held_out, prompts)})
 
     teacher_path(family.name, config).parent.mkdir(parents=True, exist_ok=True)
+    refining = bool(cached)
+    if refining:
+        check = min((step for step in cached if step > max(missing)), default=None)
+        if check is None:
+            raise RuntimeError(f"teacher {family.name}: no cached checkpoint after {missing} to check a new run by")
     train_supervised(
         model,
         family,
@@ -358,12 +389,22 @@ def train_teacher(
         lr=config["lr"],
         rng_seed=0,
         cosine=True,
-        path=teacher_path(family.name, config),
+        path=None if refining else teacher_path(family.name, config),
         checkpoint=checkpoint,
-        every=config["teacher_every"],
+        checkpoints={*missing, check} if refining else set(wanted),
+        until=check if refining else None,
     )
+    curve.sort(key=lambda point: point["step"])
     curve_path.write_text(json.dumps(curve))  # last: its presence says the teacher and its checkpoints are complete
     return curve
+
+
+def checkpoint_steps(config: dict[str, Any]) -> list[int]:
+    """The steps after which a teacher is checkpointed: every ``teacher_early`` steps before the first regular
+    checkpoint, every ``teacher_every`` steps, and the last step."""
+    every, early, steps = config["teacher_every"], config.get("teacher_early", 0), config["teacher_steps"]
+    first = range(early, min(every, steps), early) if early else range(0)
+    return sorted({*first, *range(every, steps + 1, every), steps})
 
 
 def load_teacher(family: Family, config: dict[str, Any], step: int) -> TinyLM:
@@ -639,6 +680,7 @@ PRESETS = {
         "eval": 400,
         "teacher_steps": 6000,
         "teacher_every": 250,
+        "teacher_early": 25,
         "teacher_batch": 64,
         "warmup_steps": 300,
         "student_steps": 1200,
@@ -786,6 +828,8 @@ def main() -> None:
     records = [_as_job(records[owner], job) for owner, job in zip(owners, jobs, strict=True)]
     if args.reuse is not None:
         records += _reused(args.reuse, records)
+        carried = {name for r in records for name in PAIRS[r["pair"]]} - set(teachers)
+        teachers.update(_teacher_job((name, config)) for name in sorted(carried))  # cached: their curves only
     from benchmarks.distill.report import write_report
 
     machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {args.workers} workers"
