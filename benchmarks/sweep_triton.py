@@ -9,7 +9,8 @@ At the issue's GPU shape (bfloat16), for each loss (beta 0.5, 0 and 1):
   (median), against the bytes that launch must move (its passes over both logits, and the gradient written once)
   at the device-to-device copy bandwidth measured in the same run;
 * then, with the fastest setting and with the default one, a whole ``generalized_jsd`` step split into its parts:
-  forward without gradient, forward with it (the kernel), and forward + backward (which scales the kept gradient).
+  forward without gradient, forward with it (the kernel), and forward + backward (until `4f5cd97` the backward
+  scaled the kept gradient in a pass of its own).
 """
 
 from __future__ import annotations

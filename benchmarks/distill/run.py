@@ -345,8 +345,8 @@ def train_teacher(
     ``[{"step", "eval"}]`` of its checkpoints.
 
     A cached teacher whose curve lacks some of those steps (cached before ``teacher_early`` existed) gets them by
-    training again from the same start, with the same batches and schedule, up to the last missing step; that run
-    must reproduce the first cached checkpoint after them bit for bit, or this raises."""
+    training again from the same start, with the same batches and schedule, up to the first cached checkpoint after
+    them, which that run must reproduce bit for bit, or this raises."""
     curve_path = teacher_path(family.name, config).with_suffix(".json")
     wanted = checkpoint_steps(config)
     curve: list[dict[str, Any]] = []
