@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--arm", choices=[*distill.ARMS, *distill.ABLATIONS], default="aligned")
     parser.add_argument("--teachers", choices=["matched", "final"], default="matched")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup-steps", type=int, default=None, help="the common warm-up (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=16, help="held-out prompts to print")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"))
@@ -39,6 +40,8 @@ def main() -> None:
         "student_steps": args.steps,
         "eval_every": args.steps,
     }
+    if args.warmup_steps is not None:
+        config["warmup_steps"] = args.warmup_steps
     train, held_out = make_task(config["train"], config["eval"])
     for name in distill.PAIRS[args.pair]:  # the teachers first (cached), so that only the student's scores print
         distill.train_teacher(distill.load_family(name, train + held_out), train, held_out, config)
