@@ -32,26 +32,12 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import torch
 
 from benchmarks._measure import MIB, ROOT, isolated
+from benchmarks.bench_losses import DTYPES, inputs
 
 BETA = 0.5
 GIB = 1 << 30
 PLOT = "docs/results/scaling.png"
 GPU_PLOT = "docs/results/scaling-gpu.png"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def inputs(
-    seq: int, vocab: int, dtype: str = "float32", device: str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded ``(1, seq, vocab)`` student logits (requiring grad) and teacher logits, and labels with the first
-    eighth at -100 (the prompt), as a trainer holds them."""
-    generator = torch.Generator(device=device).manual_seed(0)
-    shape = (1, seq, vocab)
-    student = (2 * torch.randn(shape, generator=generator, device=device)).to(DTYPES[dtype]).requires_grad_()
-    teacher = (2 * torch.randn(shape, generator=generator, device=device)).to(DTYPES[dtype])
-    labels = torch.randint(0, vocab, (1, seq), generator=generator, device=device)
-    labels[:, : seq // 8] = -100
-    return student, teacher, labels
 
 
 def ours(
@@ -61,7 +47,7 @@ def ours(
 
     if threads:
         torch.set_num_threads(threads)
-    student, teacher, labels = inputs(seq, vocab, dtype, device)
+    student, teacher, labels = inputs(1, seq, vocab, dtype, device)
     mask = labels != -100
 
     def step() -> None:
@@ -78,7 +64,7 @@ def trl(
 
     if threads:
         torch.set_num_threads(threads)
-    student, teacher, labels = inputs(seq, vocab, dtype, device)
+    student, teacher, labels = inputs(1, seq, vocab, dtype, device)
 
     def step() -> None:
         student.grad = None
