@@ -45,7 +45,6 @@ def jsd_rows(
     grad_scale: torch.Tensor | None = None,
     block: int | None = None,
     num_warps: int | None = None,
-    programs: int | None = None,
 ) -> torch.Tensor:
     r"""Generalized JSD of each row of logits, and optionally its gradients, in one fused kernel.
 
@@ -75,7 +74,6 @@ def jsd_rows(
         block: columns a program reads at a time, a power of two (default: the one at or above ``V``, at most
             4,096).
         num_warps: warps per program (default: 8 for blocks of 2,048 columns or more, else 4).
-        programs: programs launched, each taking rows ``i, i + programs, ...`` (default: one per row).
 
     Returns:
         ``(N,)`` float32, exactly ``0.0`` where ``mask`` is False; the gradient buffers hold zero rows there.
@@ -93,7 +91,7 @@ def jsd_rows(
     if grad_scale is None:
         grad_scale = torch.ones((), dtype=torch.float32, device=student.device)
     with device:
-        _kernel(_interpreting())[(min(num_rows, programs or num_rows),)](
+        _kernel(_interpreting())[(num_rows,)](
             student,
             teacher,
             mask,
@@ -105,7 +103,6 @@ def jsd_rows(
             teacher.stride(0),
             0 if grad_student is None else grad_student.stride(0),
             0 if grad_teacher is None else grad_teacher.stride(0),
-            num_rows,
             vocab,
             1.0 / temperature,
             teacher_weight,

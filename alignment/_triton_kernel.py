@@ -32,7 +32,6 @@ def jsd_rows_kernel(
     teacher_stride: int,
     grad_student_stride: int,
     grad_teacher_stride: int,
-    num_rows: int,
     vocab: int,
     inv_temperature: float,
     teacher_weight: float,
@@ -52,103 +51,103 @@ def jsd_rows_kernel(
     Rows whose mask is False get 0 and zero gradients without reading their logits. Triton inlines no plain Python
     helpers, so the passes repeat a few lines.
     """
+    row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
-    for row in range(tl.program_id(0), num_rows, tl.num_programs(0)):  # one row per program, or several
-        student_row = student_ptr + tl.cast(row, tl.int64) * student_stride
-        teacher_row = teacher_ptr + tl.cast(row, tl.int64) * teacher_stride
-        grad_student_row = grad_student_ptr + tl.cast(row, tl.int64) * grad_student_stride
-        grad_teacher_row = grad_teacher_ptr + tl.cast(row, tl.int64) * grad_teacher_stride
-        if tl.load(mask_ptr + row):
-            grad_scale = tl.load(grad_scale_ptr) * inv_temperature  # every gradient is times both
-            # Pass 1: log-sum-exp of both rows, online. The shift stays 0 while the running max is -inf, so that
-            # exp(-inf - shift) = 0 where exp(-inf - (-inf)) would be NaN.
-            max_s = float("-inf")
-            sum_s = 0.0
-            max_t = float("-inf")
-            sum_t = 0.0
-            for start in range(0, vocab, BLOCK):
-                offs = start + cols
-                s = tl.load(student_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32) * inv_temperature
-                t = tl.load(teacher_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32) * inv_temperature
-                new_max_s = tl.maximum(max_s, tl.max(s, axis=0))
-                shift_s = tl.where(new_max_s == float("-inf"), 0.0, new_max_s)
-                sum_s = sum_s * tl.exp(max_s - shift_s) + tl.sum(tl.exp(s - shift_s), axis=0)
-                max_s = new_max_s
-                new_max_t = tl.maximum(max_t, tl.max(t, axis=0))
-                shift_t = tl.where(new_max_t == float("-inf"), 0.0, new_max_t)
-                sum_t = sum_t * tl.exp(max_t - shift_t) + tl.sum(tl.exp(t - shift_t), axis=0)
-                max_t = new_max_t
-            lse_s = max_s + tl.log(sum_s)
-            lse_t = max_t + tl.log(sum_t)
+    student_row = student_ptr + row.to(tl.int64) * student_stride
+    teacher_row = teacher_ptr + row.to(tl.int64) * teacher_stride
+    grad_student_row = grad_student_ptr + row.to(tl.int64) * grad_student_stride
+    grad_teacher_row = grad_teacher_ptr + row.to(tl.int64) * grad_teacher_stride
+    if tl.load(mask_ptr + row):
+        grad_scale = tl.load(grad_scale_ptr) * inv_temperature  # every gradient is times both
+        # Pass 1: log-sum-exp of both rows, online. The shift stays 0 while the running max is -inf, so that
+        # exp(-inf - shift) = 0 where exp(-inf - (-inf)) would be NaN.
+        max_s = float("-inf")
+        sum_s = 0.0
+        max_t = float("-inf")
+        sum_t = 0.0
+        for start in range(0, vocab, BLOCK):
+            offs = start + cols
+            s = tl.load(student_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32) * inv_temperature
+            t = tl.load(teacher_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32) * inv_temperature
+            new_max_s = tl.maximum(max_s, tl.max(s, axis=0))
+            shift_s = tl.where(new_max_s == float("-inf"), 0.0, new_max_s)
+            sum_s = sum_s * tl.exp(max_s - shift_s) + tl.sum(tl.exp(s - shift_s), axis=0)
+            max_s = new_max_s
+            new_max_t = tl.maximum(max_t, tl.max(t, axis=0))
+            shift_t = tl.where(new_max_t == float("-inf"), 0.0, new_max_t)
+            sum_t = sum_t * tl.exp(max_t - shift_t) + tl.sum(tl.exp(t - shift_t), axis=0)
+            max_t = new_max_t
+        lse_s = max_s + tl.log(sum_s)
+        lse_t = max_t + tl.log(sum_t)
 
-            # Pass 2: the KL sums, each term 0 where its probability is 0 (0 log 0 = 0). Forward KL's student
-            # gradient (q - p) / tau and reverse KL's teacher gradient (p - q) / tau need no sum: written here.
-            kl_t = 0.0  # KL(p || r)
-            kl_s = 0.0  # KL(q || r)
+        # Pass 2: the KL sums, each term 0 where its probability is 0 (0 log 0 = 0). Forward KL's student
+        # gradient (q - p) / tau and reverse KL's teacher gradient (p - q) / tau need no sum: written here.
+        kl_t = 0.0  # KL(p || r)
+        kl_s = 0.0  # KL(q || r)
+        for start in range(0, vocab, BLOCK):
+            offs = start + cols
+            s = tl.load(student_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32) * inv_temperature
+            t = tl.load(teacher_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32) * inv_temperature
+            log_q = s - lse_s
+            log_p = t - lse_t
+            q = tl.exp(log_q)
+            p = tl.exp(log_p)
+            if MODE == 0:
+                log_r = log_q
+            elif MODE == 1:
+                log_r = log_p
+            else:  # log m = logaddexp(log beta + log p, log(1 - beta) + log q); NaN only where p = q = 0
+                a = log_p + log_beta
+                b = log_q + log_1m_beta
+                hi = tl.maximum(a, b)
+                log_r = hi + tl.log(1.0 + tl.exp(tl.minimum(a, b) - hi))
+            if MODE != 1:
+                kl_t += tl.sum(tl.where(p > 0.0, p * (log_p - log_r), 0.0), axis=0)
+            if MODE != 0:
+                kl_s += tl.sum(tl.where(q > 0.0, q * (log_q - log_r), 0.0), axis=0)
+            if STUDENT_GRAD_PASS == 2:
+                grad_s = (q - p) * grad_scale
+                tl.store(grad_student_row + offs, grad_s.to(grad_student_ptr.dtype.element_ty), mask=offs < vocab)
+            if TEACHER_GRAD_PASS == 2:
+                grad_t = (p - q) * grad_scale
+                tl.store(grad_teacher_row + offs, grad_t.to(grad_teacher_ptr.dtype.element_ty), mask=offs < vocab)
+        tl.store(rows_ptr + row, teacher_weight * kl_t + student_weight * kl_s)
+
+        # Pass 3: the gradients that need the row's KL, q (log q - log r - KL(q || r)) / tau for the student and
+        # the same with p for the teacher, times their weights (see alignment._triton.jsd_rows).
+        if STUDENT_GRAD_PASS == 3 or TEACHER_GRAD_PASS == 3:
             for start in range(0, vocab, BLOCK):
                 offs = start + cols
-                s = tl.load(student_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32) * inv_temperature
-                t = tl.load(teacher_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32) * inv_temperature
-                log_q = s - lse_s
-                log_p = t - lse_t
+                s = tl.load(student_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32)
+                t = tl.load(teacher_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32)
+                log_q = s * inv_temperature - lse_s
+                log_p = t * inv_temperature - lse_t
                 q = tl.exp(log_q)
                 p = tl.exp(log_p)
                 if MODE == 0:
                     log_r = log_q
                 elif MODE == 1:
                     log_r = log_p
-                else:  # log m = logaddexp(log beta + log p, log(1 - beta) + log q); NaN only where p = q = 0
+                else:
                     a = log_p + log_beta
                     b = log_q + log_1m_beta
                     hi = tl.maximum(a, b)
                     log_r = hi + tl.log(1.0 + tl.exp(tl.minimum(a, b) - hi))
-                if MODE != 1:
-                    kl_t += tl.sum(tl.where(p > 0.0, p * (log_p - log_r), 0.0), axis=0)
-                if MODE != 0:
-                    kl_s += tl.sum(tl.where(q > 0.0, q * (log_q - log_r), 0.0), axis=0)
-                if STUDENT_GRAD_PASS == 2:
-                    grad_s = (q - p) * grad_scale
-                    tl.store(grad_student_row + offs, grad_s.to(grad_student_ptr.dtype.element_ty), mask=offs < vocab)
-                if TEACHER_GRAD_PASS == 2:
-                    grad_t = (p - q) * grad_scale
-                    tl.store(grad_teacher_row + offs, grad_t.to(grad_teacher_ptr.dtype.element_ty), mask=offs < vocab)
-            tl.store(rows_ptr + row, teacher_weight * kl_t + student_weight * kl_s)
-
-            # Pass 3: the gradients that need the row's KL, q (log q - log r - KL(q || r)) / tau for the student and
-            # the same with p for the teacher, times their weights (see alignment._triton.jsd_rows).
-            if STUDENT_GRAD_PASS == 3 or TEACHER_GRAD_PASS == 3:
-                for start in range(0, vocab, BLOCK):
-                    offs = start + cols
-                    s = tl.load(student_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32)
-                    t = tl.load(teacher_row + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32)
-                    log_q = s * inv_temperature - lse_s
-                    log_p = t * inv_temperature - lse_t
-                    q = tl.exp(log_q)
-                    p = tl.exp(log_p)
-                    if MODE == 0:
-                        log_r = log_q
-                    elif MODE == 1:
-                        log_r = log_p
-                    else:
-                        a = log_p + log_beta
-                        b = log_q + log_1m_beta
-                        hi = tl.maximum(a, b)
-                        log_r = hi + tl.log(1.0 + tl.exp(tl.minimum(a, b) - hi))
-                    if STUDENT_GRAD_PASS == 3:
-                        grad_s = tl.where(q > 0.0, q * (log_q - log_r - kl_s), 0.0) * (student_weight * grad_scale)
-                        grad_s = grad_s.to(grad_student_ptr.dtype.element_ty)
-                        tl.store(grad_student_row + offs, grad_s, mask=offs < vocab)
-                    if TEACHER_GRAD_PASS == 3:
-                        grad_t = tl.where(p > 0.0, p * (log_p - log_r - kl_t), 0.0) * (teacher_weight * grad_scale)
-                        grad_t = grad_t.to(grad_teacher_ptr.dtype.element_ty)
-                        tl.store(grad_teacher_row + offs, grad_t, mask=offs < vocab)
-        else:
-            tl.store(rows_ptr + row, 0.0)
-            if STUDENT_GRAD_PASS != 0 or TEACHER_GRAD_PASS != 0:
-                for start in range(0, vocab, BLOCK):
-                    offs = start + cols
-                    zero = tl.zeros((BLOCK,), tl.float32)
-                    if STUDENT_GRAD_PASS != 0:
-                        tl.store(grad_student_row + offs, zero.to(grad_student_ptr.dtype.element_ty), mask=offs < vocab)
-                    if TEACHER_GRAD_PASS != 0:
-                        tl.store(grad_teacher_row + offs, zero.to(grad_teacher_ptr.dtype.element_ty), mask=offs < vocab)
+                if STUDENT_GRAD_PASS == 3:
+                    grad_s = tl.where(q > 0.0, q * (log_q - log_r - kl_s), 0.0) * (student_weight * grad_scale)
+                    grad_s = grad_s.to(grad_student_ptr.dtype.element_ty)
+                    tl.store(grad_student_row + offs, grad_s, mask=offs < vocab)
+                if TEACHER_GRAD_PASS == 3:
+                    grad_t = tl.where(p > 0.0, p * (log_p - log_r - kl_t), 0.0) * (teacher_weight * grad_scale)
+                    grad_t = grad_t.to(grad_teacher_ptr.dtype.element_ty)
+                    tl.store(grad_teacher_row + offs, grad_t, mask=offs < vocab)
+    else:
+        tl.store(rows_ptr + row, 0.0)
+        if STUDENT_GRAD_PASS != 0 or TEACHER_GRAD_PASS != 0:
+            for start in range(0, vocab, BLOCK):
+                offs = start + cols
+                zero = tl.zeros((BLOCK,), tl.float32)
+                if STUDENT_GRAD_PASS != 0:
+                    tl.store(grad_student_row + offs, zero.to(grad_student_ptr.dtype.element_ty), mask=offs < vocab)
+                if TEACHER_GRAD_PASS != 0:
+                    tl.store(grad_teacher_row + offs, zero.to(grad_teacher_ptr.dtype.element_ty), mask=offs < vocab)

@@ -5,11 +5,9 @@ Run: ``python -m benchmarks.sweep_triton [--shape 4,2048,151936]``
 At the issue's GPU shape (bfloat16), for each loss (beta 0.5, 0 and 1):
 
 * the kernel alone (:func:`alignment._triton.jsd_rows` with the student's gradient, what ``generalized_jsd`` launches
-  in its forward) at each columns-per-block, warps-per-program and programs-per-launch setting (one program per row,
-  or a few per multiprocessor, each taking several rows in turn: then the rows a launch has in flight may stay in
-  the L2 cache between the passes over them), timed with ``triton.testing.do_bench`` (median), against the bytes
-  that launch must move (its passes over both logits, and the gradient written once) at the device-to-device copy
-  bandwidth measured in the same run;
+  in its forward) at each columns-per-block and warps-per-program setting, timed with ``triton.testing.do_bench``
+  (median), against the bytes that launch must move (its passes over both logits, and the gradient written once)
+  at the device-to-device copy bandwidth measured in the same run;
 * then, with the fastest setting and with the default one, a whole ``generalized_jsd`` step split into its parts:
   forward without gradient, forward with it (the kernel), and forward + backward (until `4f5cd97` the backward
   scaled the kept gradient in a pass of its own).
@@ -27,7 +25,6 @@ from benchmarks.bench_losses import LOSSES, copy_bandwidth, inputs
 
 BLOCKS = (1024, 2048, 4096, 8192)
 WARPS = (4, 8, 16)
-PROGRAMS_PER_SM = (None, 2, 1, 0.5, 0.25)  # None: one program per row
 
 
 def passes(beta: float) -> int:
@@ -52,46 +49,35 @@ def main() -> None:
     print(f"# torch {torch.__version__}, triton {triton.__version__}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
     print("# bytes of a launch: its passes x 2 logits + the gradient written once; do_bench median")
     print()
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    counts = [None if k is None else int(k * sms) for k in PROGRAMS_PER_SM]
-    print(f"# kernel ms / its bytes' floor, by programs per launch ({sms} multiprocessors; 'rows': one per row)")
-    print()
-    header = " | ".join(f"{'rows' if n is None else n} programs" for n in counts)
-    print(f"| loss | its bytes' floor ms | block | warps | {header} |")
-    print("|---|--:|--:|--:|" + "--:|" * len(counts))
+    print("| loss | block | warps | kernel ms | its bytes' floor ms | kernel / its floor |")
+    print("|---|--:|--:|--:|--:|--:|")
     best = {}
     for name, beta in LOSSES.items():
         floor_ms = (2 * passes(beta) + 1) * tensor_bytes / bandwidth * 1e3
         for block in BLOCKS:
             for warps in WARPS:
-                cells = []
-                for programs in counts:
 
-                    def launch(
-                        block: int = block, warps: int = warps, beta: float = beta, n: int | None = programs
-                    ) -> None:
-                        _triton.jsd_rows(
-                            flat_s,
-                            flat_t,
-                            mask,
-                            beta=beta,
-                            temperature=1.0,
-                            grad_student=grad,
-                            grad_teacher=None,
-                            block=block,
-                            num_warps=warps,
-                            programs=n,
-                        )
+                def launch(block: int = block, warps: int = warps, beta: float = beta) -> None:
+                    _triton.jsd_rows(
+                        flat_s,
+                        flat_t,
+                        mask,
+                        beta=beta,
+                        temperature=1.0,
+                        grad_student=grad,
+                        grad_teacher=None,
+                        block=block,
+                        num_warps=warps,
+                    )
 
-                    try:
-                        ms = triton.testing.do_bench(launch, warmup=25, rep=100, return_mode="median")
-                    except Exception as error:  # a setting the compiler rejects (too many registers, say)
-                        cells.append(type(error).__name__)
-                        continue
-                    cells.append(f"{ms:.2f} / {ms / floor_ms:.2f}")
-                    if ms < best.get(name, (float("inf"),))[0]:
-                        best[name] = (ms, block, warps, programs)
-                print(f"| {name} | {floor_ms:.2f} | {block} | {warps} | " + " | ".join(cells) + " |")
+                try:
+                    ms = triton.testing.do_bench(launch, warmup=25, rep=100, return_mode="median")
+                except Exception as error:  # a setting the compiler rejects (too many registers, say)
+                    print(f"| {name} | {block} | {warps} | {type(error).__name__} | | |")
+                    continue
+                print(f"| {name} | {block} | {warps} | {ms:.2f} | {floor_ms:.2f} | {ms / floor_ms:.2f} |")
+                if ms < best.get(name, (float("inf"),))[0]:
+                    best[name] = (ms, block, warps)
     print()
     print("| loss | setting | forward, no grad, ms | forward with grad ms | forward + backward ms |")
     print("|---|---|--:|--:|--:|")
@@ -99,10 +85,9 @@ def main() -> None:
     for name, beta in LOSSES.items():
         if name not in best:
             continue
-        _, block, warps, programs = best[name]
-        fastest = {"block": block, "num_warps": warps, "programs": programs}
-        tuned = f"block {block}, {warps} warps, {'one program per row' if programs is None else programs} programs"
-        for label, settings in (("default", {}), (tuned, fastest)):
+        _, block, warps = best[name]
+        fastest = {"block": block, "num_warps": warps}
+        for label, settings in (("default", {}), (f"block {block}, {warps} warps", fastest)):
             _triton.jsd_rows = functools.partial(original, **settings)  # type: ignore[assignment]
 
             def loss(beta: float = beta) -> torch.Tensor:

@@ -95,7 +95,6 @@ def fused(
     temperature: float = 1.0,
     grads: tuple[bool, bool] = (True, True),
     grad_scale: torch.Tensor | None = None,
-    programs: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Run the kernel with gradient buffers prefilled with NaN, so that an element it fails to write shows."""
     grad_student, grad_teacher = (torch.full_like(student, math.nan) if want else None for want in grads)
@@ -108,7 +107,6 @@ def fused(
         grad_student=grad_student,
         grad_teacher=grad_teacher,
         grad_scale=grad_scale,
-        programs=programs,
     )
     return rows, grad_student, grad_teacher
 
@@ -187,19 +185,6 @@ def test_gradients_are_times_the_scale_the_kernel_reads(beta: float) -> None:
     torch.testing.assert_close(rows, plain[0], atol=0.0, rtol=0.0)  # the value is not scaled
     torch.testing.assert_close(grad_student, plain[1] * 0.375, atol=0.0, rtol=1e-6)
     torch.testing.assert_close(grad_teacher, plain[2] * 0.375, atol=0.0, rtol=1e-6)
-
-
-@pytest.mark.parametrize("programs", [1, 2, 3, 7, 8], ids=lambda n: f"programs={n}")
-@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0], ids=lambda b: f"beta={b}")
-def test_fewer_programs_than_rows_give_the_same_bits(beta: float, programs: int) -> None:
-    # each program takes rows i, i + programs, ...: 7 rows over 1..8 programs, masked rows among them
-    student, teacher = random_logits((7, 300), seed=4)
-    mask = torch.tensor([True, False, True, True, False, True, True], device=DEVICE)
-    one_per_row = fused(student, teacher, mask, beta=beta, temperature=0.7)
-    shared = fused(student, teacher, mask, beta=beta, temperature=0.7, programs=programs)
-    for actual, expected in zip(shared, one_per_row, strict=True):
-        assert actual is not None and expected is not None
-        assert torch.equal(actual, expected)
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0], ids=lambda b: f"beta={b}")
