@@ -142,6 +142,44 @@ def test_early_checkpoints_are_refused_when_training_again_gives_another_model(t
         train_teacher(family, train, held_out, {**config, "teacher_early": 1})
 
 
+def test_teachers_may_be_larger_than_their_students_and_are_cached_apart(tmp_path) -> None:
+    import torch
+
+    from benchmarks.distill.run import model_key, run_student, teacher_path
+
+    config = {**TINY, "cache": str(tmp_path), "teacher_size": [48, 2, 4], "teacher_device": "cpu"}
+    assert model_key(config) == "60-32x1x2-taskvocab" and model_key(config, teacher=True) == "60-48x2x4-taskvocab"
+    same_size = {**TINY, "cache": str(tmp_path)}
+    assert teacher_path("qwen3", config) != teacher_path("qwen3", same_size)  # another model: another cache entry
+    record = run_student("qwen->llama", "aligned", 0, config)
+    assert math.isfinite(record["final_loss"])
+    teacher = torch.load(teacher_path("qwen3", config, 3))
+    assert teacher["head.weight"].shape[1] == 48 and "body.layers.1.mlp.up_proj.weight" in teacher
+    assert all(value.device.type == "cpu" for value in teacher.values())
+    student = torch.load(next(tmp_path.glob("warmup-llama3-*.pt")))
+    assert student["head.weight"].shape[1] == 32 and "body.layers.1.mlp.up_proj.weight" not in student
+
+
+def test_teachers_only_trains_the_teachers_and_writes_no_results(tmp_path, monkeypatch, capsys) -> None:
+    import sys
+
+    import benchmarks.distill.run as distill
+
+    preset = {**TINY, "pairs": ["qwen->llama"], "arms": ["aligned"], "seeds": [0], "teachers": ["final"]}
+    monkeypatch.setattr(distill, "PRESETS", {"full": preset})
+    out = tmp_path / "out"
+    argv = ["run", "--teachers-only", "--workers", "1", "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    distill.main()
+    printed = capsys.readouterr().out
+    assert "teacher llama3: held-out exact match by step 2:" in printed and "teacher qwen3:" in printed
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*.json")) == [
+        "teacher-llama3-3-60-32x1x2-taskvocab.json",
+        "teacher-qwen3-3-60-32x1x2-taskvocab.json",
+    ]
+    assert not out.exists()
+
+
 def test_the_acceptance_table_compares_aligned_with_same_family_per_pair_and_teachers() -> None:
     from benchmarks.distill.report import _acceptance
 

@@ -11,6 +11,11 @@ layer covers the tokens the task's renderings use in that family (a few hundred)
 the losses see exactly the distributions these heads produce, and the vocabulary projection is restricted to
 the same tokens.
 
+Teachers may be larger than the students (``--teacher-size``) and may train on another device (``--teacher-device
+cuda``; students and the teachers' forward passes during distillation stay on the CPU). ``--teachers-only`` trains the
+teachers into ``--cache`` and stops: e.g. on a GPU machine, before the students run on a CPU one with the cache
+copied over.
+
 Each family's teacher trains ``teacher_steps`` supervised steps (cosine schedule), with a checkpoint scored on the
 held-out split every ``teacher_every`` steps, and every ``teacher_early`` steps before the first of those (a family
 that learns fast needs them: Mistral's first regular checkpoint already beats GPT-2's final one). Families do not
@@ -153,6 +158,7 @@ class TinyLM(nn.Module):
         self.head = nn.Linear(width, units, bias=False)
 
     def forward(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        ids, attention = ids.to(self.to_unit.device), attention.to(self.to_unit.device)
         positions = (attention.long().cumsum(-1) - 1).clamp_min(0)
         hidden = self.body(
             input_ids=self.to_unit[ids], attention_mask=attention.long(), position_ids=positions
@@ -160,20 +166,22 @@ class TinyLM(nn.Module):
         return self.head(hidden)
 
 
-def new_model(family: Family, config: dict[str, Any], *, seed: int) -> TinyLM:
-    return TinyLM(
-        family.to_head,
-        len(family.head_ids),
-        width=config["width"],
-        layers=config["layers"],
-        heads=config["heads"],
-        seed=seed,
-    )
+def size(config: dict[str, Any], *, teacher: bool = False) -> tuple[int, int, int]:
+    """Width, layers and heads of a student, or of a teacher (``teacher_size``, else the students' size)."""
+    student = (config["width"], config["layers"], config["heads"])
+    return tuple(config.get("teacher_size") or student) if teacher else student  # type: ignore[return-value]
 
 
-def model_key(config: dict[str, Any]) -> str:
+def new_model(family: Family, config: dict[str, Any], *, seed: int, teacher: bool = False) -> TinyLM:
+    """A fresh student (on the CPU) or teacher (on ``teacher_device``, default the CPU)."""
+    width, layers, heads = size(config, teacher=teacher)
+    model = TinyLM(family.to_head, len(family.head_ids), width=width, layers=layers, heads=heads, seed=seed)
+    return model.to(config.get("teacher_device") or "cpu") if teacher else model
+
+
+def model_key(config: dict[str, Any], *, teacher: bool = False) -> str:
     """What a cached model depends on besides its family, steps and seed (part of its file name)."""
-    return f"{config['train']}-{config['width']}x{config['layers']}x{config['heads']}-taskvocab"
+    return f"{config['train']}-{'x'.join(map(str, size(config, teacher=teacher)))}-taskvocab"
 
 
 def pad(rows: list[list[int]], value: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +233,7 @@ def generate(
     done = torch.zeros(len(prompts), dtype=torch.bool)
     out: list[list[int]] = [[] for _ in prompts]
     for _ in range(limit):
-        logits = model(ids, mask)[:, -1].float()
+        logits = model(ids, mask)[:, -1].float().cpu()
         unit = logits.argmax(-1) if greedy else torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
         token = torch.from_numpy(family.head_ids)[unit]
         for b in range(len(prompts)):
@@ -266,7 +274,7 @@ def frames_logits(model: TinyLM, prompts: list[list[int]], completions: list[lis
     index = torch.zeros((len(prompts), frames), dtype=torch.long)
     for b, (p, c) in enumerate(zip(prompts, completions, strict=True)):
         index[b, : len(c)] = torch.arange(len(p) - 1, len(p) - 1 + len(c))
-    return torch.gather(logits, 1, index[..., None].expand(-1, -1, logits.shape[-1]))
+    return torch.gather(logits, 1, index.to(logits.device)[..., None].expand(-1, -1, logits.shape[-1]))
 
 
 def completion_targets(family: Family, completions: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -282,7 +290,8 @@ def completion_targets(family: Family, completions: list[list[int]]) -> tuple[to
 def supervised_loss(logits: torch.Tensor, family: Family, completions: list[list[int]]) -> torch.Tensor:
     """Cross-entropy of the completion tokens from their frame logits (teachers, warm-up and the SFT arm)."""
     targets, mask = completion_targets(family, completions)
-    return nn.functional.cross_entropy(logits[mask], targets[mask])
+    mask = mask.to(logits.device)
+    return nn.functional.cross_entropy(logits[mask], targets.to(logits.device)[mask])
 
 
 def train_supervised(
@@ -304,7 +313,7 @@ def train_supervised(
     ``checkpoint``, it is called with the step count after each step in ``checkpoints``. ``until``: stop after that
     many steps of the same schedule, and cache nothing (``path`` must be None)."""
     if path is not None and path.exists():
-        model.load_state_dict(torch.load(path))
+        model.load_state_dict(torch.load(path, map_location="cpu"))
         return model
     if until is not None and path is not None:
         raise ValueError("a run cut short at `until` steps is not the cached model: pass path=None")
@@ -327,13 +336,18 @@ def train_supervised(
             checkpoint(step + 1)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), path)
+        torch.save(cpu_state(model), path)
     return model
+
+
+def cpu_state(model: TinyLM) -> dict[str, torch.Tensor]:
+    """The model's state on the CPU, so that a cached model loads anywhere."""
+    return {key: value.cpu() for key, value in model.state_dict().items()}
 
 
 def teacher_path(name: str, config: dict[str, Any], step: int | None = None) -> Path:
     """The cached teacher of family ``name`` after all its steps, or its checkpoint after ``step``."""
-    stem = f"teacher-{name}-{config['teacher_steps']}-{model_key(config)}"
+    stem = f"teacher-{name}-{config['teacher_steps']}-{model_key(config, teacher=True)}"
     return Path(config["cache"]) / (f"{stem}.pt" if step is None else f"{stem}-at{step}.pt")
 
 
@@ -359,20 +373,21 @@ def train_teacher(
         teacher_path(family.name, config).unlink(missing_ok=True)  # a teacher without its curve was cut short
         missing = wanted
     prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in held_out]
-    model = new_model(family, config, seed=1234)
+    model = new_model(family, config, seed=1234, teacher=True)
     cached = {point["step"] for point in curve}
 
     def checkpoint(step: int) -> None:
         if step in cached:  # the run that adds early checkpoints passes a cached one: it must be the same model
-            saved = torch.load(teacher_path(family.name, config, step))
-            if any(not torch.equal(saved[k], v) for k, v in model.state_dict().items()):
+            saved = torch.load(teacher_path(family.name, config, step), map_location="cpu")
+            if any(not torch.equal(saved[k], v.cpu()) for k, v in model.state_dict().items()):
                 raise RuntimeError(
                     f"teacher {family.name}: training again did not reproduce its cached checkpoint at step {step}; "
                     f"delete {curve_path} to retrain it from scratch"
                 )
             return
-        torch.save(model.state_dict(), teacher_path(family.name, config, step))
+        torch.save(cpu_state(model), teacher_path(family.name, config, step))
         curve.append({"step": step, "eval": evaluate(model, family, held_out, prompts)})
+        print(f"teacher {family.name} step {step}: held-out exact match {curve[-1]['eval']:.3f}", flush=True)
 
     teacher_path(family.name, config).parent.mkdir(parents=True, exist_ok=True)
     refining = bool(cached)
@@ -408,8 +423,10 @@ def checkpoint_steps(config: dict[str, Any]) -> list[int]:
 
 
 def load_teacher(family: Family, config: dict[str, Any], step: int) -> TinyLM:
-    model = new_model(family, config, seed=1234)
-    model.load_state_dict(torch.load(teacher_path(family.name, config, step)))
+    """The teacher's checkpoint after ``step``, on the CPU with the students (wherever it was trained)."""
+    width, layers, heads = size(config, teacher=True)
+    model = TinyLM(family.to_head, len(family.head_ids), width=width, layers=layers, heads=heads, seed=1234)
+    model.load_state_dict(torch.load(teacher_path(family.name, config, step), map_location="cpu"))
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -762,6 +779,12 @@ def _reused(path: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _pool(workers: int) -> Any:
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn").Pool(workers)
+
+
 def _command() -> str:
     import sys
 
@@ -775,6 +798,21 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results", help="where distill.json/.md/.png go")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--teacher-steps", type=int)
+    parser.add_argument(
+        "--teacher-size",
+        type=lambda text: [int(n) for n in text.split("x")],
+        help="teachers' width x layers x heads (default: the students' size, 96x2x4)",
+    )
+    parser.add_argument(
+        "--teacher-device",
+        help="where teachers train, e.g. cuda (students and their teachers' forward passes stay on the CPU)",
+    )
+    parser.add_argument(
+        "--teachers-only",
+        action="store_true",
+        help="train (or load) the teachers into --cache, print their curves and stop: e.g. on a GPU machine, "
+        "before the students run on a CPU one with the same --cache copied over",
+    )
     parser.add_argument("--arms", nargs="+", choices=[*ARMS, *ABLATIONS], help="override the preset's arms")
     parser.add_argument("--seeds", nargs="+", type=int, help="override the preset's seeds")
     parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), help="override the preset's pairs")
@@ -796,7 +834,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     config = {**COMMON, **PRESETS["quick" if args.quick else "full"], "cache": args.cache}
-    for key in ("teacher_steps", "warmup_steps", "student_steps", "arms", "seeds", "pairs", "teachers"):
+    keys = ("teacher_steps", "teacher_size", "teacher_device", "warmup_steps", "student_steps", "arms", "seeds")
+    for key in (*keys, "pairs", "teachers"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     # teachers first, so that student runs share the cache; the slowest arm first, so that the workers end together
@@ -810,10 +849,16 @@ def main() -> None:
     ]
     warmups = [(name, seed, config) for name, seed in sorted({(PAIRS[p][1], s) for p, _, s, _ in jobs})]
     started = time.time()
+    if args.teachers_only:
+        if args.workers > 1:
+            with _pool(args.workers) as pool:
+                pool.map(_teacher_job, [(name, config) for name in families], chunksize=1)
+        else:
+            for name in families:
+                _teacher_job((name, config))
+        return
     if args.workers > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        with _pool(args.workers) as pool:
             teacher_runs = pool.map_async(_teacher_job, [(name, config) for name in families], chunksize=1)
             pool.map(_warmup_job, warmups, chunksize=1)
             teachers = dict(teacher_runs.get())
