@@ -23,6 +23,7 @@ TINY = {
     "teacher_every": 2,
     "teachers": "matched",
     "teacher_batch": 4,
+    "byte_examples": 4,
     "warmup_steps": 2,
     "student_steps": 3,
     "student_batch": 4,
@@ -85,6 +86,44 @@ def test_matched_teachers_are_the_checkpoints_closest_to_the_weaker_final_teache
         "b": [{"step": 1, "eval": 0.3}],
     }
     assert pick_checkpoint(tied, "a", "matched") == {"step": 3, "eval": 0.3}  # a tie goes to the later checkpoint
+    by_bytes = {
+        "x": [{"step": 1, "eval": 0.1, "byte": 0.5}, {"step": 2, "eval": 0.4, "byte": 0.7}],
+        "y": [{"step": 1, "eval": 0.4, "byte": 0.6}, {"step": 2, "eval": 0.5, "byte": 0.9}],
+    }
+    assert pick_checkpoint(by_bytes, "y", "matched") == by_bytes["y"][0]  # exact match 0.4, as x's final
+    assert pick_checkpoint(by_bytes, "y", "byte-matched") == by_bytes["y"][0]  # 0.6 is closest to x's final 0.7
+    assert pick_checkpoint({**by_bytes, "x": by_bytes["x"][:1]}, "y", "byte-matched") == by_bytes["y"][0]
+    assert pick_checkpoint(by_bytes, "x", "byte-matched") == by_bytes["x"][1]  # the weaker teacher: its last
+
+
+def test_byte_matched_teachers_are_scored_once_and_picked_by_their_byte_skill(tmp_path) -> None:
+    from benchmarks.distill.run import load_family, run_student, teacher_of, train_teacher, with_byte_scores
+    from benchmarks.distill.task import make_task
+
+    config = {**TINY, "cache": str(tmp_path), "teachers": "byte-matched"}
+    train, held_out = make_task(config["train"], config["eval"])
+    curves = {
+        name: train_teacher(load_family(name, train + held_out), train, held_out, config)
+        for name in ("qwen3", "llama3")
+    }
+    scored = with_byte_scores("qwen->llama", curves, config)
+    assert [[p["step"] for p in scored[n]] for n in ("qwen3", "llama3")] == [[2, 3], [2, 3]]
+    assert all(0.0 < p["byte"] < 1.0 for n in scored for p in scored[n])
+    (cache,) = tmp_path.glob("bytes-*.json")
+    written = cache.stat().st_mtime_ns
+    assert with_byte_scores("qwen->llama", curves, config) == scored and cache.stat().st_mtime_ns == written
+    weaker = min(scored, key=lambda n: scored[n][-1]["byte"])
+    target = scored[weaker][-1]["byte"]
+    name, used = teacher_of("qwen->llama", "aligned", curves, config)
+    closest = min(scored["qwen3"], key=lambda p: (abs(p["byte"] - target), -p["step"]))
+    assert name == "qwen3" and used == closest
+    record = run_student("qwen->llama", "aligned", 0, config)
+    assert record["teachers"] == "byte-matched" and record["teacher_byte"] == closest["byte"]
+    from benchmarks.distill.report import write_report
+
+    write_report([record], tmp_path / "out", config, "test machine", 1.0, stem="distill-bytes", teachers=curves)
+    row = f"{closest['eval']:.3f} ({closest['step']}); P(byte) {closest['byte']:.3f} |"
+    assert row in (tmp_path / "out" / "distill-bytes.md").read_text()
 
 
 def test_a_cached_teacher_without_its_curve_is_trained_again(tmp_path) -> None:

@@ -23,7 +23,9 @@ learn the task equally fast (a tokenizer with one token per number up to 999 is 
 digits), so a cross-family student and its same-family baseline would learn from teachers of different skill.
 ``--teachers final`` uses each family's last checkpoint; ``--teachers matched`` uses, for each pair, the checkpoints
 of both teachers closest to the weaker teacher's final held-out exact match, so that the two arms differ in the
-teacher's family and not its skill.
+teacher's family and not its skill. ``--teachers byte-matched`` matches them instead on the mean probability each
+gives the next byte of the student's held-out answers (:func:`reference_byte_probs`), the skill the aligned loss
+distils: two teachers with the same exact match need not be equally good byte by byte.
 
 Every student starts from the same short supervised warm-up (``warmup_steps`` on the reference answers, per
 student family and seed; cached), so that its first samples are not pure noise; then, with the same budget,
@@ -169,14 +171,14 @@ class TinyLM(nn.Module):
 def size(config: dict[str, Any], *, teacher: bool = False) -> tuple[int, int, int]:
     """Width, layers and heads of a student, or of a teacher (``teacher_size``, else the students' size)."""
     student = (config["width"], config["layers"], config["heads"])
-    return tuple(config.get("teacher_size") or student) if teacher else student  # type: ignore[return-value]
+    width, layers, heads = (config.get("teacher_size") or student) if teacher else student
+    return width, layers, heads
 
 
 def new_model(family: Family, config: dict[str, Any], *, seed: int, teacher: bool = False) -> TinyLM:
-    """A fresh student (on the CPU) or teacher (on ``teacher_device``, default the CPU)."""
+    """A fresh student, or teacher (of ``teacher_size``), on the CPU."""
     width, layers, heads = size(config, teacher=teacher)
-    model = TinyLM(family.to_head, len(family.head_ids), width=width, layers=layers, heads=heads, seed=seed)
-    return model.to(config.get("teacher_device") or "cpu") if teacher else model
+    return TinyLM(family.to_head, len(family.head_ids), width=width, layers=layers, heads=heads, seed=seed)
 
 
 def model_key(config: dict[str, Any], *, teacher: bool = False) -> str:
@@ -373,7 +375,7 @@ def train_teacher(
         teacher_path(family.name, config).unlink(missing_ok=True)  # a teacher without its curve was cut short
         missing = wanted
     prompts = [render_prompt(family.tokenizer, e, **family.kwargs).input_ids.tolist() for e in held_out]
-    model = new_model(family, config, seed=1234, teacher=True)
+    model = new_model(family, config, seed=1234, teacher=True).to(config.get("teacher_device") or "cpu")
     cached = {point["step"] for point in curve}
 
     def checkpoint(step: int) -> None:
@@ -424,8 +426,7 @@ def checkpoint_steps(config: dict[str, Any]) -> list[int]:
 
 def load_teacher(family: Family, config: dict[str, Any], step: int) -> TinyLM:
     """The teacher's checkpoint after ``step``, on the CPU with the students (wherever it was trained)."""
-    width, layers, heads = size(config, teacher=True)
-    model = TinyLM(family.to_head, len(family.head_ids), width=width, layers=layers, heads=heads, seed=1234)
+    model = new_model(family, config, seed=1234, teacher=True)
     model.load_state_dict(torch.load(teacher_path(family.name, config, step), map_location="cpu"))
     model.eval()
     for parameter in model.parameters():
@@ -436,11 +437,68 @@ def load_teacher(family: Family, config: dict[str, Any], step: int) -> TinyLM:
 def pick_checkpoint(curves: dict[str, list[dict[str, Any]]], name: str, teachers: str) -> dict[str, Any]:
     """The checkpoint of teacher ``name`` a run uses: its last (``teachers="final"``), or (``"matched"``) the one
     whose held-out exact match is closest to the weaker final teacher of the pair, so that both teachers a
-    student of the pair may learn from are equally good at the task (ties: the later checkpoint)."""
+    student of the pair may learn from are equally good at the task (ties: the later checkpoint);
+    ``"byte-matched"`` the same by mean probability of the next byte of the student's held-out answers (each point's
+    ``"byte"``, :func:`with_byte_scores`), the skill the aligned loss distils."""
     if teachers == "final":
         return curves[name][-1]
-    target = min(curve[-1]["eval"] for curve in curves.values())
-    return min(curves[name], key=lambda point: (abs(point["eval"] - target), -point["step"]))
+    key = "byte" if teachers == "byte-matched" else "eval"
+    target = min(curve[-1][key] for curve in curves.values())
+    return min(curves[name], key=lambda point: (abs(point[key] - target), -point["step"]))
+
+
+def reference_byte_probs(student: Family, teacher: Family, model: TinyLM, examples: list[dict[str, Any]]) -> np.ndarray:
+    """The teacher's probability of every next byte of the student's reference completions of ``examples`` (and of
+    the end of the turn): through ``prepare_teacher_batch(..., byte_frames=True)`` and ``next_byte_logprobs``, in the
+    same units for every tokenizer; a same-family teacher reads the student's ids."""
+    prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in examples]
+    completions = [reference_completion(student, e) for e in examples]
+    batch = prepare_teacher_batch(
+        examples,
+        completions,
+        student_tokenizer=student.tokenizer,
+        teacher_tokenizer=teacher.tokenizer,
+        prompt_ids=prompts,
+        student_template_kwargs=student.kwargs,
+        teacher_template_kwargs=teacher.kwargs,
+        byte_frames=True,
+    )
+    everything = batch.byte_frames  # each content byte once: not the token ends, not the student's template
+    frames = everything.select(~everything.token_ends & (everything.teacher_positions >= 0))
+    rows = torch.from_numpy(frames.rows)
+    with torch.no_grad():
+        if batch.aligned:
+            logits = model(batch.input_ids, batch.attention_mask)[rows, torch.from_numpy(frames.teacher_positions)]
+        else:
+            logits = frames_logits(model, prompts, completions)[rows, torch.from_numpy(frames.student_frames)]
+        logprobs = next_byte_logprobs(
+            logits, byte_vocab(teacher.tokenizer).restrict(teacher.head_ids), frames.teacher_prefixes
+        )
+    return logprobs.gather(1, torch.from_numpy(frames.targets)[:, None])[:, 0].exp().numpy()
+
+
+def with_byte_scores(
+    pair: str, curves: dict[str, list[dict[str, Any]]], config: dict[str, Any]
+) -> dict[str, list[dict[str, Any]]]:
+    """The curves of both teachers of ``pair`` with each checkpoint's mean :func:`reference_byte_probs` on the
+    student's first ``byte_examples`` held-out answers (``"byte"``), for ``--teachers byte-matched``. Cached."""
+    student_name = PAIRS[pair][1]
+    path = Path(config["cache"]) / (
+        f"bytes-{'-'.join(PAIRS[pair])}-{config['teacher_steps']}-{model_key(config, teacher=True)}"
+        f"-{config['byte_examples']}.json"
+    )
+    scores: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.exists() else {}
+    if any(str(p["step"]) not in scores.get(name, {}) for name in PAIRS[pair] for p in curves[name]):
+        train, held_out = make_task(config["train"], config["eval"])
+        families = {name: load_family(name, train + held_out) for name in PAIRS[pair]}
+        examples = held_out[: config["byte_examples"]]
+        for name in PAIRS[pair]:
+            for point in curves[name]:
+                model = load_teacher(families[name], config, point["step"])
+                probs = reference_byte_probs(families[student_name], families[name], model, examples)
+                scores.setdefault(name, {})[str(point["step"])] = float(probs.mean())
+        path.write_text(json.dumps(scores))
+    return {name: [{**p, "byte": scores[name][str(p["step"])]} for p in curves[name]] for name in PAIRS[pair]}
 
 
 def naive_teacher_logits(
@@ -551,13 +609,15 @@ def byte_loss(
     return generalized_jsd(s, t, beta=config["beta"], check_finite=False)
 
 
-def teacher_of(pair: str, arm: str, curves: dict[str, list[dict[str, Any]]], teachers: str) -> tuple[str, Any]:
+def teacher_of(pair: str, arm: str, curves: dict[str, list[dict[str, Any]]], config: dict[str, Any]) -> tuple[str, Any]:
     """The family of the teacher a run of ``arm`` on ``pair`` learns from, and the checkpoint it uses (``None`` for
-    the SFT arm, which learns from the reference answers alone)."""
+    the SFT arm, which learns from the reference answers alone), by ``config["teachers"]``."""
     name = PAIRS[pair][1] if arm == "same-family" else PAIRS[pair][0]
     if arm == "sft":
         return name, None
-    return name, pick_checkpoint({n: curves[n] for n in PAIRS[pair]}, name, teachers)
+    if config["teachers"] == "byte-matched":
+        curves = with_byte_scores(pair, curves, config)
+    return name, pick_checkpoint({n: curves[n] for n in PAIRS[pair]}, name, config["teachers"])
 
 
 def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[str, Any]:
@@ -565,7 +625,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
     both = train + held_out
     families = {name: load_family(name, both) for name in PAIRS[pair]}
     curves = {name: train_teacher(family, train, held_out, config) for name, family in families.items()}
-    teacher_name, used = teacher_of(pair, arm, curves, config["teachers"])
+    teacher_name, used = teacher_of(pair, arm, curves, config)
     student_name = PAIRS[pair][1]
     student, teacher = families[student_name], families[teacher_name]
     teacher_model = None if used is None else load_teacher(teacher, config, used["step"])
@@ -660,6 +720,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
         "teacher": teacher_name,
         "teacher_step": None if used is None else used["step"],
         "teacher_eval": None if used is None else used["eval"],
+        "teacher_byte": None if used is None else used.get("byte"),
         "student": student_name,
         "final_eval": curve[-1]["eval"],
         "final_loss": curve[-1]["loss"],
@@ -683,6 +744,7 @@ PRESETS = {
         "teacher_steps": 400,
         "teacher_every": 100,
         "teacher_batch": 32,
+        "byte_examples": 50,
         "warmup_steps": 50,
         "student_steps": 60,
         "student_batch": 16,
@@ -699,6 +761,7 @@ PRESETS = {
         "teacher_every": 250,
         "teacher_early": 25,
         "teacher_batch": 64,
+        "byte_examples": 200,
         "warmup_steps": 300,
         "student_steps": 1200,
         "student_batch": 32,
@@ -752,7 +815,7 @@ def _shared(
     unique, owners = [], []
     for job in jobs:
         pair, arm, seed, config = job
-        name, used = teacher_of(pair, arm, curves, config["teachers"])
+        name, used = teacher_of(pair, arm, curves, config)
         key = (pair, arm, seed, name, None if used is None else used["step"])
         if key not in first:
             first[key] = len(unique)
@@ -828,9 +891,10 @@ def main() -> None:
     parser.add_argument(
         "--teachers",
         nargs="+",
-        choices=["matched", "final"],
+        choices=["matched", "final", "byte-matched"],
         help="which teacher checkpoints the arms learn from: each family's last, and/or those matched per pair on "
-        "held-out exact match (see pick_checkpoint)",
+        "held-out exact match, or on the mean probability of the next byte of the student's held-out answers "
+        "(see pick_checkpoint)",
     )
     args = parser.parse_args()
     config = {**COMMON, **PRESETS["quick" if args.quick else "full"], "cache": args.cache}

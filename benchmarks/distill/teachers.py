@@ -18,18 +18,15 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from alignment import byte_vocab, next_byte_logprobs, prepare_teacher_batch, render_prompt
 from benchmarks.distill.run import (
     COMMON,
     PAIRS,
     PRESETS,
-    frames_logits,
     load_family,
     load_teacher,
     pick_checkpoint,
-    reference_completion,
+    reference_byte_probs,
     train_teacher,
 )
 from benchmarks.distill.task import make_task
@@ -42,35 +39,11 @@ def byte_probabilities(
     the student's held-out reference completions."""
     train, held_out = make_task(config["train"], config["eval"])
     families = {name: load_family(name, train + held_out) for name in PAIRS[pair]}
-    student, teacher = families[PAIRS[pair][1]], families[teacher_name]
     curves = {name: train_teacher(family, train, held_out, config) for name, family in families.items()}
     used = pick_checkpoint(curves, teacher_name, teachers)
-    model = load_teacher(teacher, config, used["step"])
-    chosen = held_out[:examples]
-    prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in chosen]
-    completions = [reference_completion(student, e) for e in chosen]
-    batch = prepare_teacher_batch(
-        chosen,
-        completions,
-        student_tokenizer=student.tokenizer,
-        teacher_tokenizer=teacher.tokenizer,
-        prompt_ids=prompts,
-        student_template_kwargs=student.kwargs,
-        teacher_template_kwargs=teacher.kwargs,
-        byte_frames=True,
-    )
-    everything = batch.byte_frames  # each content byte once: not the token ends, not the student's template
-    frames = everything.select(~everything.token_ends & (everything.teacher_positions >= 0))
-    rows = torch.from_numpy(frames.rows)
-    with torch.no_grad():
-        if batch.aligned:
-            logits = model(batch.input_ids, batch.attention_mask)[rows, torch.from_numpy(frames.teacher_positions)]
-        else:  # the same family: the teacher reads the student's ids
-            logits = frames_logits(model, prompts, completions)[rows, torch.from_numpy(frames.student_frames)]
-        logprobs = next_byte_logprobs(
-            logits, byte_vocab(teacher.tokenizer).restrict(teacher.head_ids), frames.teacher_prefixes
-        )
-    return used, logprobs.gather(1, torch.from_numpy(frames.targets)[:, None])[:, 0].exp().numpy()
+    model = load_teacher(families[teacher_name], config, used["step"])
+    student = families[PAIRS[pair][1]]
+    return used, reference_byte_probs(student, families[teacher_name], model, held_out[:examples])
 
 
 def main() -> None:
