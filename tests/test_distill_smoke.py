@@ -64,6 +64,8 @@ def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     assert {"pair", "arm", "seed", "final_eval", "final_loss", "steps", "coverage"} <= set(saved[0])
     report = (tmp_path / "out" / "distill-quick.md").read_text()
     assert "| qwen->llama |" in report and "- x: 2: 0.250, 4: 0.500, 5: 0.625" in report
+    source = {"sft": "reference answers", "same-family": "llama3"}.get(arm, "qwen3")
+    assert f"| {arm} | {source} → llama3 |" in report
 
 
 def test_matched_teachers_are_the_checkpoints_closest_to_the_weaker_final_teacher() -> None:

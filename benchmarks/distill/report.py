@@ -34,10 +34,11 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
             if runs[0].get("teacher_step") is None
             else f"{runs[0]['teacher_eval']:.3f} ({runs[0]['teacher_step']})"
         )
+        source = "reference answers" if arm == "sft" else runs[0]["teacher"]
         if runs[0].get("teacher_byte") is not None:  # --teachers byte-matched
             used += f"; P(byte) {runs[0]['teacher_byte']:.3f}"
         lines.append(
-            f"| {pair} | {teachers} | {arm} | {runs[0]['teacher']} → {runs[0]['student']} | {used} | "
+            f"| {pair} | {teachers} | {arm} | {source} → {runs[0]['student']} | {used} | "
             f"{_mean_std([r['final_eval'] for r in runs])} | {np.mean([r['final_loss'] for r in runs]):.4f} | "
             f"{runs[0]['steps']} | {mean_of(runs, 'coverage')} | {mean_of(runs, 'byte_coverage')} | "
             f"{mean_of(runs, 'teacher_shared_mass')} | {len(runs)} | {np.mean([r['wall_s'] for r in runs]):.0f} |"
