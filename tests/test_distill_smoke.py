@@ -42,6 +42,7 @@ ARMS = [
     "aligned+chunk",
     "aligned-bytes",
     "aligned-stop",
+    "aligned-weighted",
 ]
 
 
@@ -55,7 +56,7 @@ def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     assert 0.0 <= record["final_eval"] <= 1.0 and math.isfinite(record["final_loss"])
     assert [p["step"] for p in record["curve"]] == [0, 3]  # after the common warm-up, then at the end
     assert record["teacher_step"] in (None if arm == "sft" else 2, 3)  # checkpoints after 2 and 3 steps
-    if arm in ("aligned", "aligned+chunk", "aligned-bytes", "aligned-stop"):
+    if arm in ("aligned", "aligned+chunk", "aligned-bytes", "aligned-stop", "aligned-weighted"):
         assert 0.0 < record["coverage"] <= 1.0 and 0.0 < record["teacher_shared_mass"] <= 1.0
         assert 0.9 < record["byte_coverage"] <= 1.0  # next-byte frames: nearly every byte of the common content
     curve = [{"step": step, "eval": step / 8} for step in range(1, 6)]  # every other checkpoint is shown, and the last
@@ -221,6 +222,29 @@ def test_teachers_only_trains_the_teachers_and_writes_no_results(tmp_path, monke
     assert not out.exists()
 
 
+def test_the_teachers_left_out_mass_is_on_its_tokens_that_end_where_it_has_read() -> None:
+    import numpy as np
+    import torch
+
+    from alignment import ByteVocab
+    from benchmarks.distill.run import teacher_left_out
+
+    class Frames:  # the fields of ByteFrames that teacher_left_out reads
+        rows = np.array([0, 0, 0, 0])
+        teacher_positions = np.array([0, 0, -1, 1])  # -1: the student's template text
+        teacher_prefixes = (b"4", b"", b"", b"48")
+
+        def __len__(self) -> int:
+            return 4
+
+    vocab = ByteVocab(token_bytes=(b"4", b"48", b"482", b"5"), ends=frozenset())
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]]])
+    left_out = teacher_left_out(Frames(), logits, vocab, 1.0)
+    e2 = math.exp(2.0)
+    # after "4": "4" of "4", "48", "482"; at a boundary and at template text nothing; after "48": "48" of "48", "482"
+    torch.testing.assert_close(left_out, torch.tensor([1 / 3, 0.0, 0.0, e2 / (e2 + 1)]))
+
+
 def test_the_acceptance_table_compares_aligned_with_same_family_per_pair_and_teachers() -> None:
     from benchmarks.distill.report import _acceptance
 
@@ -284,6 +308,23 @@ def test_the_outputs_script_prints_the_students_answers_token_by_token(tmp_path,
     assert sum(line.startswith("held-out exact match") for line in printed) == 2  # after the warm-up, at the end
     answers = [line for line in printed if "->" in line]
     assert len(answers) == 6 and all(line.rstrip().endswith("]") for line in answers)
+
+
+def test_the_leftout_script_prints_the_left_out_mass_on_references_and_samples(tmp_path, monkeypatch, capsys) -> None:
+    import sys
+
+    import benchmarks.distill.run as distill
+    from benchmarks.distill import leftout
+
+    monkeypatch.setattr(distill, "PRESETS", {"full": TINY})
+    argv = ["leftout", "--pair", "qwen->llama", "--examples", "6", "--teachers", "final", "--cache", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    leftout.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| completions | right |") and len(rows) == 3  # the header, then one row each
+    assert rows[1].startswith("| reference answers | 6/6 | ") and rows[2].startswith("| student's samples | ")
+    # Qwen3 writes one digit per token, so the teacher reads no byte of a reference answer inside one of its tokens
+    assert rows[1].endswith("| 0 | n/a | n/a |")
 
 
 def test_reuse_carries_over_only_what_this_command_did_not_run(tmp_path) -> None:

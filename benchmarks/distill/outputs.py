@@ -24,9 +24,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", choices=list(distill.PAIRS), default="qwen->llama")
     parser.add_argument("--arm", choices=[*distill.ARMS, *distill.ABLATIONS], default="aligned")
-    parser.add_argument("--teachers", choices=["matched", "final"], default="matched")
+    parser.add_argument("--teachers", choices=["matched", "final", "byte-matched"], default="matched")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup-steps", type=int, default=None, help="the common warm-up (default: the preset's)")
+    parser.add_argument("--on-policy", type=float, default=None, help="share of batches on the student's samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=16, help="held-out prompts to print")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"))
@@ -42,6 +43,8 @@ def main() -> None:
     }
     if args.warmup_steps is not None:
         config["warmup_steps"] = args.warmup_steps
+    if args.on_policy is not None:
+        config["on_policy"] = args.on_policy
     train, held_out = make_task(config["train"], config["eval"])
     for name in distill.PAIRS[args.pair]:  # the teachers first (cached), so that only the student's scores print
         distill.train_teacher(distill.load_family(name, train + held_out), train, held_out, config)

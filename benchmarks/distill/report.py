@@ -117,6 +117,7 @@ ARM_COLORS = {
     "aligned-prefix": "C8",
     "aligned-projection": "C9",
     "aligned-chunk": "k",
+    "aligned-weighted": "m",
 }
 
 

@@ -41,7 +41,8 @@ projection on 1:1 aligned frames plus the chunk-likelihood loss on the sampled p
 alone (``aligned-projection``, ``aligned-chunk``); ``aligned+chunk``, the aligned arm plus the chunk-likelihood
 loss; ``aligned-bytes``, the aligned arm without the stop class and the template's text (``next_byte_logprobs`` on
 each side alone, at the content's bytes and the end of the turn, as before either existed); ``aligned-stop``, the
-aligned arm without the template's text.
+aligned arm without the template's text; ``aligned-weighted``, the aligned arm with each byte weighted by the share
+of the teacher's mass its next-byte distribution covers there (one minus :func:`teacher_left_out`).
 """
 
 from __future__ import annotations
@@ -84,15 +85,23 @@ from alignment import (
     token_logprobs,
     vocab_projection,
 )
-from alignment.nextbyte import TEMPLATE
+from alignment.nextbyte import STOP, TEMPLATE
 from benchmarks.distill.task import make_task
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
 PAIRS = {"qwen->llama": ("qwen3", "llama3"), "gpt2->mistral": ("gpt2", "mistral_v3")}
 ARMS = ("same-family", "aligned", "naive", "sft")
 # the aligned arm's loss before next-byte distributions: prefix projection + chunk likelihoods, and each alone
-ABLATIONS = ("aligned-prefix", "aligned-projection", "aligned-chunk", "aligned+chunk", "aligned-bytes", "aligned-stop")
-BYTE_ARMS = ("aligned", "aligned+chunk", "aligned-bytes", "aligned-stop")
+ABLATIONS = (
+    "aligned-prefix",
+    "aligned-projection",
+    "aligned-chunk",
+    "aligned+chunk",
+    "aligned-bytes",
+    "aligned-stop",
+    "aligned-weighted",
+)
+BYTE_ARMS = ("aligned", "aligned+chunk", "aligned-bytes", "aligned-stop", "aligned-weighted")
 
 
 @dataclass
@@ -488,15 +497,17 @@ def with_byte_scores(
         f"-{config['byte_examples']}.json"
     )
     scores: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.exists() else {}
-    if any(str(p["step"]) not in scores.get(name, {}) for name in PAIRS[pair] for p in curves[name]):
+    missing = [
+        (name, p["step"]) for name in PAIRS[pair] for p in curves[name] if str(p["step"]) not in scores.get(name, {})
+    ]
+    if missing:
         train, held_out = make_task(config["train"], config["eval"])
         families = {name: load_family(name, train + held_out) for name in PAIRS[pair]}
         examples = held_out[: config["byte_examples"]]
-        for name in PAIRS[pair]:
-            for point in curves[name]:
-                model = load_teacher(families[name], config, point["step"])
-                probs = reference_byte_probs(families[student_name], families[name], model, examples)
-                scores.setdefault(name, {})[str(point["step"])] = float(probs.mean())
+        for name, step in missing:
+            model = load_teacher(families[name], config, step)
+            probs = reference_byte_probs(families[student_name], families[name], model, examples)
+            scores.setdefault(name, {})[str(step)] = float(probs.mean())
         path.write_text(json.dumps(scores))
     return {name: [{**p, "byte": scores[name][str(p["step"])]} for p in curves[name]] for name in PAIRS[pair]}
 
@@ -598,15 +609,35 @@ def byte_loss(
     else:
         if arm == "aligned-stop":
             keep &= frames.teacher_positions != TEMPLATE
+        frames = frames.select(keep)
         s, t = byte_logprobs(
-            frames.select(keep),
+            frames,
             student_logits,
             teacher_all,
             student_vocab=vocabs[0],
             teacher_vocab=vocabs[1],
             temperature=config["temperature"],
         )
+        if arm == "aligned-weighted":
+            rows_loss = generalized_jsd(s, t, beta=config["beta"], reduction="none", check_finite=False)
+            weight = 1 - teacher_left_out(frames, teacher_all, vocabs[1], config["temperature"])
+            return (rows_loss * weight).sum() / weight.sum().clamp_min(1e-6)
     return generalized_jsd(s, t, beta=config["beta"], check_finite=False)
+
+
+def teacher_left_out(frames: Any, teacher_all: torch.Tensor, vocab: ByteVocab, temperature: float) -> torch.Tensor:
+    """At each byte frame, the share of the teacher's mass on tokens that begin with the bytes it has read of its
+    current token that is on the token ending exactly there: the paths the teacher's next-byte distribution
+    inside a token leaves out (0 at its token boundaries and at the student's template text)."""
+    left_out = torch.zeros(len(frames))
+    inside = np.array([len(p) > 0 for p in frames.teacher_prefixes], dtype=np.bool_)
+    read = np.flatnonzero((frames.teacher_positions >= 0) & inside)
+    if len(read):
+        logits = teacher_all[torch.from_numpy(frames.rows[read]), torch.from_numpy(frames.teacher_positions[read])]
+        prefixes = [frames.teacher_prefixes[i] for i in read]
+        stop = next_byte_logprobs(logits, vocab, prefixes, temperature=temperature, stop=True)[:, STOP]
+        left_out[torch.from_numpy(read)] = stop.exp().float()
+    return left_out
 
 
 def teacher_of(pair: str, arm: str, curves: dict[str, list[dict[str, Any]]], config: dict[str, Any]) -> tuple[str, Any]:
@@ -889,6 +920,12 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int)
     parser.add_argument("--student-steps", type=int)
     parser.add_argument(
+        "--on-policy",
+        type=float,
+        help="share of the students' batches that are their own samples (default 0.5; the rest are the reference "
+        "answers, also scored by the teacher)",
+    )
+    parser.add_argument(
         "--teachers",
         nargs="+",
         choices=["matched", "final", "byte-matched"],
@@ -898,8 +935,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     config = {**COMMON, **PRESETS["quick" if args.quick else "full"], "cache": args.cache}
-    keys = ("teacher_steps", "teacher_size", "teacher_device", "warmup_steps", "student_steps", "arms", "seeds")
-    for key in (*keys, "pairs", "teachers"):
+    keys = ("teacher_steps", "teacher_size", "teacher_device", "warmup_steps", "student_steps", "on_policy", "arms")
+    for key in (*keys, "seeds", "pairs", "teachers"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     # teachers first, so that student runs share the cache; the slowest arm first, so that the workers end together

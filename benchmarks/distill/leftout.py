@@ -1,0 +1,84 @@
+"""How much of its belief the teacher's next-byte distribution leaves out inside its tokens: on the reference answers
+and on the student's own samples.
+
+Run after ``python -m benchmarks.distill.run`` (it reads the cached teachers and warm-ups)::
+
+    python -m benchmarks.distill.leftout --pair "gpt2->mistral"
+
+Inside a teacher token, after it has read ``u`` of it, the teacher's next byte comes from its tokens that begin with
+``u`` and go on; the tokens that are exactly ``u`` (the token ends there, another begins) are left out, because
+the teacher has no frame after them (:mod:`alignment.nextbyte`). On text the teacher would write that mass is
+small. On a student's wrong sample the teacher's own tokens split the text elsewhere than it expects, and its belief
+can sit on exactly the left-out tokens. For the warm-up student of one seed, this prints, for the teacher of
+``--teachers``, the share of its mass on the left-out tokens at each content byte read inside one of its tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alignment import byte_vocab, prepare_teacher_batch, render_prompt
+from benchmarks.distill import run as distill
+from benchmarks.distill.task import make_task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pair", choices=list(distill.PAIRS), default="gpt2->mistral")
+    parser.add_argument("--teachers", choices=["matched", "final", "byte-matched"], default="byte-matched")
+    parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    config = {**distill.COMMON, **distill.PRESETS["full"], "cache": args.cache, "teachers": args.teachers}
+    train, held_out = make_task(config["train"], config["eval"])
+    families = {name: distill.load_family(name, train + held_out) for name in distill.PAIRS[args.pair]}
+    curves = {name: distill.train_teacher(family, train, held_out, config) for name, family in families.items()}
+    name, used = distill.teacher_of(args.pair, "aligned", curves, config)
+    student, teacher = families[distill.PAIRS[args.pair][1]], families[name]
+    teacher_model = distill.load_teacher(teacher, config, used["step"])
+    student_model = distill.warm_up(student, train, config, args.seed)
+    rng, generator = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
+    picks = [rng.randrange(len(train)) for _ in range(args.examples)]
+    examples = [train[i] for i in picks]
+    prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in examples]
+    references = [distill.reference_completion(student, e) for e in examples]
+    samples = distill.generate(student_model, student, prompts, greedy=False, generator=generator)
+    samples = [s if s else [student.eot] for s in samples]
+    vocab = byte_vocab(teacher.tokenizer).restrict(teacher.head_ids)
+    print(f"{args.pair}: teacher {name} step {used['step']}, warm-up student seed {args.seed}, {len(picks)} examples")
+    print()
+    print("| completions | right | content bytes | read inside a teacher token | mean mass left out | share > 0.5 |")
+    print("|---|--:|--:|--:|--:|--:|")
+    for label, completions in (("reference answers", references), ("student's samples", samples)):
+        right = sum(distill.answer_of(student, c) == e["answer"] for c, e in zip(completions, examples, strict=True))
+        batch = prepare_teacher_batch(
+            examples,
+            completions,
+            student_tokenizer=student.tokenizer,
+            teacher_tokenizer=teacher.tokenizer,
+            prompt_ids=prompts,
+            student_template_kwargs=student.kwargs,
+            teacher_template_kwargs=teacher.kwargs,
+            byte_frames=True,
+        )
+        frames = batch.byte_frames
+        content = ~frames.token_ends & (frames.teacher_positions >= 0)
+        inside = content & np.array([len(p) > 0 for p in frames.teacher_prefixes], dtype=np.bool_)
+        tokens = batch.input_ids[torch.from_numpy(frames.rows), torch.from_numpy(frames.teacher_positions) + 1]
+        inside &= (torch.from_numpy(teacher.to_head)[tokens] >= 0).numpy()  # as the aligned arm: spelled by the head
+        with torch.no_grad():
+            logits = teacher_model(batch.input_ids, batch.attention_mask)
+            left_out = distill.teacher_left_out(frames.select(inside), logits, vocab, 1.0).numpy()
+        shares = f"{left_out.mean():.3f} | {(left_out > 0.5).mean():.3f}" if len(left_out) else "n/a | n/a"
+        print(f"| {label} | {right}/{len(examples)} | {int(content.sum())} | {int(inside.sum())} | {shares} |")
+
+
+if __name__ == "__main__":
+    main()
