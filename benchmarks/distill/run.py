@@ -626,9 +626,9 @@ def byte_loss(
 
 
 def teacher_left_out(frames: Any, teacher_all: torch.Tensor, vocab: ByteVocab, temperature: float) -> torch.Tensor:
-    """At each byte frame, the share of the teacher's mass on tokens that begin with the bytes it has read of its
-    current token that is on the token ending exactly there: the paths the teacher's next-byte distribution
-    inside a token leaves out (0 at its token boundaries and at the student's template text)."""
+    """At each byte frame, the mass the teacher's next-byte distribution leaves out there: of the teacher's tokens
+    that begin with the bytes of its current token read so far, the share on those that end exactly there (0 at
+    its token boundaries and at the student's template text). See :mod:`alignment.nextbyte`."""
     left_out = torch.zeros(len(frames))
     inside = np.array([len(p) > 0 for p in frames.teacher_prefixes], dtype=np.bool_)
     read = np.flatnonzero((frames.teacher_positions >= 0) & inside)
