@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alignment import byte_vocab, prepare_teacher_batch, render_prompt
+from alignment import byte_vocab, render_prompt
 from benchmarks.distill import run as distill
 from benchmarks.distill.task import make_task
 
@@ -58,21 +58,11 @@ def main() -> None:
     print("|---|--:|--:|--:|--:|--:|")
     for label, completions in (("reference answers", references), ("student's samples", samples)):
         right = sum(distill.answer_of(student, c) == e["answer"] for c, e in zip(completions, examples, strict=True))
-        batch = prepare_teacher_batch(
-            examples,
-            completions,
-            student_tokenizer=student.tokenizer,
-            teacher_tokenizer=teacher.tokenizer,
-            prompt_ids=prompts,
-            student_template_kwargs=student.kwargs,
-            teacher_template_kwargs=teacher.kwargs,
-            byte_frames=True,
-        )
+        batch = distill.teacher_batch(student, teacher, examples, completions, prompts)
         frames = batch.byte_frames
         content = ~frames.token_ends & (frames.teacher_positions >= 0)
         inside = content & np.array([len(p) > 0 for p in frames.teacher_prefixes], dtype=np.bool_)
-        tokens = batch.input_ids[torch.from_numpy(frames.rows), torch.from_numpy(frames.teacher_positions) + 1]
-        inside &= (torch.from_numpy(teacher.to_head)[tokens] >= 0).numpy()  # as the aligned arm: spelled by the head
+        inside &= distill.spelled_by_head(frames, batch, teacher)  # the frames the aligned arm compares
         with torch.no_grad():
             logits = teacher_model(batch.input_ids, batch.attention_mask)
             left_out = distill.teacher_left_out(frames.select(inside), logits, vocab, 1.0).numpy()

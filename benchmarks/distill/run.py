@@ -456,13 +456,17 @@ def pick_checkpoint(curves: dict[str, list[dict[str, Any]]], name: str, teachers
     return min(curves[name], key=lambda point: (abs(point[key] - target), -point["step"]))
 
 
-def reference_byte_probs(student: Family, teacher: Family, model: TinyLM, examples: list[dict[str, Any]]) -> np.ndarray:
-    """The teacher's probability of every next byte of the student's reference completions of ``examples`` (and of
-    the end of the turn): through ``prepare_teacher_batch(..., byte_frames=True)`` and ``next_byte_logprobs``, in the
-    same units for every tokenizer; a same-family teacher reads the student's ids."""
-    prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in examples]
-    completions = [reference_completion(student, e) for e in examples]
-    batch = prepare_teacher_batch(
+def teacher_batch(
+    student: Family,
+    teacher: Family,
+    examples: list[dict[str, Any]],
+    completions: list[list[int]],
+    prompts: list[list[int]],
+    *,
+    byte_frames: bool = True,
+) -> Any:
+    """``prepare_teacher_batch`` from ``student`` to ``teacher`` with both families' template variables."""
+    return prepare_teacher_batch(
         examples,
         completions,
         student_tokenizer=student.tokenizer,
@@ -470,8 +474,24 @@ def reference_byte_probs(student: Family, teacher: Family, model: TinyLM, exampl
         prompt_ids=prompts,
         student_template_kwargs=student.kwargs,
         teacher_template_kwargs=teacher.kwargs,
-        byte_frames=True,
+        byte_frames=byte_frames,
     )
+
+
+def spelled_by_head(frames: Any, batch: Any, teacher: Family) -> np.ndarray:
+    """Which byte frames read a teacher token its output layer covers (the student's own template text, which no
+    teacher token spells, counts as covered): the frames the aligned arms compare."""
+    tokens = batch.input_ids[torch.from_numpy(frames.rows), torch.from_numpy(frames.teacher_positions) + 1]
+    return (torch.from_numpy(teacher.to_head)[tokens] >= 0).numpy() | (frames.teacher_positions == TEMPLATE)
+
+
+def reference_byte_probs(student: Family, teacher: Family, model: TinyLM, examples: list[dict[str, Any]]) -> np.ndarray:
+    """The teacher's probability of every next byte of the student's reference completions of ``examples`` (and of
+    the end of the turn): through ``prepare_teacher_batch(..., byte_frames=True)`` and ``next_byte_logprobs``, in the
+    same units for every tokenizer; a same-family teacher reads the student's ids."""
+    prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in examples]
+    completions = [reference_completion(student, e) for e in examples]
+    batch = teacher_batch(student, teacher, examples, completions, prompts)
     everything = batch.byte_frames  # each content byte once: not the token ends, not the student's template
     frames = everything.select(~everything.token_ends & (everything.teacher_positions >= 0))
     rows = torch.from_numpy(frames.rows)
@@ -588,9 +608,7 @@ def byte_loss(
     ``aligned-bytes``: the content's bytes and the end of the turn only, without the stop class; ``aligned-stop``:
     without the template's text."""
     frames = batch.byte_frames
-    teacher_tokens = batch.input_ids[torch.from_numpy(frames.rows), torch.from_numpy(frames.teacher_positions) + 1]
-    # leave out text the teacher's head cannot spell; the student's own template text has no teacher token
-    keep = (torch.from_numpy(teacher.to_head)[teacher_tokens] >= 0).numpy() | (frames.teacher_positions == TEMPLATE)
+    keep = spelled_by_head(frames, batch, teacher)  # leave out text the teacher's head cannot spell
     if arm == "aligned-bytes":
         frames = frames.select(keep & ~frames.token_ends & (frames.teacher_positions != TEMPLATE))
         rows = torch.from_numpy(frames.rows)
@@ -691,15 +709,8 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
             s, t = project_logprobs(student_logits, teacher_logits, exact, temperature=config["temperature"])
             loss = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
         else:
-            batch = prepare_teacher_batch(
-                [train[i] for i in picks],
-                completions,
-                student_tokenizer=student.tokenizer,
-                teacher_tokenizer=teacher.tokenizer,
-                prompt_ids=batch_prompts,
-                student_template_kwargs=student.kwargs,
-                teacher_template_kwargs=teacher.kwargs,
-                byte_frames=arm in BYTE_ARMS,
+            batch = teacher_batch(
+                student, teacher, [train[i] for i in picks], completions, batch_prompts, byte_frames=arm in BYTE_ARMS
             )
             with torch.no_grad():
                 teacher_all = teacher_model(batch.input_ids, batch.attention_mask)
