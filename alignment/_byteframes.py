@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +16,17 @@ import torch
 
 from alignment._checks import check_floating
 from alignment.errors import AlignmentError
-from alignment.nextbyte import END, TEMPLATE, ByteVocab, fold_next_bytes, next_byte_logprobs
+from alignment.nextbyte import (
+    _DROPPED,
+    END,
+    STOP,
+    TEMPLATE,
+    ByteVocab,
+    _next_byte_mass,
+    _normalised_log,
+    fold_next_bytes,
+    next_byte_logprobs,
+)
 
 __all__ = ["ByteFrames", "byte_logprobs"]
 
@@ -42,6 +52,11 @@ class ByteFrames:
         targets: ``(P,)`` int64 the byte that comes (0..255), or :data:`END`.
         token_ends: ``(P,)`` bool: the entry follows the last byte of the student's token (its prefix is the
             whole token), so the byte that comes is the next token's if the student's token stops.
+        teacher_branches: ``(P,)`` int64, or ``None`` for frames built without them. Where the teacher reads
+            inside its token and one of its tokens is exactly the bytes read so far (GPT-2's `` 62`` inside
+            `` 627``), the position, in :meth:`TeacherBatch.branched_inputs <alignment.TeacherBatch>`, of that
+            shorter token read in place of the longer one: its logits say what the teacher writes after it
+            (``byte_logprobs(..., branched=True)``); ``-1`` elsewhere.
     """
 
     rows: np.ndarray
@@ -51,6 +66,7 @@ class ByteFrames:
     teacher_prefixes: tuple[bytes, ...]
     targets: np.ndarray
     token_ends: np.ndarray
+    teacher_branches: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -68,6 +84,7 @@ class ByteFrames:
             teacher_prefixes=tuple(p for p, k in zip(self.teacher_prefixes, keep.tolist(), strict=True) if k),
             targets=self.targets[keep],
             token_ends=self.token_ends[keep],
+            teacher_branches=None if self.teacher_branches is None else self.teacher_branches[keep],
         )
 
 
@@ -79,6 +96,7 @@ def byte_logprobs(
     student_vocab: ByteVocab,
     teacher_vocab: ByteVocab,
     temperature: float = 1.0,
+    branched: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The student's and the teacher's next-byte distributions at every entry of ``frames``, ready to compare.
 
@@ -87,6 +105,18 @@ def byte_logprobs(
     end: Llama 3's ``9`` against ``901``, which the bytes alone leave free. At an entry of the student's own
     template text (teacher position :data:`~alignment.nextbyte.TEMPLATE`) the teacher's side is sure of the byte.
 
+    Inside one of its tokens, after the bytes :math:`u`, the teacher's next byte leaves out the paths that end a
+    token exactly after :math:`u` (:mod:`alignment.nextbyte`). With ``branched=True`` and the logits of
+    :meth:`TeacherBatch.branched_inputs <alignment.TeacherBatch>`, it does not: where a teacher token is exactly
+    :math:`u`, its probability goes to the next byte the teacher writes after it, read at the branch
+    (:attr:`ByteFrames.teacher_branches`):
+
+    .. math::
+        P(b \mid u) \propto \sum_{v \text{ begins with } u\,b} P(v) + P(u)\,P_{\text{after } u}(b)
+
+    On the student's own samples, text the teacher would not write, that left-out mass is often where its belief
+    is: GPT-2 reading `` 627`` may mean `` 62`` and then something else than ``7``.
+
     Args:
         frames: :attr:`TeacherBatch.byte_frames <alignment.TeacherBatch>` of the batch.
         student_logits: ``(B, T, V')`` the student's completion-frame logits.
@@ -94,19 +124,28 @@ def byte_logprobs(
         student_vocab: the student's :class:`ByteVocab` (restricted if its output layer is trimmed).
         teacher_vocab: the teacher's.
         temperature: :math:`\tau > 0` dividing both sides' logits.
+        branched: ``teacher_logits`` are the teacher's outputs over ``TeacherBatch.branched_inputs()`` (``(B, S + E,
+            W')``): read the branches too. With ``False`` (outputs over ``input_ids`` alone) the paths that end a
+            teacher token inside are left out, as in :func:`next_byte_logprobs`.
 
     Returns:
         ``(student, teacher)``: ``(P, 258)`` log-probabilities each; ``generalized_jsd(student, teacher, beta=...)``
         is the mean over the compared bytes.
 
     Raises:
-        AlignmentError: the logits are not ``(B, T, V')`` and ``(B, S, W')`` with room for every frame, or as
-            :func:`next_byte_logprobs`.
+        AlignmentError: the logits are not ``(B, T, V')`` and ``(B, S, W')`` with room for every frame (with
+            ``branched``, for every branch), ``branched`` frames have no branches, or as :func:`next_byte_logprobs`.
         TypeError: the logits are not floating point.
     """
+    if branched and frames.teacher_branches is None:
+        raise AlignmentError(
+            "branched=True needs frames with teacher_branches: build them with prepare_teacher_batch(..., "
+            "byte_frames=True) and score TeacherBatch.branched_inputs(), or pass branched=False"
+        )
+    branches = frames.teacher_branches if branched and frames.teacher_branches is not None else None
     for name, logits, index in (
         ("student_logits", student_logits, frames.student_frames),
-        ("teacher_logits", teacher_logits, frames.teacher_positions),
+        ("teacher_logits", teacher_logits, frames.teacher_positions if branches is None else branches),
     ):
         check_floating(name, logits)
         if logits.ndim != 3 or (
@@ -130,16 +169,41 @@ def byte_logprobs(
     )
     surely = torch.from_numpy(np.flatnonzero(~read)).to(student.device)  # the template's byte, for certain
     teacher[surely, torch.from_numpy(frames.targets[~read]).to(student.device)] = 0.0
-    teacher[reading.to(student.device)] = next_byte_logprobs(
-        teacher_logits[
-            rows.to(teacher_logits.device)[reading],
-            torch.from_numpy(frames.teacher_positions[read]).to(teacher_logits.device),
-        ],
-        teacher_vocab,
-        [p for p, r in zip(frames.teacher_prefixes, read.tolist(), strict=True) if r],
-        temperature=temperature,
-    ).to(student)
+    at = rows.to(teacher_logits.device)[reading]
+    prefixes = [p for p, r in zip(frames.teacher_prefixes, read.tolist(), strict=True) if r]
+    logits = teacher_logits[at, torch.from_numpy(frames.teacher_positions[read]).to(teacher_logits.device)]
+    if branches is None:
+        read_bytes = next_byte_logprobs(logits, teacher_vocab, prefixes, temperature=temperature)
+    else:
+        read_bytes = _branched_next_bytes(
+            logits, teacher_logits, at, branches[read], teacher_vocab, prefixes, temperature
+        )
+    teacher[reading.to(student.device)] = read_bytes.to(student)
     return student, fold_next_bytes(teacher, student_vocab, frames.student_prefixes)
+
+
+def _branched_next_bytes(
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    rows: torch.Tensor,
+    branches: np.ndarray,
+    vocab: ByteVocab,
+    prefixes: list[bytes],
+    temperature: float,
+) -> torch.Tensor:
+    """``(N, 257)`` the teacher's next byte after ``prefixes`` of its tokens, with the mass of the token that is
+    exactly the prefix sent on through its branch's next byte (``branches[i] >= 0``; see :func:`byte_logprobs`)."""
+    mass = _next_byte_mass(logits, vocab, prefixes, temperature=temperature, stop=True)  # STOP: exactly the prefix
+    has = torch.from_numpy(branches >= 0).to(logits.device)
+    without = {p for p, h in zip(prefixes, has.tolist(), strict=True) if not h}
+    for prefix in without:
+        if bool((vocab.classes(prefix) == _DROPPED).all()):
+            raise AlignmentError(f"no unit of the vocabulary begins with the prefix {prefix!r} and goes on")
+    where = torch.from_numpy(branches[branches >= 0]).to(teacher_logits.device)
+    after = next_byte_logprobs(teacher_logits[rows[has], where], vocab, [b""] * len(where), temperature=temperature)
+    read = mass[:, : END + 1].clone()
+    read[has] += mass[has, STOP:] * after.exp().to(read)
+    return _normalised_log(read)
 
 
 def _side(
@@ -226,7 +290,30 @@ def _empty_frames() -> Frames:
     return nothing, [], nothing, [], nothing, nothing.astype(np.bool_)
 
 
-def _collate_frames(rows: Sequence[Frames]) -> ByteFrames:
+def _row_branches(frames: Frames, unit_of: Callable[[bytes], int | None]) -> tuple[np.ndarray, list[int], list[int]]:
+    """The branches of one example's frames: for each entry, the branch it reads (``-1``: none), and each branch's
+    token id and position. A branch is one teacher token that is exactly the bytes ``u`` read inside a longer one
+    (``unit_of(u)``, ``None`` if no token is), read in place of the longer one: at its position, after the tokens
+    before it. Entries at the same place share one."""
+    positions, prefixes = frames[2], frames[3]
+    slots = np.full(len(prefixes), -1, dtype=np.int64)
+    found: dict[tuple[int, bytes], int] = {}
+    ids: list[int] = []
+    for entry, (position, prefix) in enumerate(zip(positions.tolist(), prefixes, strict=True)):
+        if not prefix or position == TEMPLATE:
+            continue
+        key = (position, prefix)
+        if key not in found:
+            unit = unit_of(prefix)
+            if unit is None:
+                continue
+            found[key] = len(ids)
+            ids.append(unit)
+        slots[entry] = found[key]
+    return slots, ids, [position + 1 for position, _ in found]  # dicts keep their order: the order of ``ids``
+
+
+def _collate_frames(rows: Sequence[Frames], branches: Sequence[np.ndarray] | None = None) -> ByteFrames:
     def cat(arrays: list[np.ndarray], dtype: type = np.int64) -> np.ndarray:
         return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype=dtype)
 
@@ -238,4 +325,5 @@ def _collate_frames(rows: Sequence[Frames]) -> ByteFrames:
         teacher_prefixes=tuple(p for r in rows for p in r[3]),
         targets=cat([r[4] for r in rows]),
         token_ends=cat([r[5] for r in rows], np.bool_),
+        teacher_branches=None if branches is None else cat(list(branches)),
     )

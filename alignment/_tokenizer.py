@@ -120,6 +120,7 @@ class TokenizerInfo:
     all_bytes: np.ndarray  # (sum of byte_lengths,) uint8: every token's bytes, in id order
     first_byte: np.ndarray  # (vocab,) int16, -1 for a token of no bytes
     is_control: np.ndarray  # (vocab,) bool: added tokens
+    id_of_bytes: dict[bytes, int]  # the text token spelling each byte string (a piece before a <0xNN> fallback)
     control_pattern: re.Pattern[str] | None
     control_ids: dict[str, int]
     plain_first: Any  # tokenizers.Tokenizer without added tokens, for text at offset 0
@@ -183,6 +184,10 @@ def _build(tokenizer: FastTokenizer) -> TokenizerInfo:
     bos_id = getattr(tokenizer, "bos_token_id", None)
     eos_id = getattr(tokenizer, "eos_token_id", None)
     byte_lengths = np.fromiter(map(len, token_bytes), dtype=np.int64, count=vocab_size)
+    id_of_bytes: dict[bytes, int] = {}
+    for _, index in sorted(pieces.items(), key=lambda item: _BYTE_FALLBACK.fullmatch(item[0]) is None):
+        if index < vocab_size and not is_control[index] and token_bytes[index]:
+            id_of_bytes[token_bytes[index]] = index  # sorted fallbacks first: a piece spelling the same wins
     return TokenizerInfo(
         name=str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),
         vocab_size=vocab_size,
@@ -192,6 +197,7 @@ def _build(tokenizer: FastTokenizer) -> TokenizerInfo:
         all_bytes=np.frombuffer(b"".join(token_bytes), dtype=np.uint8),
         first_byte=np.fromiter((b[0] if b else -1 for b in token_bytes), dtype=np.int16, count=vocab_size),
         is_control=is_control,
+        id_of_bytes=id_of_bytes,
         control_pattern=re.compile("|".join(map(re.escape, by_length))) if by_length else None,
         control_ids={token.content: index for index, token in added.items()},
         plain_first=_plain_copy(backend, backend.pre_tokenizer),

@@ -21,7 +21,9 @@ That left-out mass is where a model decides how long its token is: Llama 3's ``9
 :data:`STOP`, and the teacher's next byte is seen through the student's token (:func:`fold_next_bytes`): a byte
 with which no student token goes on after :math:`u`, or the end of the turn, means the student's token stops there.
 :func:`~alignment.byte_logprobs` does both for every entry of :class:`~alignment.ByteFrames`, which also asks, at the
-last byte of each student token, whether the token stops there.
+last byte of each student token, whether the token stops there. On the teacher's side it can also read the left-out
+paths one token deep (``branched=True``): the teacher's token that is exactly :math:`u`, read in its place, says
+what comes after it (:meth:`TeacherBatch.branched_inputs <alignment.TeacherBatch>`).
 """
 
 from __future__ import annotations
@@ -175,6 +177,14 @@ def next_byte_logprobs(
         >>> next_byte_logprobs(torch.zeros(1, 4), vocab, [b"4"], stop=True).exp()[0, [ord("8"), STOP]]
         tensor([0.6667, 0.3333])
     """
+    return _normalised_log(_next_byte_mass(logits, vocab, prefixes, temperature=temperature, stop=stop))
+
+
+def _next_byte_mass(
+    logits: torch.Tensor, vocab: ByteVocab, prefixes: Sequence[bytes], *, temperature: float, stop: bool
+) -> torch.Tensor:
+    """The checks and the unnormalised sums of :func:`next_byte_logprobs`: ``(N, 257)`` (``(N, 258)`` with
+    ``stop``) probability mass of each class."""
     check_floating("logits", logits)
     check_in_range("temperature", temperature, low=0.0, high=math.inf, low_open=True, high_open=True)
     units = len(vocab.token_bytes)
@@ -189,7 +199,7 @@ def next_byte_logprobs(
             raise AlignmentError(
                 f"no unit of the vocabulary begins with the prefix {prefix!r}{'' if stop else ' and goes on'}"
             )
-    return _normalised_log(_by_prefix(probs, prefixes, lambda prefix: vocab.classes(prefix, stop=stop), width))
+    return _by_prefix(probs, prefixes, lambda prefix: vocab.classes(prefix, stop=stop), width)
 
 
 def _by_prefix(

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignment._byteframes import ByteFrames, Frames, _collate_frames, _empty_frames, _row_frames
+from alignment._byteframes import ByteFrames, Frames, _collate_frames, _empty_frames, _row_branches, _row_frames
 from alignment._tokenizer import FastTokenizer, TokenizerInfo, tokenizer_info
 from alignment.align import Turn, align_turns
 from alignment.errors import AlignmentError, ExampleError, TokenizerError
@@ -52,6 +52,11 @@ class TeacherBatch:
         renderings: the teacher :class:`~alignment.Rendering` of each example (empty on the identity path).
         byte_frames: with ``byte_frames=True``, where each side's next-byte distribution is read at every
             compared byte (:class:`~alignment.ByteFrames`, for :func:`~alignment.next_byte_logprobs`); else None.
+        branch_ids: ``(B, E)`` int64 teacher token of each branch (see :meth:`branched_inputs`), padded with the
+            pad id; ``E`` is 0 without ``byte_frames``.
+        branch_positions: ``(B, E)`` int64 position of each branch: the index of the longer token it replaces
+            (``0`` in padding).
+        branch_count: ``(B,)`` int64 number of branches of each example.
     """
 
     input_ids: torch.Tensor
@@ -63,13 +68,50 @@ class TeacherBatch:
     lengths: torch.Tensor
     aligned: bool
     renderings: tuple[Rendering, ...]
-    byte_frames: ByteFrames | None = None
+    byte_frames: ByteFrames | None
+    branch_ids: torch.Tensor
+    branch_positions: torch.Tensor
+    branch_count: torch.Tensor
 
     @property
     def coverage(self) -> float:
         """Share of the student's completion tokens whose predicting frame has a comparable teacher position."""
         total = int(self.lengths.sum())
         return int(self.mask.sum()) / total if total else 0.0
+
+    def branched_inputs(self) -> dict[str, torch.Tensor]:
+        """The teacher's inputs with its branches after them, for ``byte_logprobs(..., branched=True)``.
+
+        Inside one of its tokens the teacher's next byte leaves out the paths where a shorter token ends there
+        (GPT-2 reading `` 627`` after `` 62``: `` 62`` and then another token). A branch is that shorter token read
+        in place of the longer one, so the teacher says what comes after it. Branch ``e`` of row ``b`` sits at
+        position ``S + e``, with position id ``branch_positions[b, e]`` and attending to the tokens before the one
+        it replaces and to itself; every position before ``S`` sees what it sees in ``input_ids`` (causal, real
+        tokens only), so the outputs there are the plain forward's. One forward pass:
+        ``model(**batch.branched_inputs()).logits``.
+
+        Returns:
+            ``input_ids`` ``(B, S + E)`` int64; ``attention_mask`` ``(B, 1, S + E, S + E)`` bool, ``True`` where
+            a position may attend (the 4-D form Hugging Face models take as is; a model that adds its mask to the
+            scores needs ``torch.where(mask, 0.0, float("-inf"))``); ``position_ids`` ``(B, S + E)`` int64.
+            A padding branch attends to itself only.
+        """
+        batch, length = self.input_ids.shape
+        count = self.branch_ids.shape[1]
+        total = length + count
+        keys = torch.arange(total)
+        real = torch.cat([self.attention_mask, torch.zeros(batch, count, dtype=torch.bool)], dim=1)
+        mask = (keys[None, :, None] >= keys[None, None, :]) & real[:, None, :]  # causal over the real tokens
+        mask[:, length:] = False
+        used = torch.arange(count)[None, :] < self.branch_count[:, None]  # (B, E)
+        mask[:, length:, :length] = (keys[None, None, :length] < self.branch_positions[..., None]) & used[..., None]
+        mask[:, length:, length:] = torch.eye(count, dtype=torch.bool)  # and itself
+        positions = torch.cat([torch.arange(length).expand(batch, length), self.branch_positions], dim=1)
+        return {
+            "input_ids": torch.cat([self.input_ids, self.branch_ids], dim=1),
+            "attention_mask": mask[:, None],
+            "position_ids": positions,
+        }
 
 
 def same_template(
@@ -164,11 +206,11 @@ def prepare_teacher_batch(
         info = tokenizer_info(student_tokenizer) if byte_frames else None
         ends = {end_of_turn_id(student_tokenizer), tokenizer_info(student_tokenizer).eos_id}
         rows = [_identity_row(_as_ids(p), c, info, ends) for p, c in zip(prompt_ids, ids, strict=True)]
-        return _collate(rows, ids, _pad_id(student_tokenizer), aligned=False)
+        return _collate(rows, ids, _pad_id(student_tokenizer), aligned=False, units=tokenizer_info(student_tokenizer))
     tokenizers, modes = (student_tokenizer, teacher_tokenizer), (student_mode, teacher_mode)
     variables = (dict(student_template_kwargs or {}), dict(teacher_template_kwargs or {}))
     rows = _aligned_rows(examples, ids, tokenizers, modes, variables, on_dropped, byte_frames)
-    return _collate(rows, ids, _pad_id(teacher_tokenizer), aligned=True)
+    return _collate(rows, ids, _pad_id(teacher_tokenizer), aligned=True, units=tokenizer_info(teacher_tokenizer))
 
 
 def align_teacher_logits(teacher_logits: torch.Tensor, batch: TeacherBatch) -> torch.Tensor:
@@ -479,8 +521,11 @@ def _identity_row(
     )
 
 
-def _collate(rows: list[_Row], completions: list[np.ndarray], pad_id: int, *, aligned: bool) -> TeacherBatch:
-    """Right-pad the rows into a :class:`TeacherBatch`."""
+def _collate(
+    rows: list[_Row], completions: list[np.ndarray], pad_id: int, *, aligned: bool, units: TokenizerInfo
+) -> TeacherBatch:
+    """Right-pad the rows into a :class:`TeacherBatch`, with the branches of the byte frames (the teacher's
+    tokens ``units``)."""
     batch, frames = len(rows), max((len(c) for c in completions), default=0)
     length = max((len(r.input_ids) for r in rows), default=0)
     input_ids = np.full((batch, length), pad_id, dtype=np.int64)
@@ -494,6 +539,14 @@ def _collate(rows: list[_Row], completions: list[np.ndarray], pad_id: int, *, al
         input_ids[b, :n], attention[b, :n], teacher_chunks[b, :n] = row.input_ids, True, row.teacher_chunks
         positions[b, :t], mask[b, :t], student_chunks[b, :t] = row.positions, row.mask, row.student_chunks
     frames_of = [row.frames for row in rows if row.frames is not None]
+    framed = len(frames_of) == len(rows)
+    branched = [_row_branches(f, units.id_of_bytes.get) for f in frames_of] if framed else []
+    count = max((len(ids) for _, ids, _ in branched), default=0)
+    branch_ids = np.full((batch, count), pad_id, dtype=np.int64)
+    branch_positions = np.zeros((batch, count), dtype=np.int64)
+    for b, (_, ids, places) in enumerate(branched):
+        branch_ids[b, : len(ids)], branch_positions[b, : len(ids)] = ids, places
+    slots = [np.where(s >= 0, s + length, -1) for s, _, _ in branched]  # positions in branched_inputs()
     return TeacherBatch(
         input_ids=torch.from_numpy(input_ids),
         attention_mask=torch.from_numpy(attention),
@@ -504,5 +557,8 @@ def _collate(rows: list[_Row], completions: list[np.ndarray], pad_id: int, *, al
         lengths=torch.tensor([len(c) for c in completions], dtype=torch.int64),
         aligned=aligned,
         renderings=tuple(r.rendering for r in rows if r.rendering is not None),
-        byte_frames=None if len(frames_of) < len(rows) else _collate_frames(frames_of),
+        byte_frames=_collate_frames(frames_of, slots) if framed else None,
+        branch_ids=torch.from_numpy(branch_ids),
+        branch_positions=torch.from_numpy(branch_positions),
+        branch_count=torch.tensor([len(ids) for _, ids, _ in branched] or [0] * batch, dtype=torch.int64),
     )
