@@ -43,20 +43,21 @@ ARMS = [
     "aligned-bytes",
     "aligned-stop",
     "aligned-weighted",
+    "aligned-branched",
 ]
 
 
 @pytest.mark.parametrize("arm", ARMS)
 def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     from benchmarks.distill.report import write_report
-    from benchmarks.distill.run import run_student
+    from benchmarks.distill.run import BYTE_ARMS, run_student
 
     record = run_student("qwen->llama", arm, 0, {**TINY, "cache": str(tmp_path / "cache")})
     assert record["pair"] == "qwen->llama" and record["arm"] == arm and record["steps"] == 3
     assert 0.0 <= record["final_eval"] <= 1.0 and math.isfinite(record["final_loss"])
     assert [p["step"] for p in record["curve"]] == [0, 3]  # after the common warm-up, then at the end
     assert record["teacher_step"] in (None if arm == "sft" else 2, 3)  # checkpoints after 2 and 3 steps
-    if arm in ("aligned", "aligned+chunk", "aligned-bytes", "aligned-stop", "aligned-weighted"):
+    if arm in BYTE_ARMS:
         assert 0.0 < record["coverage"] <= 1.0 and 0.0 < record["teacher_shared_mass"] <= 1.0
         assert 0.9 < record["byte_coverage"] <= 1.0  # next-byte frames: nearly every byte of the common content
     curve = [{"step": step, "eval": step / 8} for step in range(1, 6)]  # every other checkpoint is shown, and the last
@@ -67,6 +68,30 @@ def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     assert "| qwen->llama |" in report and "- x: 2: 0.250, 4: 0.500, 5: 0.625" in report
     source = {"sft": "reference answers", "same-family": "llama3"}.get(arm, "qwen3")
     assert f"| {arm} | {source} → llama3 |" in report
+
+
+def test_the_branched_arm_reads_the_teachers_branches_on_a_pair_that_has_them(tmp_path, monkeypatch) -> None:
+    """GPT-2 reads digits inside its tokens, so the branched arm's batches have branches, and the teacher reads
+    each batch once, with the 4-D mask of ``branched_inputs()``."""
+    import benchmarks.distill.run as distill
+    from alignment import TeacherBatch
+
+    branches, masks = [], []
+    inputs, forward = TeacherBatch.branched_inputs, distill.TinyLM.forward
+
+    def count_branches(self):  # type: ignore[no-untyped-def]
+        branches.append(int(self.branch_count.sum()))
+        return inputs(self)
+
+    def count_masks(self, ids, attention, positions=None):  # type: ignore[no-untyped-def]
+        masks.append(attention.ndim)
+        return forward(self, ids, attention, positions)
+
+    monkeypatch.setattr(TeacherBatch, "branched_inputs", count_branches)
+    monkeypatch.setattr(distill.TinyLM, "forward", count_masks)
+    record = distill.run_student("gpt2->mistral", "aligned-branched", 0, {**TINY, "cache": str(tmp_path)})
+    assert math.isfinite(record["final_loss"]) and 0.9 < record["byte_coverage"] <= 1.0
+    assert len(branches) == TINY["student_steps"] == masks.count(4) and all(n > 0 for n in branches)
 
 
 def test_matched_teachers_are_the_checkpoints_closest_to_the_weaker_final_teacher() -> None:
@@ -260,11 +285,14 @@ def test_the_acceptance_table_compares_aligned_with_same_family_per_pair_and_tea
         record("naive", "matched", 0.0, [1.0]),
         record("same-family", "final", 0.50, [1.0]),
         record("aligned", "final", 0.30, [1.0, 0.3, 0.7]),  # rose above twice its lowest point: diverged
+        record("aligned-branched", "final", 0.55, [1.0, 0.5]),  # above the same-family eval: within
+        record("aligned-bytes", "final", 0.55, [1.0, 0.5]),  # an ablation: not held to the bar
     ]
     rows = _acceptance(records)[2:]
     assert rows == [
-        "| p | final | 0.500 | 0.300 | 0.600 | no | no | n/a |",
-        "| p | matched | 0.500 | 0.490 | 0.980 | yes | yes | 0.000 |",
+        "| p | final | aligned | 0.500 | 0.300 | 0.600 | no | no | n/a |",
+        "| p | final | aligned-branched | 0.500 | 0.550 | 1.100 | yes | yes | n/a |",
+        "| p | matched | aligned | 0.500 | 0.490 | 0.980 | yes | yes | 0.000 |",
     ]
 
 
@@ -320,10 +348,16 @@ def test_the_leftout_script_prints_the_left_out_mass_on_references_and_samples(t
     monkeypatch.setattr(sys, "argv", argv)
     leftout.main()
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| completions | right |") and len(rows) == 3  # the header, then one row each
+    assert rows[0].startswith("| completions | right |") and len(rows) == 7  # two tables: a header, then rows
     assert rows[1].startswith("| reference answers | 6/6 | ") and rows[2].startswith("| student's samples | ")
     # Qwen3 writes one digit per token, so the teacher reads no byte of a reference answer inside one of its tokens
     assert rows[1].endswith("| 0 | n/a | n/a |")
+    # then, at each sample's first wrong byte, the cross-family teacher without and with branches, and Llama 3's
+    assert rows[3].startswith("| teacher | reads | samples with an error |")
+    assert [row.split(" | ")[1] for row in rows[4:]] == ["without branches", "with branches", "same-family"]
+    assert rows[4].startswith("| qwen3 (step ") and rows[6].startswith("| llama3 (step ")
+    counts = [int(row.split(" | ")[2]) for row in rows[4:]]  # one first error at most per sample, the same bytes
+    assert counts[0] == counts[1] and all(0 <= n <= 6 for n in counts)
 
 
 def test_reuse_carries_over_only_what_this_command_did_not_run(tmp_path) -> None:

@@ -3,7 +3,10 @@
 Run from the repository root (needs ``../shared/tokenizers``)::
 
     python -m benchmarks.distill.run --quick          # one pair, one seed, few steps: a few minutes
-    python -m benchmarks.distill.run                  # all pairs, arms and seeds: writes docs/results/distill.*
+    python -m benchmarks.distill.run                  # both pairs, all arms and seeds: writes docs/results/distill.*
+
+The pairs (teacher -> student): Qwen3 -> Llama 3 and GPT-2 -> Mistral v0.3 by default; ``--pairs "mistral->gpt2"``
+adds one with a GPT-2 student (and GPT-2's own teacher as its same-family baseline).
 
 Each family is a real tokenizer with its real chat template (GPT-2: plain completion format). Models are tiny
 Llama-architecture decoders built from a config. Their input embedding covers the whole vocabulary; their output
@@ -42,7 +45,10 @@ alone (``aligned-projection``, ``aligned-chunk``); ``aligned+chunk``, the aligne
 loss; ``aligned-bytes``, the aligned arm without the stop class and the template's text (``next_byte_logprobs`` on
 each side alone, at the content's bytes and the end of the turn, as before either existed); ``aligned-stop``, the
 aligned arm without the template's text; ``aligned-weighted``, the aligned arm with each byte weighted by the share
-of the teacher's mass its next-byte distribution covers there (one minus :func:`teacher_left_out`).
+of the teacher's mass its next-byte distribution covers there (one minus :func:`teacher_left_out`);
+``aligned-branched``, the aligned arm with the teacher's branches (``TeacherBatch.branched_inputs()``,
+``byte_logprobs(..., branched=True)``): inside a teacher token, the mass of the shorter token that ends where the
+bytes read end goes on through what the teacher writes after it, instead of being left out.
 """
 
 from __future__ import annotations
@@ -89,7 +95,11 @@ from alignment.nextbyte import STOP, TEMPLATE
 from benchmarks.distill.task import make_task
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
-PAIRS = {"qwen->llama": ("qwen3", "llama3"), "gpt2->mistral": ("gpt2", "mistral_v3")}
+PAIRS = {
+    "qwen->llama": ("qwen3", "llama3"),
+    "gpt2->mistral": ("gpt2", "mistral_v3"),
+    "mistral->gpt2": ("mistral_v3", "gpt2"),  # the other way round: a GPT-2 student, and GPT-2's own students
+}
 ARMS = ("same-family", "aligned", "naive", "sft")
 # the aligned arm's loss before next-byte distributions: prefix projection + chunk likelihoods, and each alone
 ABLATIONS = (
@@ -100,8 +110,9 @@ ABLATIONS = (
     "aligned-bytes",
     "aligned-stop",
     "aligned-weighted",
+    "aligned-branched",
 )
-BYTE_ARMS = ("aligned", "aligned+chunk", "aligned-bytes", "aligned-stop", "aligned-weighted")
+BYTE_ARMS = ("aligned", "aligned+chunk", "aligned-bytes", "aligned-stop", "aligned-weighted", "aligned-branched")
 
 
 @dataclass
@@ -168,12 +179,18 @@ class TinyLM(nn.Module):
         self.register_buffer("to_unit", to_unit, persistent=False)
         self.head = nn.Linear(width, units, bias=False)
 
-    def forward(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits over the units. ``attention``: ``(B, S)`` real tokens (positions counted over them), or the
+        ``(B, 1, S, S)`` bool mask of ``TeacherBatch.branched_inputs()`` with its ``positions``."""
         ids, attention = ids.to(self.to_unit.device), attention.to(self.to_unit.device)
-        positions = (attention.long().cumsum(-1) - 1).clamp_min(0)
-        hidden = self.body(
-            input_ids=self.to_unit[ids], attention_mask=attention.long(), position_ids=positions
-        ).last_hidden_state
+        if attention.ndim == 4:
+            assert positions is not None, "a 4-D mask comes with its position ids"
+            mask, positions = attention, positions.to(self.to_unit.device)
+        else:
+            mask, positions = attention.long(), (attention.long().cumsum(-1) - 1).clamp_min(0)
+        hidden = self.body(input_ids=self.to_unit[ids], attention_mask=mask, position_ids=positions).last_hidden_state
         return self.head(hidden)
 
 
@@ -635,6 +652,7 @@ def byte_loss(
             student_vocab=vocabs[0],
             teacher_vocab=vocabs[1],
             temperature=config["temperature"],
+            branched=arm == "aligned-branched",
         )
         if arm == "aligned-weighted":
             rows_loss = generalized_jsd(s, t, beta=config["beta"], reduction="none", check_finite=False)
@@ -713,7 +731,11 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
                 student, teacher, [train[i] for i in picks], completions, batch_prompts, byte_frames=arm in BYTE_ARMS
             )
             with torch.no_grad():
-                teacher_all = teacher_model(batch.input_ids, batch.attention_mask)
+                if arm == "aligned-branched":  # the teacher's own tokens and its branches, in one pass
+                    inputs = batch.branched_inputs()
+                    teacher_all = teacher_model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
+                else:
+                    teacher_all = teacher_model(batch.input_ids, batch.attention_mask)
                 teacher_logits = align_teacher_logits(teacher_all, batch)
             mask = batch.mask
             if arm == "same-family":
@@ -793,7 +815,7 @@ PRESETS = {
         "eval_every": 20,
     },
     "full": {
-        "pairs": list(PAIRS),
+        "pairs": ["qwen->llama", "gpt2->mistral"],
         "arms": list(ARMS),
         "teachers": ["matched", "final"],
         "seeds": [0, 1, 2],
