@@ -79,7 +79,7 @@ class TeacherBatch:
         total = int(self.lengths.sum())
         return int(self.mask.sum()) / total if total else 0.0
 
-    def branched_inputs(self) -> dict[str, torch.Tensor]:
+    def branched_inputs(self, *, mask_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         """The teacher's inputs with its branches after them, for ``byte_logprobs(..., branched=True)``.
 
         Inside one of its tokens the teacher's next byte leaves out the paths where a shorter token ends there
@@ -88,14 +88,25 @@ class TeacherBatch:
         position ``S + e``, with position id ``branch_positions[b, e]`` and attending to the tokens before the one
         it replaces and to itself; every position before ``S`` sees what it sees in ``input_ids`` (causal, real
         tokens only), so the outputs there are the plain forward's. One forward pass:
-        ``model(**batch.branched_inputs()).logits``.
+        ``model(**batch.branched_inputs()).logits``, with an attention implementation that takes a 4-D mask
+        (Hugging Face's eager and SDPA do; FlashAttention-2 does not).
+
+        Args:
+            mask_dtype: a floating dtype gives the additive mask (0 where a position may attend, the dtype's most
+                negative number elsewhere), which every attention implementation that takes a 4-D mask reads
+                right; ``torch.bool`` gives ``True`` where a position may attend, a quarter of the memory of
+                float32 but read right only by implementations that take a boolean mask (SDPA; eager attention
+                would add it to the scores).
 
         Returns:
-            ``input_ids`` ``(B, S + E)`` int64; ``attention_mask`` ``(B, 1, S + E, S + E)`` bool, ``True`` where
-            a position may attend (the 4-D form Hugging Face models take as is; a model that adds its mask to the
-            scores needs ``torch.where(mask, 0.0, float("-inf"))``); ``position_ids`` ``(B, S + E)`` int64.
-            A padding branch attends to itself only.
+            ``input_ids`` ``(B, S + E)`` int64; ``attention_mask`` ``(B, 1, S + E, S + E)`` of ``mask_dtype``;
+            ``position_ids`` ``(B, S + E)`` int64. A padding branch attends to itself only.
+
+        Raises:
+            ValueError: ``mask_dtype`` is neither floating point nor ``torch.bool``.
         """
+        if not (mask_dtype.is_floating_point or mask_dtype == torch.bool):
+            raise ValueError(f"mask_dtype must be a floating dtype or torch.bool, got {mask_dtype}")
         batch, length = self.input_ids.shape
         count = self.branch_ids.shape[1]
         total = length + count
@@ -106,6 +117,8 @@ class TeacherBatch:
         used = torch.arange(count)[None, :] < self.branch_count[:, None]  # (B, E)
         mask[:, length:, :length] = (keys[None, None, :length] < self.branch_positions[..., None]) & used[..., None]
         mask[:, length:, length:] = torch.eye(count, dtype=torch.bool)  # and itself
+        if mask_dtype != torch.bool:
+            mask = torch.zeros(mask.shape, dtype=mask_dtype).masked_fill_(~mask, torch.finfo(mask_dtype).min)
         positions = torch.cat([torch.arange(length).expand(batch, length), self.branch_positions], dim=1)
         return {
             "input_ids": torch.cat([self.input_ids, self.branch_ids], dim=1),

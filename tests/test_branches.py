@@ -70,7 +70,7 @@ def test_a_piece_is_preferred_to_its_byte_fallback() -> None:
     assert tok.convert_tokens_to_ids("<0x36>") != unit
 
 
-def tiny_teacher(vocab: int) -> torch.nn.Module:
+def tiny_teacher(vocab: int, attention: str) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -82,20 +82,28 @@ def tiny_teacher(vocab: int) -> torch.nn.Module:
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=512,
+        attn_implementation=attention,
     )
     return LlamaForCausalLM(config).eval()
 
 
-def test_one_branched_forward_equals_the_plain_forward_and_each_branch_read_alone() -> None:
-    """The outputs before ``S`` are the plain forward's; a branch's are those of the sequence that ends with it."""
+@pytest.mark.parametrize(
+    ("attention", "mask_dtype"), [("sdpa", torch.float32), ("eager", torch.float32), ("sdpa", torch.bool)], ids=str
+)
+def test_one_branched_forward_equals_the_plain_forward_and_each_branch_read_alone(
+    attention: str, mask_dtype: torch.dtype
+) -> None:
+    """The outputs before ``S`` are the plain forward's; a branch's are those of the sequence that ends with it.
+    The additive mask (the default) is read right by eager and SDPA attention, the boolean one by SDPA."""
     _, batch = build("mistral_v3", "gpt2")
-    model = tiny_teacher(len(tokenizer("gpt2")))
+    model = tiny_teacher(len(tokenizer("gpt2")), attention)
     with torch.no_grad():
         plain = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long()).logits
-        inputs = batch.branched_inputs()
+        inputs = batch.branched_inputs(mask_dtype=mask_dtype)
         branched = model(**inputs).logits
     length = batch.input_ids.shape[1]
     assert inputs["attention_mask"].shape == (len(EXAMPLES), 1, branched.shape[1], branched.shape[1])
+    assert inputs["attention_mask"].dtype == mask_dtype
     real = batch.attention_mask
     torch.testing.assert_close(branched[:, :length][real], plain[real], atol=1e-5, rtol=1e-5)
     assert int(batch.branch_count.sum()) > 0
@@ -108,10 +116,20 @@ def test_one_branched_forward_equals_the_plain_forward_and_each_branch_read_alon
             torch.testing.assert_close(branched[b, length + e], expected, atol=1e-5, rtol=1e-5)
 
 
+def test_the_additive_mask_is_the_boolean_one_in_numbers() -> None:
+    _, batch = build("mistral_v3", "gpt2")
+    allowed = batch.branched_inputs(mask_dtype=torch.bool)["attention_mask"]
+    additive = batch.branched_inputs(mask_dtype=torch.bfloat16)["attention_mask"]
+    assert additive.dtype == torch.bfloat16 and torch.equal(additive == 0, allowed)
+    assert bool((additive[~allowed] == torch.finfo(torch.bfloat16).min).all())
+    with pytest.raises(ValueError, match="mask_dtype must be a floating dtype or torch"):
+        batch.branched_inputs(mask_dtype=torch.int64)
+
+
 def test_without_byte_frames_there_are_no_branches() -> None:
     _, batch = teacher_batch("mistral_v3", "gpt2")
     assert batch.byte_frames is None and batch.branch_ids.shape == (len(EXAMPLES), 0)
-    inputs = batch.branched_inputs()
+    inputs = batch.branched_inputs(mask_dtype=torch.bool)
     torch.testing.assert_close(inputs["input_ids"], batch.input_ids)
     causal = torch.tril(torch.ones(batch.input_ids.shape[1], batch.input_ids.shape[1], dtype=torch.bool))
     assert torch.equal(inputs["attention_mask"][:, 0], causal & batch.attention_mask[:, None, :])

@@ -79,9 +79,9 @@ def test_the_branched_arm_reads_the_teachers_branches_on_a_pair_that_has_them(tm
     branches, masks = [], []
     inputs, forward = TeacherBatch.branched_inputs, distill.TinyLM.forward
 
-    def count_branches(self):  # type: ignore[no-untyped-def]
+    def count_branches(self, **options):  # type: ignore[no-untyped-def]
         branches.append(int(self.branch_count.sum()))
-        return inputs(self)
+        return inputs(self, **options)
 
     def count_masks(self, ids, attention, positions=None):  # type: ignore[no-untyped-def]
         masks.append(attention.ndim)

@@ -183,7 +183,7 @@ class TinyLM(nn.Module):
         self, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Logits over the units. ``attention``: ``(B, S)`` real tokens (positions counted over them), or the
-        ``(B, 1, S, S)`` bool mask of ``TeacherBatch.branched_inputs()`` with its ``positions``."""
+        ``(B, 1, S, S)`` mask of ``TeacherBatch.branched_inputs()`` with its ``positions``."""
         ids, attention = ids.to(self.to_unit.device), attention.to(self.to_unit.device)
         if attention.ndim == 4:
             assert positions is not None, "a 4-D mask comes with its position ids"
@@ -732,7 +732,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
             )
             with torch.no_grad():
                 if arm == "aligned-branched":  # the teacher's own tokens and its branches, in one pass
-                    inputs = batch.branched_inputs()
+                    inputs = batch.branched_inputs(mask_dtype=torch.bool)  # SDPA reads the boolean mask
                     teacher_all = teacher_model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
                 else:
                     teacher_all = teacher_model(batch.input_ids, batch.attention_mask)
