@@ -24,7 +24,7 @@ import numpy as np
 
 from alignment.errors import TokenizerError
 
-__all__ = ["FastTokenizer", "TokenizerInfo", "tokenizer_info"]
+__all__ = ["FastTokenizer", "TokenizerInfo", "id_of_bytes", "tokenizer_info"]
 
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
@@ -120,7 +120,6 @@ class TokenizerInfo:
     all_bytes: np.ndarray  # (sum of byte_lengths,) uint8: every token's bytes, in id order
     first_byte: np.ndarray  # (vocab,) int16, -1 for a token of no bytes
     is_control: np.ndarray  # (vocab,) bool: added tokens
-    id_of_bytes: dict[bytes, int]  # the text token spelling each byte string (a piece before a <0xNN> fallback)
     control_pattern: re.Pattern[str] | None
     control_ids: dict[str, int]
     plain_first: Any  # tokenizers.Tokenizer without added tokens, for text at offset 0
@@ -184,10 +183,6 @@ def _build(tokenizer: FastTokenizer) -> TokenizerInfo:
     bos_id = getattr(tokenizer, "bos_token_id", None)
     eos_id = getattr(tokenizer, "eos_token_id", None)
     byte_lengths = np.fromiter(map(len, token_bytes), dtype=np.int64, count=vocab_size)
-    id_of_bytes: dict[bytes, int] = {}
-    for _, index in sorted(pieces.items(), key=lambda item: _BYTE_FALLBACK.fullmatch(item[0]) is None):
-        if index < vocab_size and not is_control[index] and token_bytes[index]:
-            id_of_bytes[token_bytes[index]] = index  # sorted fallbacks first: a piece spelling the same wins
     return TokenizerInfo(
         name=str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),
         vocab_size=vocab_size,
@@ -197,7 +192,6 @@ def _build(tokenizer: FastTokenizer) -> TokenizerInfo:
         all_bytes=np.frombuffer(b"".join(token_bytes), dtype=np.uint8),
         first_byte=np.fromiter((b[0] if b else -1 for b in token_bytes), dtype=np.int16, count=vocab_size),
         is_control=is_control,
-        id_of_bytes=id_of_bytes,
         control_pattern=re.compile("|".join(map(re.escape, by_length))) if by_length else None,
         control_ids={token.content: index for index, token in added.items()},
         plain_first=_plain_copy(backend, backend.pre_tokenizer),
@@ -209,6 +203,30 @@ def _build(tokenizer: FastTokenizer) -> TokenizerInfo:
 
 
 _CACHE: weakref.WeakKeyDictionary[Any, TokenizerInfo] = weakref.WeakKeyDictionary()
+
+
+_IDS: weakref.WeakKeyDictionary[Any, dict[bytes, int]] = weakref.WeakKeyDictionary()
+
+
+def id_of_bytes(tokenizer: FastTokenizer) -> dict[bytes, int]:
+    """The text token (not a control token) spelling each byte string, a piece rather than a ``<0xNN>`` byte
+    fallback where both do; cached apart from :func:`tokenizer_info`, for only the byte frames need it."""
+    try:
+        return _IDS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    info = tokenizer_info(tokenizer)
+    pieces = tokenizer.backend_tokenizer.get_vocab(with_added_tokens=False)
+    ids: dict[bytes, int] = {}
+    for piece, index in pieces.items():
+        spelled = info.token_bytes[index] if index < info.vocab_size and not info.is_control[index] else b""
+        if spelled and (spelled not in ids or not _BYTE_FALLBACK.fullmatch(piece)):
+            ids[spelled] = index  # a piece replaces a fallback seen before it, never the other way round
+    try:
+        _IDS[tokenizer] = ids
+    except TypeError:  # not weak-referenceable: built every time
+        pass
+    return ids
 
 
 def tokenizer_info(tokenizer: FastTokenizer) -> TokenizerInfo:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from alignment._byteframes import ByteFrames, Frames, _collate_frames, _empty_frames, _row_branches, _row_frames
-from alignment._tokenizer import FastTokenizer, TokenizerInfo, tokenizer_info
+from alignment._tokenizer import FastTokenizer, TokenizerInfo, id_of_bytes, tokenizer_info
 from alignment.align import Turn, align_turns
 from alignment.errors import AlignmentError, ExampleError, TokenizerError
 from alignment.nextbyte import END
@@ -219,11 +219,11 @@ def prepare_teacher_batch(
         info = tokenizer_info(student_tokenizer) if byte_frames else None
         ends = {end_of_turn_id(student_tokenizer), tokenizer_info(student_tokenizer).eos_id}
         rows = [_identity_row(_as_ids(p), c, info, ends) for p, c in zip(prompt_ids, ids, strict=True)]
-        return _collate(rows, ids, _pad_id(student_tokenizer), aligned=False, units=tokenizer_info(student_tokenizer))
+        return _collate(rows, ids, _pad_id(student_tokenizer), aligned=False, tokenizer=student_tokenizer)
     tokenizers, modes = (student_tokenizer, teacher_tokenizer), (student_mode, teacher_mode)
     variables = (dict(student_template_kwargs or {}), dict(teacher_template_kwargs or {}))
     rows = _aligned_rows(examples, ids, tokenizers, modes, variables, on_dropped, byte_frames)
-    return _collate(rows, ids, _pad_id(teacher_tokenizer), aligned=True, units=tokenizer_info(teacher_tokenizer))
+    return _collate(rows, ids, _pad_id(teacher_tokenizer), aligned=True, tokenizer=teacher_tokenizer)
 
 
 def align_teacher_logits(teacher_logits: torch.Tensor, batch: TeacherBatch) -> torch.Tensor:
@@ -535,10 +535,10 @@ def _identity_row(
 
 
 def _collate(
-    rows: list[_Row], completions: list[np.ndarray], pad_id: int, *, aligned: bool, units: TokenizerInfo
+    rows: list[_Row], completions: list[np.ndarray], pad_id: int, *, aligned: bool, tokenizer: FastTokenizer
 ) -> TeacherBatch:
-    """Right-pad the rows into a :class:`TeacherBatch`, with the branches of the byte frames (the teacher's
-    tokens ``units``)."""
+    """Right-pad the rows into a :class:`TeacherBatch`, with the branches of the byte frames (among the tokens of
+    ``tokenizer``, the teacher's)."""
     batch, frames = len(rows), max((len(c) for c in completions), default=0)
     length = max((len(r.input_ids) for r in rows), default=0)
     input_ids = np.full((batch, length), pad_id, dtype=np.int64)
@@ -553,7 +553,7 @@ def _collate(
         positions[b, :t], mask[b, :t], student_chunks[b, :t] = row.positions, row.mask, row.student_chunks
     frames_of = [row.frames for row in rows if row.frames is not None]
     framed = len(frames_of) == len(rows)
-    branched = [_row_branches(f, units.id_of_bytes.get) for f in frames_of] if framed else []
+    branched = [_row_branches(f, id_of_bytes(tokenizer).get) for f in frames_of] if framed else []
     count = max((len(ids) for _, ids, _ in branched), default=0)
     branch_ids = np.full((batch, count), pad_id, dtype=np.int64)
     branch_positions = np.zeros((batch, count), dtype=np.int64)
