@@ -101,7 +101,7 @@ PAIRS = {
     "mistral->gpt2": ("mistral_v3", "gpt2"),  # the other way round: a GPT-2 student, and GPT-2's own students
 }
 ARMS = ("same-family", "aligned", "naive", "sft")
-# the aligned arm's loss before next-byte distributions: prefix projection + chunk likelihoods, and each alone
+# variants of the aligned arm: its earlier losses, ablations and the branched loss (see the module docstring)
 ABLATIONS = (
     "aligned-prefix",
     "aligned-projection",
