@@ -53,12 +53,21 @@ def test_every_branch_is_the_teacher_token_spelling_the_bytes_read(student: str,
         assert len(set(places[: int(batch.branch_count[b])])) == int(batch.branch_count[b])  # no branch twice
 
 
-def test_a_pair_whose_teacher_reads_inside_its_tokens_has_branches() -> None:
-    """GPT-2 writes ``1234`` as ``12`` ``34``: inside them the teacher has read ``1`` and ``3``, both tokens."""
+def test_the_branches_of_an_answer_that_gpt2_writes_in_long_tokens() -> None:
+    """GPT-2 writes ``1234 + 5678 = 6912.`` as `` 12|34| +| 5|678| =| 69|12|.``: inside each token, every proper
+    prefix that is itself a GPT-2 token is a branch, at the position of the token it is read in."""
     _, batch = build("mistral_v3", "gpt2")
-    assert int(batch.branch_count[0]) > 0
-    spelled = {tokenizer_info(tokenizer("gpt2")).token_bytes[i] for i in batch.branch_ids[0].tolist()}
-    assert {b" 1", b"3"} <= spelled or {b"1", b"3"} <= spelled
+    pieces = tokenizer_info(tokenizer("gpt2")).token_bytes
+    teacher = [pieces[i] for i in batch.input_ids[0].tolist()]
+    j = len(teacher) - 1 - teacher[::-1].index(b" 12")  # the answer's, not the prompt's "What is 1234 + 5678?"
+    assert teacher[j : j + 9] == [b" 12", b"34", b" +", b" 5", b"678", b" =", b" 69", b"12", b"."]
+    count = int(batch.branch_count[0])
+    places, ids = batch.branch_positions[0, :count].tolist(), batch.branch_ids[0, :count].tolist()
+    branches = [(place - j, pieces[unit]) for place, unit in zip(places, ids, strict=True)]
+    assert branches == [
+        (0, b" "), (0, b" 1"), (1, b"3"), (2, b" "), (3, b" "), (4, b"6"), (4, b"67"), (5, b" "), (6, b" "),
+        (6, b" 6"), (7, b"1"),
+    ]  # fmt: skip
 
 
 def test_a_piece_is_preferred_to_its_byte_fallback() -> None:
