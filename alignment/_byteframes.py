@@ -142,7 +142,7 @@ def byte_logprobs(
             "branched=True needs frames with teacher_branches: build them with prepare_teacher_batch(..., "
             "byte_frames=True) and score TeacherBatch.branched_inputs(), or pass branched=False"
         )
-    branches = frames.teacher_branches if branched and frames.teacher_branches is not None else None
+    branches = frames.teacher_branches if branched else None
     for name, logits, index in (
         ("student_logits", student_logits, frames.student_frames),
         ("teacher_logits", teacher_logits, frames.teacher_positions if branches is None else branches),

@@ -553,7 +553,8 @@ def _collate(
         positions[b, :t], mask[b, :t], student_chunks[b, :t] = row.positions, row.mask, row.student_chunks
     frames_of = [row.frames for row in rows if row.frames is not None]
     framed = len(frames_of) == len(rows)
-    branched = [_row_branches(f, id_of_bytes(tokenizer).get) for f in frames_of] if framed else []
+    unit_of = id_of_bytes(tokenizer).get if framed else None
+    branched = [_row_branches(f, unit_of) for f in frames_of] if unit_of is not None else []
     count = max((len(ids) for _, ids, _ in branched), default=0)
     branch_ids = np.full((batch, count), pad_id, dtype=np.int64)
     branch_positions = np.zeros((batch, count), dtype=np.int64)

@@ -31,23 +31,13 @@ TINY = {
 }
 
 
-ARMS = [
-    "same-family",
-    "aligned",
-    "naive",
-    "sft",
-    "aligned-prefix",
-    "aligned-projection",
-    "aligned-chunk",
-    "aligned+chunk",
-    "aligned-bytes",
-    "aligned-stop",
-    "aligned-weighted",
-    "aligned-branched",
-]
+def every_arm() -> list[str]:
+    from benchmarks.distill.run import ABLATIONS, ARMS
+
+    return [*ARMS, *ABLATIONS]
 
 
-@pytest.mark.parametrize("arm", ARMS)
+@pytest.mark.parametrize("arm", every_arm())
 def test_every_arm_runs_and_reports(arm: str, tmp_path) -> None:
     from benchmarks.distill.report import write_report
     from benchmarks.distill.run import BYTE_ARMS, run_student

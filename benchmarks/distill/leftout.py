@@ -105,11 +105,7 @@ def first_error(
     batch = distill.teacher_batch(student, teacher, examples, samples, prompts)
     frames = batch.byte_frames.select(distill.spelled_by_head(batch.byte_frames, batch, teacher))
     with torch.no_grad():
-        if branched:
-            inputs = batch.branched_inputs(mask_dtype=torch.bool)
-            logits = model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
-        else:
-            logits = model(batch.input_ids, batch.attention_mask)
+        logits = distill.teacher_forward(model, batch, branched=branched)
         _, t = byte_logprobs(
             frames,
             student_logits,

@@ -495,6 +495,15 @@ def teacher_batch(
     )
 
 
+def teacher_forward(model: TinyLM, batch: Any, *, branched: bool = False) -> torch.Tensor:
+    """The teacher's logits over ``batch.input_ids``; with ``branched``, over ``batch.branched_inputs()`` (its own
+    tokens, then its branches, in one pass; SDPA reads the boolean mask)."""
+    if not branched:
+        return model(batch.input_ids, batch.attention_mask)
+    inputs = batch.branched_inputs(mask_dtype=torch.bool)
+    return model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
+
+
 def spelled_by_head(frames: Any, batch: Any, teacher: Family) -> np.ndarray:
     """Which byte frames read a teacher token its output layer covers (the student's own template text, which no
     teacher token spells, counts as covered): the frames the aligned arms compare."""
@@ -731,11 +740,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
                 student, teacher, [train[i] for i in picks], completions, batch_prompts, byte_frames=arm in BYTE_ARMS
             )
             with torch.no_grad():
-                if arm == "aligned-branched":  # the teacher's own tokens and its branches, in one pass
-                    inputs = batch.branched_inputs(mask_dtype=torch.bool)  # SDPA reads the boolean mask
-                    teacher_all = teacher_model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
-                else:
-                    teacher_all = teacher_model(batch.input_ids, batch.attention_mask)
+                teacher_all = teacher_forward(teacher_model, batch, branched=arm == "aligned-branched")
                 teacher_logits = align_teacher_logits(teacher_all, batch)
             mask = batch.mask
             if arm == "same-family":
