@@ -17,15 +17,14 @@ import torch
 from alignment._checks import check_floating
 from alignment.errors import AlignmentError
 from alignment.nextbyte import (
-    _DROPPED,
     END,
     STOP,
     TEMPLATE,
     ByteVocab,
     _next_byte_mass,
     _normalised_log,
+    _takes_part,
     fold_next_bytes,
-    next_byte_logprobs,
 )
 
 __all__ = ["ByteFrames", "byte_logprobs"]
@@ -154,13 +153,16 @@ def byte_logprobs(
             raise AlignmentError(
                 f"{name} must be (B, T, V) and hold every frame of the batch, got {tuple(logits.shape)}"
             )
-    rows = torch.from_numpy(frames.rows).to(student_logits.device)
-    student = next_byte_logprobs(
-        student_logits[rows, torch.from_numpy(frames.student_frames).to(student_logits.device)],
-        student_vocab,
-        frames.student_prefixes,
-        temperature=temperature,
-        stop=True,
+    device = student_logits.device
+    student = _normalised_log(
+        _next_byte_mass(
+            student_logits,
+            student_vocab,
+            frames.student_prefixes,
+            temperature=temperature,
+            stop=True,
+            at=(torch.from_numpy(frames.rows).to(device), torch.from_numpy(frames.student_frames).to(device)),
+        )
     )
     read = frames.teacher_positions != TEMPLATE
     reading = torch.from_numpy(np.flatnonzero(read)).to(teacher_logits.device)
@@ -169,38 +171,47 @@ def byte_logprobs(
     )
     surely = torch.from_numpy(np.flatnonzero(~read)).to(student.device)  # the template's byte, for certain
     teacher[surely, torch.from_numpy(frames.targets[~read]).to(student.device)] = 0.0
-    at = rows.to(teacher_logits.device)[reading]
+    at = torch.from_numpy(frames.rows[read]).to(teacher_logits.device)
+    positions = torch.from_numpy(frames.teacher_positions[read]).to(teacher_logits.device)
     prefixes = [p for p, r in zip(frames.teacher_prefixes, read.tolist(), strict=True) if r]
-    logits = teacher_logits[at, torch.from_numpy(frames.teacher_positions[read]).to(teacher_logits.device)]
     if branches is None:
-        read_bytes = next_byte_logprobs(logits, teacher_vocab, prefixes, temperature=temperature)
+        mass = _next_byte_mass(
+            teacher_logits, teacher_vocab, prefixes, temperature=temperature, stop=False, at=(at, positions)
+        )
+        read_bytes = _normalised_log(mass)
     else:
         read_bytes = _branched_next_bytes(
-            logits, teacher_logits, at, branches[read], teacher_vocab, prefixes, temperature
+            teacher_logits, at, positions, branches[read], teacher_vocab, prefixes, temperature
         )
     teacher[reading.to(student.device)] = read_bytes.to(student)
     return student, fold_next_bytes(teacher, student_vocab, frames.student_prefixes)
 
 
 def _branched_next_bytes(
-    logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     rows: torch.Tensor,
+    positions: torch.Tensor,
     branches: np.ndarray,
     vocab: ByteVocab,
     prefixes: list[bytes],
     temperature: float,
 ) -> torch.Tensor:
-    """``(N, 257)`` the teacher's next byte after ``prefixes`` of its tokens, with the mass of the token that is
-    exactly the prefix sent on through its branch's next byte (``branches[i] >= 0``; see :func:`byte_logprobs`)."""
-    mass = _next_byte_mass(logits, vocab, prefixes, temperature=temperature, stop=True)  # STOP: exactly the prefix
-    has = torch.from_numpy(branches >= 0).to(logits.device)
-    without = {p for p, h in zip(prefixes, has.tolist(), strict=True) if not h}
-    for prefix in without:
-        if bool((vocab.classes(prefix) == _DROPPED).all()):
+    """``(N, 257)`` the teacher's next byte after ``prefixes`` of its tokens, read at ``teacher_logits[rows,
+    positions]``, with the mass of the token that is exactly the prefix sent on through its branch's next byte
+    (``branches[i] >= 0``; see :func:`byte_logprobs`)."""
+    mass = _next_byte_mass(  # STOP: exactly the prefix
+        teacher_logits, vocab, prefixes, temperature=temperature, stop=True, at=(rows, positions)
+    )
+    has = torch.from_numpy(branches >= 0).to(teacher_logits.device)
+    for prefix in {p for p, h in zip(prefixes, has.tolist(), strict=True) if not h}:
+        if not _takes_part(vocab, prefix, stop=False):
             raise AlignmentError(f"no unit of the vocabulary begins with the prefix {prefix!r} and goes on")
     where = torch.from_numpy(branches[branches >= 0]).to(teacher_logits.device)
-    after = next_byte_logprobs(teacher_logits[rows[has], where], vocab, [b""] * len(where), temperature=temperature)
+    after = _normalised_log(
+        _next_byte_mass(
+            teacher_logits, vocab, [b""] * len(where), temperature=temperature, stop=False, at=(rows[has], where)
+        )
+    )
     read = mass[:, : END + 1].clone()
     read[has] += mass[has, STOP:] * after.exp().to(read)
     return _normalised_log(read)

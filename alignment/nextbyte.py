@@ -28,9 +28,11 @@ what comes after it (:meth:`TeacherBatch.branched_inputs <alignment.TeacherBatch
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ import torch
 from alignment._checks import check_floating, check_in_range, upcast
 from alignment._tokenizer import FastTokenizer, tokenizer_info
 from alignment.errors import AlignmentError
+from alignment.losses import _default_chunk
 from alignment.vocab import end_of_turn_id
 
 __all__ = ["END", "STOP", "TEMPLATE", "ByteVocab", "byte_vocab", "fold_next_bytes", "next_byte_logprobs"]
@@ -62,8 +65,9 @@ class ByteVocab:
     ends: frozenset[int]
     _table: np.ndarray = field(init=False, repr=False)
     _lengths: np.ndarray = field(init=False, repr=False)
-    _classes: dict[tuple[bytes, bool], torch.Tensor] = field(init=False, repr=False)
+    _members: dict[tuple[bytes, bool, str], tuple[torch.Tensor | None, torch.Tensor]] = field(init=False, repr=False)
     _folds: dict[bytes, torch.Tensor] = field(init=False, repr=False)
+    _sorted: tuple[list[bytes], np.ndarray] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         width = max((len(b) for b in self.token_bytes if b is not None), default=1)  # at least one column
@@ -75,8 +79,9 @@ class ByteVocab:
                 lengths[unit] = len(piece)
         object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_lengths", lengths)
-        object.__setattr__(self, "_classes", {})
+        object.__setattr__(self, "_members", {})
         object.__setattr__(self, "_folds", {})
+        object.__setattr__(self, "_sorted", None)
 
     def restrict(self, ids: Sequence[int] | np.ndarray) -> ByteVocab:
         """The same vocabulary seen through an output layer that covers only ``ids`` (unit ``i`` is ``ids[i]``)."""
@@ -91,23 +96,61 @@ class ByteVocab:
     def classes(self, prefix: bytes, *, stop: bool = False) -> torch.Tensor:
         """``(V,)`` int64 class of each unit after the bytes ``prefix`` of a token were read: its next byte
         (0..255), :data:`END` for a turn-ending unit at a boundary, with ``stop`` :data:`STOP` for a unit that is
-        exactly ``prefix`` (not empty), else 258 (cannot come next). Cached."""
-        key = (prefix, stop)
-        if key not in self._classes:
-            depth = len(prefix)
-            begins = self._lengths >= depth
-            if depth > self._table.shape[1]:  # longer than any unit
-                begins[:] = False
-            elif depth:
-                begins &= (self._table[:, :depth] == np.frombuffer(prefix, dtype=np.uint8)).all(axis=1)
-            follows = begins & (self._lengths > depth)
-            classes = np.where(follows, self._table[:, min(depth, self._table.shape[1] - 1)], _DROPPED)
-            if not depth:
-                classes[list(self.ends)] = END
-            elif stop:
-                classes[begins & ~follows] = STOP
-            self._classes[key] = torch.from_numpy(classes.astype(np.int64))
-        return self._classes[key]
+        exactly ``prefix`` (not empty), else 258 (cannot come next)."""
+        depth = len(prefix)
+        begins = self._lengths >= depth
+        if depth > self._table.shape[1]:  # longer than any unit
+            begins[:] = False
+        elif depth:
+            begins &= (self._table[:, :depth] == np.frombuffer(prefix, dtype=np.uint8)).all(axis=1)
+        follows = begins & (self._lengths > depth)
+        classes = np.where(follows, self._table[:, min(depth, self._table.shape[1] - 1)], _DROPPED)
+        if not depth:
+            classes[list(self.ends)] = END
+        elif stop:
+            classes[begins & ~follows] = STOP
+        return torch.from_numpy(classes.astype(np.int64))
+
+    def members(
+        self, prefix: bytes, *, stop: bool = False, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The units that take part after ``prefix`` and their :meth:`classes`, on ``device``: ``(ids, classes)``,
+        int64, without the units that cannot come next. At a boundary (``prefix`` empty) nearly every unit takes
+        part: ``ids`` is ``None`` and ``classes`` is the whole :meth:`classes` vector. Cached: inside a token
+        only the few units that begin with ``prefix`` are kept, so the cache stays small however many prefixes a
+        training run meets."""
+        key = (prefix, stop, str(torch.device(device)))
+        if key not in self._members:
+            if prefix:
+                ids, classes = self._begin_with(prefix, stop=stop)
+                entry: tuple[torch.Tensor | None, torch.Tensor] = (
+                    torch.from_numpy(ids).to(device),
+                    torch.from_numpy(classes).to(device),
+                )
+            else:
+                entry = (None, self.classes(prefix, stop=stop).to(device))
+            self._members[key] = entry
+        return self._members[key]
+
+    def _begin_with(self, prefix: bytes, *, stop: bool) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`members` of a non-empty ``prefix``, found by binary search among the units' sorted bytes (not by
+        a pass over the vocabulary, which a large one would pay for every new prefix)."""
+        found = self._sorted
+        if found is None:
+            text = [(piece, unit) for unit, piece in enumerate(self.token_bytes) if piece and unit not in self.ends]
+            order = sorted(text)
+            found = ([piece for piece, _ in order], np.array([unit for _, unit in order], dtype=np.int64))
+            object.__setattr__(self, "_sorted", found)
+        pieces, units = found
+        low = bisect.bisect_left(pieces, prefix)
+        above = prefix.rstrip(b"\xff")  # the least byte string after every one that begins with prefix
+        high = bisect.bisect_left(pieces, above[:-1] + bytes([above[-1] + 1]), lo=low) if above else len(pieces)
+        ids = np.sort(units[low:high])
+        lengths = self._lengths[ids]
+        keep = lengths >= len(prefix) + (0 if stop else 1)
+        ids, lengths = ids[keep], lengths[keep]
+        classes = np.where(lengths > len(prefix), self._table[ids, min(len(prefix), self._table.shape[1] - 1)], STOP)
+        return ids, classes.astype(np.int64)
 
     def fold(self, prefix: bytes) -> torch.Tensor:
         """``(257,)`` int64: where each next byte (and :data:`END`) of another model goes among this vocabulary's
@@ -118,7 +161,7 @@ class ByteVocab:
             fold = torch.arange(END + 1)
             if prefix:
                 goes_on = torch.zeros(END + 1, dtype=torch.bool)
-                classes = self.classes(prefix)
+                _, classes = self.members(prefix)
                 goes_on[classes[classes < END]] = True
                 fold[~goes_on] = STOP
             self._folds[prefix] = fold
@@ -181,44 +224,167 @@ def next_byte_logprobs(
 
 
 def _next_byte_mass(
-    logits: torch.Tensor, vocab: ByteVocab, prefixes: Sequence[bytes], *, temperature: float, stop: bool
+    logits: torch.Tensor,
+    vocab: ByteVocab,
+    prefixes: Sequence[bytes],
+    *,
+    temperature: float,
+    stop: bool,
+    at: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The checks and the unnormalised sums of :func:`next_byte_logprobs`: ``(N, 257)`` (``(N, 258)`` with
-    ``stop``) probability mass of each class."""
+    ``stop``) probability mass of each class. With ``at = (rows, positions)``, ``logits`` are ``(B, S, V')`` and
+    entry ``i`` reads ``logits[rows[i], positions[i]]``, so that no ``(N, V')`` copy of the rows read is made."""
     check_floating("logits", logits)
     check_in_range("temperature", temperature, low=0.0, high=math.inf, low_open=True, high_open=True)
     units = len(vocab.token_bytes)
-    if logits.ndim != 2 or logits.shape[1] < units:
-        raise AlignmentError(f"logits must have shape (N, V') with V' >= {units}, got {tuple(logits.shape)}")
-    if len(prefixes) != logits.shape[0]:
-        raise AlignmentError(f"prefixes must have one entry per row ({logits.shape[0]}), got {len(prefixes)}")
-    probs = torch.softmax(upcast(logits) / temperature, dim=-1)[:, :units]
-    width = STOP + 1 if stop else END + 1
-    for prefix in set(prefixes):
-        if bool((vocab.classes(bytes(prefix), stop=stop) == _DROPPED).all()):
+    if logits.ndim != (2 if at is None else 3) or logits.shape[-1] < units:
+        shape = "(N, V')" if at is None else "(B, S, V')"
+        raise AlignmentError(f"logits must have shape {shape} with V' >= {units}, got {tuple(logits.shape)}")
+    count = logits.shape[0] if at is None else len(at[0])
+    if len(prefixes) != count:
+        raise AlignmentError(f"prefixes must have one entry per row ({count}), got {len(prefixes)}")
+    frames_of: dict[bytes, list[int]] = {}
+    for i, prefix in enumerate(prefixes):
+        frames_of.setdefault(bytes(prefix), []).append(i)
+    plan = []
+    for prefix, frames in frames_of.items():
+        if not _takes_part(vocab, prefix, stop=stop):
             raise AlignmentError(
                 f"no unit of the vocabulary begins with the prefix {prefix!r}{'' if stop else ' and goes on'}"
             )
-    return _by_prefix(probs, prefixes, lambda prefix: vocab.classes(prefix, stop=stop), width)
+        plan.append(
+            (torch.tensor(frames, device=logits.device), *vocab.members(prefix, stop=stop, device=logits.device))
+        )
+    if at is None:
+        rows = torch.zeros(count, dtype=torch.int64, device=logits.device)
+        at = (rows, torch.arange(count, device=logits.device))
+        logits = logits[None]
+    width = STOP + 1 if stop else END + 1
+    mass: torch.Tensor = _ClassMass.apply(logits, at[0], at[1], plan, width, temperature)  # type: ignore[no-untyped-call]
+    return mass
 
 
-def _by_prefix(
-    probs: torch.Tensor, prefixes: Sequence[bytes], classes_of: Callable[[bytes], torch.Tensor], width: int
-) -> torch.Tensor:
-    """``(N, width)``: each row's mass summed by class, ``classes_of(prefix)`` giving every column's class (classes
-    past ``width`` are dropped). One vectorised pass per distinct prefix, not per row."""
-    rows_of: dict[bytes, list[int]] = {}
-    for row, prefix in enumerate(prefixes):
-        rows_of.setdefault(bytes(prefix), []).append(row)
-    order, parts = [], []
-    for prefix, rows in rows_of.items():
-        index = torch.tensor(rows, device=probs.device)
-        empty = probs.new_zeros((len(rows), _DROPPED + 1))
-        parts.append(empty.index_add(-1, classes_of(prefix).to(probs.device), probs[index])[:, :width])
-        order.extend(rows)
-    if not parts:
-        return probs.new_zeros((0, width))
-    return torch.cat(parts)[torch.argsort(torch.tensor(order, device=probs.device))]
+def _takes_part(vocab: ByteVocab, prefix: bytes, *, stop: bool) -> bool:
+    """Whether some unit of ``vocab`` can come next after ``prefix`` (or, with ``stop``, is exactly it)."""
+    ids, classes = vocab.members(prefix, stop=stop)
+    return bool((classes != _DROPPED).any()) if ids is None else bool(len(ids))
+
+
+Plan = list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]  # per prefix: entries, members, classes
+
+
+class _ClassMass(torch.autograd.Function):
+    r"""``(B, S, V')`` logits to ``(N, width)`` class masses: entry ``i`` sums the softmax of the row
+    ``logits[rows[i], positions[i]]`` by the classes of its prefix; ``plan`` lists, per prefix, its entries and its
+    :meth:`ByteVocab.members`.
+
+    Entries are bytes, several per token, and most read inside a token, where only the few units that begin with
+    the bytes read take part. So each row read is normalised once, a chunk of rows at a time (its log-sum-exp); the
+    entries at a token boundary (every unit takes part) sum their row's softmax within that pass, and the entries
+    inside a token read only their members' logits. The backward recomputes the same way and writes one gradient
+    the size of the logits: no ``(N, V')`` tensor is ever made.
+
+    With :math:`M_c = \sum_{v \in c} p_v` and incoming :math:`g_c = \partial L / \partial M_c` (``0`` for units
+    that take no part): :math:`\partial L / \partial z_v = p_v\,(g_{c(v)} - \sum_c g_c M_c) / \tau`, summed over
+    the entries that read the row.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        logits: torch.Tensor,
+        rows: torch.Tensor,
+        positions: torch.Tensor,
+        plan: Plan,
+        width: int,
+        temperature: float,
+    ) -> torch.Tensor:
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        keys = rows * logits.shape[1] + positions
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        out = logits.new_zeros((len(rows), width), dtype=dtype)
+        lse = logits.new_empty(len(unique), dtype=dtype)
+        for span, scaled, entries, classes in _boundary_passes(logits, unique, inverse, plan, temperature, dtype):
+            lse[span] = torch.logsumexp(scaled, dim=-1)
+            if len(entries):
+                local = inverse[entries] - span.start
+                probs = torch.exp(scaled[local] - lse[span][local, None])[:, : len(classes)]
+                out[entries] = probs.new_zeros((len(entries), _DROPPED + 1)).index_add_(-1, classes, probs)[:, :width]
+        for part, _, classes, probs in _inside_reads(logits, rows, positions, inverse, lse, plan, temperature):
+            out[part] = probs.new_zeros((len(part), _DROPPED + 1)).index_add_(-1, classes, probs)[:, :width]
+        ctx.save_for_backward(logits, rows, positions, out, unique, inverse, lse)
+        ctx.plan, ctx.temperature = plan, temperature
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        logits, rows, positions, out, unique, inverse, lse = ctx.saved_tensors
+        plan, temperature = ctx.plan, ctx.temperature
+        incoming = grad_out.new_zeros((len(rows), _DROPPED + 1))  # the dropped class and past width: no gradient
+        incoming[:, : out.shape[1]] = grad_out
+        totals = lse.new_zeros(len(unique)).index_add_(0, inverse, (grad_out * out).sum(dim=-1))
+        grad = logits.new_zeros(logits.shape)
+        flat = grad.view(-1, logits.shape[-1])
+        for span, scaled, entries, classes in _boundary_passes(logits, unique, inverse, plan, temperature, lse.dtype):
+            probs = torch.exp(scaled - lse[span, None])
+            part = probs * -totals[span, None]
+            if len(entries):
+                local = inverse[entries] - span.start
+                per_class = incoming[entries].index_select(-1, classes)
+                part[:, : len(classes)].index_add_(0, local, probs[local, : len(classes)] * per_class)
+            flat.index_add_(0, unique[span], (part / temperature).to(grad.dtype))
+        for part, ids, classes, probs in _inside_reads(logits, rows, positions, inverse, lse, plan, temperature):
+            per_class = incoming[part].index_select(-1, classes) / temperature
+            key = (rows[part] * logits.shape[1] + positions[part])[:, None]
+            flat.index_put_((key, ids[None, :]), (probs * per_class).to(grad.dtype), accumulate=True)
+        return grad, None, None, None, None, None
+
+
+def _boundary_passes(
+    logits: torch.Tensor,
+    unique: torch.Tensor,
+    inverse: torch.Tensor,
+    plan: Plan,
+    temperature: float,
+    dtype: torch.dtype,
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Each chunk of the rows read (``unique`` flat row keys): its span of ``unique``, its logits scaled by
+    ``1 / temperature`` in ``dtype``, and the entries at a token boundary that read it, with their classes."""
+    entries = torch.cat([frames for frames, ids, _ in plan if ids is None] or [inverse.new_zeros(0)])
+    classes = next((c for _, ids, c in plan if ids is None), inverse.new_zeros(0))
+    entries = entries[torch.argsort(inverse[entries])]
+    chunk = _default_chunk(logits.shape[-1], logits.device)
+    starts = list(range(0, len(unique), chunk))
+    bounds = torch.searchsorted(inverse[entries], torch.tensor([*starts, len(unique)], device=logits.device)).tolist()
+    for n, start in enumerate(starts):
+        span = slice(start, start + chunk)
+        keys = unique[span]
+        scaled = logits[keys // logits.shape[1], keys % logits.shape[1]].to(dtype)
+        if temperature != 1.0:
+            scaled = scaled / temperature
+        yield span, scaled, entries[bounds[n] : bounds[n + 1]], classes
+
+
+def _inside_reads(
+    logits: torch.Tensor,
+    rows: torch.Tensor,
+    positions: torch.Tensor,
+    inverse: torch.Tensor,
+    lse: torch.Tensor,
+    plan: Plan,
+    temperature: float,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The entries inside a token, a chunk at a time: the entries, their prefix's members and classes, and the
+    members' probabilities (through the rows' log-sum-exp ``lse``)."""
+    for frames, ids, classes in plan:
+        if ids is None:
+            continue
+        for part in torch.split(frames, _default_chunk(max(len(ids), 1), logits.device)):
+            picked = logits[rows[part, None], positions[part, None], ids[None, :]].to(lse.dtype)
+            if temperature != 1.0:
+                picked = picked / temperature
+            yield part, ids, classes, torch.exp(picked - lse[inverse[part], None])
 
 
 def _normalised_log(mass: torch.Tensor) -> torch.Tensor:
@@ -258,4 +424,9 @@ def fold_next_bytes(logprobs: torch.Tensor, vocab: ByteVocab, prefixes: Sequence
         raise AlignmentError(f"logprobs must have shape (N, {END + 1}), got {tuple(logprobs.shape)}")
     if len(prefixes) != logprobs.shape[0]:
         raise AlignmentError(f"prefixes must have one entry per row ({logprobs.shape[0]}), got {len(prefixes)}")
-    return _normalised_log(_by_prefix(logprobs.exp(), prefixes, vocab.fold, STOP + 1))
+    distinct: dict[bytes, int] = {}
+    which = [distinct.setdefault(bytes(prefix), len(distinct)) for prefix in prefixes]
+    table = torch.stack([vocab.fold(prefix) for prefix in distinct]) if distinct else torch.zeros((0, END + 1))
+    index = table.to(logprobs.device, torch.int64)[torch.tensor(which, dtype=torch.int64, device=logprobs.device)]
+    mass = logprobs.new_zeros((len(prefixes), STOP + 1), dtype=torch.promote_types(logprobs.dtype, torch.float32))
+    return _normalised_log(mass.scatter_add(1, index, upcast(logprobs).exp()))

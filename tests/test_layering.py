@@ -84,7 +84,7 @@ LAYERS: dict[str, Layer] = {
     "_triton": allow("_triton_kernel", third_party=("torch",), lazy=("triton",)),
     "losses": allow("errors", "_checks", "_triton", third_party=("torch",)),
     "crossvocab": allow("types", "errors", "_checks", "losses", third_party=("torch",)),
-    "nextbyte": allow(*TEXT_CORE, "vocab", "_checks", third_party=("numpy", "torch")),
+    "nextbyte": allow(*TEXT_CORE, "vocab", "_checks", "losses", third_party=("numpy", "torch")),
     "_byteframes": allow("errors", "_checks", "nextbyte", third_party=("numpy", "torch")),
     # The trainer seam: every layer but the command line.
     "teacher": allow(*BELOW_TEACHER, third_party=("numpy", "torch")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -473,3 +474,138 @@ def test_a_prefix_whose_units_all_underflow_gives_finite_logprobs() -> None:
     logits = torch.tensor([[-1e4, -1e4, 0.0, -1e4, 0.0, 0.0, 0.0]])  # "4", "48", "482" have no mass at all
     value = next_byte_logprobs(logits, TOY, [b"4"])
     assert torch.isfinite(value).all()
+
+
+# --- the chunked class sums: same values and gradients as plain autograd, in any chunking -------------------------
+def plain_next_bytes(logits: torch.Tensor, vocab: ByteVocab, prefixes, *, stop: bool, temperature: float):
+    """:func:`next_byte_logprobs` written with plain autograd: every row's softmax, summed by its prefix's dense
+    classes (the reference the chunked autograd function must match)."""
+    units = len(vocab.token_bytes)
+    probs = torch.softmax(logits / temperature, dim=-1)[:, :units]
+    rows = [
+        torch.zeros(259, dtype=probs.dtype).index_add(0, vocab.classes(prefix, stop=stop), probs[i])
+        for i, prefix in enumerate(prefixes)
+    ]
+    mass = torch.stack(rows)[:, : STOP + 1 if stop else END + 1]
+    tiny = torch.finfo(mass.dtype).tiny
+    return torch.log((mass / mass.sum(-1, keepdim=True).clamp_min(tiny)).clamp_min(tiny))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pieces=st.lists(st.binary(min_size=1, max_size=3), min_size=1, max_size=10, unique=True),
+    data=st.data(),
+    stop=st.booleans(),
+    temperature=st.sampled_from([0.5, 1.0, 2.0]),
+    extra=st.integers(0, 3),
+    chunk=st.sampled_from([1, 2, 1 << 20]),
+)
+def test_values_and_gradients_match_plain_autograd_in_any_chunking(
+    pieces: list[bytes], data: st.DataObject, stop: bool, temperature: float, extra: int, chunk: int
+) -> None:
+    vocab = ByteVocab(token_bytes=(*pieces, b"<end>"), ends=frozenset({len(pieces)}))
+    # every prefix some unit goes on from (or, with stop, is): several rows may read one
+    valid = sorted({p[:i] for p in pieces for i in range(len(p) + (1 if stop else 0))})
+    prefixes = data.draw(st.lists(st.sampled_from(valid), min_size=1, max_size=8))  # repeats: several rows each
+    seed = data.draw(st.integers(0, 2**16))
+    logits = torch.randn(
+        len(prefixes), len(pieces) + 1 + extra, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
+    weights = torch.randn(
+        len(prefixes),
+        STOP + 1 if stop else END + 1,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(seed + 1),
+    )
+    ours_in, plain_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    with mock.patch("alignment.nextbyte._default_chunk", lambda width, device: chunk):  # rows per chunk
+        ours = next_byte_logprobs(ours_in, vocab, prefixes, stop=stop, temperature=temperature)
+        (ours * weights).sum().backward()
+    plain = plain_next_bytes(plain_in, vocab, prefixes, stop=stop, temperature=temperature)
+    torch.testing.assert_close(ours, plain)
+    (plain * weights).sum().backward()
+    torch.testing.assert_close(ours_in.grad, plain_in.grad)
+
+
+def test_gradcheck_of_every_class_inside_and_at_the_boundary() -> None:
+    logits = torch.randn(4, len(TOY.token_bytes) + 2, dtype=torch.float64, requires_grad=True)
+    prefixes = [b"", b"4", b"48", b"4"]
+    assert torch.autograd.gradcheck(
+        lambda x: next_byte_logprobs(x, TOY, prefixes, stop=True, temperature=0.7), (logits,)
+    )
+    folded = torch.randn(3, END + 1, dtype=torch.float64).log_softmax(-1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: fold_next_bytes(x, DIGITS, [b"", b"9", b"90"]), (folded,))
+
+
+@pytest.mark.parametrize("branched", [False, True], ids=["plain", "branched"])
+def test_byte_logprobs_read_the_rows_in_place_as_a_gather_would(branched: bool) -> None:
+    """byte_logprobs reads each frame's row of the (B, T, V) logits without copying them out; its values and
+    gradients (to both sides, several entries reading one row) equal those of the rows gathered first."""
+    completions, batch = build("mistral_v3", "gpt2")  # both vendored; GPT-2 reads inside its tokens: branches
+    frames = batch.byte_frames
+    s_vocab, t_vocab = byte_vocab(tokenizer("mistral_v3")), byte_vocab(tokenizer("gpt2"))
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(len(EXAMPLES), max(map(len, completions)), len(s_vocab.token_bytes) + 5, generator=generator)
+    width = batch.branched_inputs()["input_ids"].shape[1] if branched else batch.input_ids.shape[1]
+    assert not branched or width > batch.input_ids.shape[1]
+    teacher = 3 * torch.randn(len(EXAMPLES), width, len(t_vocab.token_bytes), generator=generator)
+    student.requires_grad_(), teacher.requires_grad_()
+    s, t = byte_logprobs(
+        frames, student, teacher, student_vocab=s_vocab, teacher_vocab=t_vocab, temperature=0.9, branched=branched
+    )
+    weights = torch.randn(s.shape, generator=generator)
+    ((s - t) * weights).sum().backward()
+    rows = torch.from_numpy(frames.rows)
+    gathered_s = student.detach().clone().requires_grad_()
+    gathered_t = teacher.detach().clone().requires_grad_()
+    s_ref = next_byte_logprobs(
+        gathered_s[rows, torch.from_numpy(frames.student_frames)],
+        s_vocab,
+        frames.student_prefixes,
+        stop=True,
+        temperature=0.9,
+    )
+    torch.testing.assert_close(s, s_ref)
+    read = frames.teacher_positions != TEMPLATE
+    assert read.sum() > 0
+    if not branched:
+        t_read = next_byte_logprobs(
+            gathered_t[rows[read], torch.from_numpy(frames.teacher_positions[read])],
+            t_vocab,
+            [p for p, r in zip(frames.teacher_prefixes, read, strict=True) if r],
+            temperature=0.9,
+        )
+        t_full = torch.full((len(frames), END + 1), math.log(torch.finfo(torch.float32).tiny))
+        t_full[torch.from_numpy(np.flatnonzero(~read)), torch.from_numpy(frames.targets[~read])] = 0.0
+        t_full = t_full.index_put((torch.from_numpy(np.flatnonzero(read)),), t_read)
+        t_ref = fold_next_bytes(t_full, s_vocab, frames.student_prefixes)
+        torch.testing.assert_close(t, t_ref)
+        ((s_ref - t_ref) * weights).sum().backward()
+        torch.testing.assert_close(teacher.grad, gathered_t.grad)
+    else:
+        s_ref.mul(weights).sum().backward()
+        assert torch.isfinite(teacher.grad).all() and teacher.grad[:, batch.input_ids.shape[1] :].abs().sum() > 0
+    torch.testing.assert_close(student.grad, gathered_s.grad)
+    assert student.grad[..., len(s_vocab.token_bytes) :].abs().sum() > 0  # padded columns: in the softmax only
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pieces=st.lists(st.binary(min_size=1, max_size=4), min_size=1, max_size=16, unique=True),
+    prefixes=st.lists(st.binary(min_size=1, max_size=5), max_size=6),
+    stop=st.booleans(),
+)
+def test_members_found_by_search_are_the_units_the_classes_keep(
+    pieces: list[bytes], prefixes: list[bytes], stop: bool
+) -> None:
+    """Inside a token the members come from a binary search over the sorted bytes (``\\xff`` bytes included), the
+    classes from a pass over every unit: they must agree, for prefixes that units begin with, equal, or miss."""
+    vocab = ByteVocab(token_bytes=(*pieces, None, b"<end>"), ends=frozenset({len(pieces) + 1}))
+    for prefix in [*prefixes, *(p[:i] for p in pieces for i in range(1, len(p) + 1))]:
+        ids, classes = vocab.members(prefix, stop=stop)
+        dense = vocab.classes(prefix, stop=stop)
+        expected = torch.from_numpy(np.flatnonzero(dense.numpy() != 258))
+        assert ids is not None and ids.tolist() == expected.tolist()
+        assert classes.tolist() == dense[expected].tolist()
+    ids, classes = vocab.members(b"", stop=stop)
+    assert ids is None and classes.tolist() == vocab.classes(b"", stop=stop).tolist()
