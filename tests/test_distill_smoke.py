@@ -374,3 +374,39 @@ def test_every_arm_has_its_own_colour_on_every_page() -> None:
 
     assert set(ARM_COLORS) == {*ARMS, *ABLATIONS}
     assert len(set(ARM_COLORS.values())) == len(ARM_COLORS)
+
+
+def test_the_control_pair_teaches_llama_through_the_byte_loss_from_its_own_teacher(tmp_path) -> None:
+    """``llama->llama``: the aligned arm on the identity path, with the same teacher as the same-family arm."""
+    from benchmarks.distill.run import run_student
+
+    config = {**TINY, "cache": str(tmp_path)}
+    aligned = run_student("llama->llama", "aligned", 0, config)
+    same = run_student("llama->llama", "same-family", 0, config)
+    assert aligned["teacher"] == aligned["student"] == same["teacher"] == "llama3"
+    assert aligned["teacher_step"] == same["teacher_step"] and math.isfinite(aligned["final_loss"])
+    assert aligned["coverage"] == 1.0 and aligned["byte_coverage"] is None  # nothing rendered for the teacher
+    assert aligned["final_loss"] != same["final_loss"]  # another loss on the same samples
+
+
+def test_the_rendered_control_pair_takes_the_aligned_path_with_a_teacher_of_the_same_family(tmp_path) -> None:
+    """``llama->llama-rendered``: the aligned arm's teacher renders and tokenizes the text itself."""
+    import benchmarks.distill.run as distill
+
+    seen = []
+    original = distill.prepare_teacher_batch
+
+    def spy(*args, **options):  # type: ignore[no-untyped-def]
+        batch = original(*args, **options)
+        seen.append(batch.aligned)
+        return batch
+
+    config = {**TINY, "cache": str(tmp_path)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(distill, "prepare_teacher_batch", spy)
+        record = distill.run_student("llama->llama-rendered", "aligned", 0, config)
+        assert seen and all(seen)  # re-rendered for the teacher: not the identity path
+        seen.clear()
+        distill.run_student("llama->llama-rendered", "same-family", 0, config)
+        assert seen and not any(seen)
+    assert record["teacher"] == record["student"] == "llama3" and 0.9 < record["byte_coverage"] <= 1.0

@@ -6,7 +6,14 @@ Run from the repository root (needs ``../shared/tokenizers``)::
     python -m benchmarks.distill.run                  # both pairs, all arms and seeds: writes docs/results/distill.*
 
 The pairs (teacher -> student): Qwen3 -> Llama 3 and GPT-2 -> Mistral v0.3 by default; ``--pairs "mistral->gpt2"``
-adds one with a GPT-2 student (and GPT-2's own teacher as its same-family baseline).
+adds one with a GPT-2 student (and GPT-2's own teacher as its same-family baseline). ``--pairs "llama->llama"`` is a
+control: Llama 3's own teacher taught through the aligned arms' next-byte losses (on the identity path: the teacher
+reads the student's ids) against the same teacher through the token-level loss (``same-family``), so that what
+comparing byte by byte costs is measured with the teacher held fixed; ``"mistral->mistral"`` is the same control
+for Mistral, whose digits are single tokens. On the identity path the teacher reads the student's own ids, however
+the student split the text; ``"llama->llama-rendered"`` makes the aligned arms' teacher render and tokenize the
+text itself, as a teacher of another family does (its template gets one variable it never reads), so that the
+control differs from a cross-family pair only in the teacher's family.
 
 Each family is a real tokenizer with its real chat template (GPT-2: plain completion format). Models are tiny
 Llama-architecture decoders built from a config. Their input embedding covers the whole vocabulary; their output
@@ -99,7 +106,13 @@ PAIRS = {
     "qwen->llama": ("qwen3", "llama3"),
     "gpt2->mistral": ("gpt2", "mistral_v3"),
     "mistral->gpt2": ("mistral_v3", "gpt2"),  # the other way round: a GPT-2 student, and GPT-2's own students
+    # a control: Llama 3's own teacher through the aligned arms' byte-level losses (identity path), against the
+    # token-level same-family loss: what comparing byte by byte costs when the teacher is held fixed
+    "llama->llama": ("llama3", "llama3"),
+    "mistral->mistral": ("mistral_v3", "mistral_v3"),  # the same control for a student whose digits are single tokens
+    "llama->llama-rendered": ("llama3", "llama3"),  # the control again, the teacher reading the text as a second family
 }
+RENDERED = frozenset({"llama->llama-rendered"})  # pairs whose aligned arms re-render for a teacher of the same family
 ARMS = ("same-family", "aligned", "naive", "sft")
 # variants of the aligned arm: its earlier losses, ablations and the branched loss (see the module docstring)
 ABLATIONS = (
@@ -481,8 +494,12 @@ def teacher_batch(
     prompts: list[list[int]],
     *,
     byte_frames: bool = True,
+    rendered: bool = False,
 ) -> Any:
-    """``prepare_teacher_batch`` from ``student`` to ``teacher`` with both families' template variables."""
+    """``prepare_teacher_batch`` from ``student`` to ``teacher`` with both families' template variables. With
+    ``rendered`` the teacher's variables get one the template never reads, so that a teacher of the student's own
+    family does not take the identity path: it renders the conversation and tokenizes the text itself (its own,
+    canonical tokens, whatever the student sampled), as a teacher of another family does."""
     return prepare_teacher_batch(
         examples,
         completions,
@@ -490,7 +507,7 @@ def teacher_batch(
         teacher_tokenizer=teacher.tokenizer,
         prompt_ids=prompts,
         student_template_kwargs=student.kwargs,
-        teacher_template_kwargs=teacher.kwargs,
+        teacher_template_kwargs={**teacher.kwargs, "unread_by_the_template": True} if rendered else teacher.kwargs,
         byte_frames=byte_frames,
     )
 
@@ -670,6 +687,15 @@ def byte_loss(
     return generalized_jsd(s, t, beta=config["beta"], check_finite=False)
 
 
+def content_byte_coverage(batch: Any) -> float:
+    """The share of the bytes of the content the teacher renders that the byte frames compare (each once)."""
+    spans = [r.message_spans[r.trained_messages[-1]] for r in batch.renderings if r.trained_messages]
+    content = sum(span[1] - span[0] for span in spans if span is not None)
+    frames = batch.byte_frames
+    content_bytes = (frames.targets < 256) & ~frames.token_ends & (frames.teacher_positions != TEMPLATE)
+    return int(content_bytes.sum()) / max(content, 1)
+
+
 def teacher_left_out(frames: Any, teacher_all: torch.Tensor, vocab: ByteVocab, temperature: float) -> torch.Tensor:
     """At each byte frame, the mass the teacher's next-byte distribution leaves out there: of the teacher's tokens
     that begin with the bytes of its current token read so far, the share on those that end exactly there (0 at
@@ -737,7 +763,13 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
             loss = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
         else:
             batch = teacher_batch(
-                student, teacher, [train[i] for i in picks], completions, batch_prompts, byte_frames=arm in BYTE_ARMS
+                student,
+                teacher,
+                [train[i] for i in picks],
+                completions,
+                batch_prompts,
+                byte_frames=arm in BYTE_ARMS,
+                rendered=pair in RENDERED and arm != "same-family",
             )
             with torch.no_grad():
                 teacher_all = teacher_forward(teacher_model, batch, branched=arm == "aligned-branched")
@@ -760,11 +792,8 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
                     )
                     if arm == "aligned+chunk":
                         loss = loss + chunk_loss(student, teacher, student_logits, teacher_all, completions, batch)
-                    spans = [r.message_spans[r.trained_messages[-1]] for r in batch.renderings if r.trained_messages]
-                    content = sum(span[1] - span[0] for span in spans if span is not None)
-                    frames = batch.byte_frames
-                    content_bytes = (frames.targets < 256) & ~frames.token_ends & (frames.teacher_positions != TEMPLATE)
-                    byte_coverages.append(int(content_bytes.sum()) / max(content, 1))
+                    if batch.aligned:  # the identity path (llama->llama) renders nothing: every byte is read
+                        byte_coverages.append(content_byte_coverage(batch))
                 else:
                     s, t = project_logprobs(student_logits, teacher_logits, prefix, temperature=config["temperature"])
                     projected = generalized_jsd(s, t, mask, beta=config["beta"], check_finite=False)
