@@ -350,6 +350,28 @@ def test_the_leftout_script_prints_the_left_out_mass_on_references_and_samples(t
     assert counts[0] == counts[1] and all(0 <= n <= 6 for n in counts)
 
 
+def test_the_entries_script_splits_the_loss_by_kind_of_entry(tmp_path, monkeypatch, capsys) -> None:
+    import sys
+
+    import benchmarks.distill.run as distill
+    from benchmarks.distill import entries
+
+    monkeypatch.setattr(distill, "PRESETS", {"full": TINY})
+    argv = ["entries", "--pair", "llama->llama", "--examples", "6", "--cache", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    entries.main()
+    out = capsys.readouterr().out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| next-byte")]
+    assert rows[0][0] == "| next-byte, every entry"
+    counts = {row[0]: int(row[1]) for row in rows}
+    assert counts["| next-byte, every entry"] == sum(
+        n for kind, n in counts.items() if kind != "| next-byte, every entry"
+    )
+    for row in rows:  # a cosine is a cosine
+        assert -1.0 <= float(row[4].rstrip(" |")) <= 1.0 and float(row[3]) >= 0.0
+    assert "token-level, the student's own family's teacher: loss " in out
+
+
 def test_reuse_carries_over_only_what_this_command_did_not_run(tmp_path) -> None:
     from benchmarks.distill.report import _reuse_lines
     from benchmarks.distill.run import _reused

@@ -123,6 +123,7 @@ ARM_COLORS = {
     "aligned-chunk": "k",
     "aligned-weighted": "m",
     "aligned-branched": "C7",
+    "aligned-ends": "y",
 }
 
 

@@ -53,7 +53,9 @@ loss; ``aligned-bytes``, the aligned arm without the stop class and the template
 each side alone, at the content's bytes and the end of the turn, as before either existed); ``aligned-stop``, the
 aligned arm without the template's text; ``aligned-weighted``, the aligned arm with each byte weighted by the share
 of the teacher's mass its next-byte distribution covers there (one minus :func:`teacher_left_out`);
-``aligned-branched``, the aligned arm with the teacher's branches (``TeacherBatch.branched_inputs()``,
+``aligned-ends``, the branched arm with every entry read where a teacher token has just ended read instead at the
+frame that predicts that token (:func:`read_before_token_ends`); ``aligned-branched``, the aligned arm with the
+teacher's branches (``TeacherBatch.branched_inputs()``,
 ``byte_logprobs(..., branched=True)``): inside a teacher token, the mass of the shorter token that ends where the
 bytes read end goes on through what the teacher writes after it, instead of being left out.
 """
@@ -61,6 +63,7 @@ bytes read end goes on through what the teacher writes after it, instead of bein
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -124,8 +127,18 @@ ABLATIONS = (
     "aligned-stop",
     "aligned-weighted",
     "aligned-branched",
+    "aligned-ends",
 )
-BYTE_ARMS = ("aligned", "aligned+chunk", "aligned-bytes", "aligned-stop", "aligned-weighted", "aligned-branched")
+BYTE_ARMS = (
+    "aligned",
+    "aligned+chunk",
+    "aligned-bytes",
+    "aligned-stop",
+    "aligned-weighted",
+    "aligned-branched",
+    "aligned-ends",
+)
+BRANCHED_ARMS = ("aligned-branched", "aligned-ends")
 
 
 @dataclass
@@ -671,6 +684,8 @@ def byte_loss(
         if arm == "aligned-stop":
             keep &= frames.teacher_positions != TEMPLATE
         frames = frames.select(keep)
+        if arm == "aligned-ends":
+            frames = read_before_token_ends(frames, batch, teacher, vocabs[1])
         s, t = byte_logprobs(
             frames,
             student_logits,
@@ -678,13 +693,36 @@ def byte_loss(
             student_vocab=vocabs[0],
             teacher_vocab=vocabs[1],
             temperature=config["temperature"],
-            branched=arm == "aligned-branched",
+            branched=arm in BRANCHED_ARMS,
         )
         if arm == "aligned-weighted":
             rows_loss = generalized_jsd(s, t, beta=config["beta"], reduction="none", check_finite=False)
             weight = 1 - teacher_left_out(frames, teacher_all, vocabs[1], config["temperature"])
             return (rows_loss * weight).sum() / weight.sum().clamp_min(1e-6)
     return generalized_jsd(s, t, beta=config["beta"], check_finite=False)
+
+
+def read_before_token_ends(frames: Any, batch: Any, teacher: Family, vocab: ByteVocab) -> Any:
+    """The ``aligned-ends`` arm's frames: every entry read where a teacher token has just ended is read instead at
+    the frame that predicts that token, with the token's bytes as the prefix read and the next position (the one
+    the entry was read at) as its branch, so that with ``branched=True`` the teacher's next byte is
+    P(b | t) ∝ Σ_{v longer, begins with t} P(v) + P(t) P_next(b). The teacher then answers before it has read how
+    its tokenizer cut the text after ``t``: Llama 3 cuts digit runs into chunks of three from the left, so a
+    teacher that has read a short last chunk as a token knows the run ends there (``entries.py``)."""
+    positions = frames.teacher_positions.copy()
+    prefixes = list(frames.teacher_prefixes)
+    branches = frames.teacher_branches.copy()
+    for i in np.flatnonzero((frames.teacher_positions > 0) & (frames.teacher_branches < 0)):
+        if prefixes[i]:
+            continue  # read inside a teacher token already
+        unit = int(teacher.to_head[int(batch.input_ids[frames.rows[i], frames.teacher_positions[i]])])
+        piece = vocab.token_bytes[unit] if unit >= 0 else None
+        if not piece or unit in vocab.ends:
+            continue  # a control token, or one outside the output layer: read as before
+        positions[i], prefixes[i], branches[i] = frames.teacher_positions[i] - 1, piece, positions[i]
+    return dataclasses.replace(
+        frames, teacher_positions=positions, teacher_prefixes=tuple(prefixes), teacher_branches=branches
+    )
 
 
 def content_byte_coverage(batch: Any) -> float:
@@ -772,7 +810,7 @@ def run_student(pair: str, arm: str, seed: int, config: dict[str, Any]) -> dict[
                 rendered=pair in RENDERED and arm != "same-family",
             )
             with torch.no_grad():
-                teacher_all = teacher_forward(teacher_model, batch, branched=arm == "aligned-branched")
+                teacher_all = teacher_forward(teacher_model, batch, branched=arm in BRANCHED_ARMS)
                 teacher_logits = align_teacher_logits(teacher_all, batch)
             mask = batch.mask
             if arm == "same-family":
