@@ -30,7 +30,6 @@ import torch
 from alignment import byte_logprobs, byte_vocab, render_prompt
 from alignment.nextbyte import END, TEMPLATE
 from benchmarks.distill import run as distill
-from benchmarks.distill.task import make_task
 
 
 def main() -> None:
@@ -42,10 +41,7 @@ def main() -> None:
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = {**distill.COMMON, **distill.PRESETS["full"], "cache": args.cache, "teachers": args.teachers}
-    train, held_out = make_task(config["train"], config["eval"])
-    families = {name: distill.load_family(name, train + held_out) for name in distill.PAIRS[args.pair]}
-    curves = {name: distill.train_teacher(family, train, held_out, config) for name, family in families.items()}
+    config, train, families, curves = distill.cached_setup(args.pair, args.teachers, args.cache)
     name, used = distill.teacher_of(args.pair, "aligned", curves, config)
     student, teacher = families[distill.PAIRS[args.pair][1]], families[name]
     teacher_model = distill.load_teacher(teacher, config, used["step"])

@@ -129,15 +129,8 @@ ABLATIONS = (
     "aligned-branched",
     "aligned-ends",
 )
-BYTE_ARMS = (
-    "aligned",
-    "aligned+chunk",
-    "aligned-bytes",
-    "aligned-stop",
-    "aligned-weighted",
-    "aligned-branched",
-    "aligned-ends",
-)
+EARLIER_ARMS = ("aligned-prefix", "aligned-projection", "aligned-chunk")  # the aligned arm's losses before bytes
+BYTE_ARMS = ("aligned", *(arm for arm in ABLATIONS if arm not in EARLIER_ARMS))  # next-byte losses
 BRANCHED_ARMS = ("aligned-branched", "aligned-ends")
 
 
@@ -905,6 +898,19 @@ PRESETS = {
     },
 }
 COMMON = {"width": 96, "layers": 2, "heads": 4, "lr": 3e-3, "beta": 0.5, "temperature": 1.0, "on_policy": 0.5}
+
+
+def cached_setup(
+    pair: str, teachers: str, cache: str
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Family], dict[str, Any]]:
+    """What the scripts that read the cached teachers and warm-ups (``leftout``, ``entries``) start from: the full
+    preset's configuration with ``teachers`` and ``cache``, the task's training split, the pair's families, and
+    their teachers' curves (loaded from the cache, or trained into it)."""
+    config = {**COMMON, **PRESETS["full"], "cache": cache, "teachers": teachers}
+    train, held_out = make_task(config["train"], config["eval"])
+    families = {name: load_family(name, train + held_out) for name in PAIRS[pair]}
+    curves = {name: train_teacher(family, train, held_out, config) for name, family in families.items()}
+    return config, train, families, curves
 
 
 def _teacher_job(args: tuple[str, dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
