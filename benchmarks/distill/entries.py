@@ -19,8 +19,6 @@ render and tokenize the text itself (the ``llama->llama-rendered`` control of ``
 from __future__ import annotations
 
 import argparse
-import random
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,12 +35,14 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rendered", action="store_true", help="a same-family teacher renders the text itself")
-    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"))
+    parser.add_argument("--cache", default=str(distill.CACHE))
     args = parser.parse_args()
     torch.set_num_threads(1)
     config, train, families, curves = distill.cached_setup(args.pair, args.teachers, args.cache)
     student = families[distill.PAIRS[args.pair][1]]
-    model = distill.warm_up(student, train, config, args.seed)
+    model, examples, prompts, references, samples = distill.warm_up_samples(
+        student, train, config, args.seed, args.examples
+    )
     parameters = [p for p in model.parameters() if p.requires_grad]
 
     def gradient(loss: torch.Tensor) -> torch.Tensor:
@@ -53,17 +53,10 @@ def main() -> None:
     def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
         return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
 
-    rng, generator = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
-    picks = [rng.randrange(len(train)) for _ in range(args.examples)]
-    prompts_of, references_of = distill.lazily(student, train)
-    prompts = [prompts_of(i).input_ids.tolist() for i in picks]
-    references = [references_of(i) for i in picks]
-    samples = distill.generate(model, student, prompts, greedy=False, generator=generator)
-    samples = [s if s else [student.eot] for s in samples]
     targets, mask = distill.completion_targets(student, references)
     reference_logits = torch.log_softmax(distill.frames_logits(model, prompts, references), dim=-1)
     toward = gradient(reference_logits.gather(-1, targets[..., None])[..., 0][mask].sum())
-    right = sum(distill.answer_of(student, s) == train[i]["answer"] for s, i in zip(samples, picks, strict=True))
+    right = sum(distill.answer_of(student, s) == e["answer"] for s, e in zip(samples, examples, strict=True))
     print(f"pair {args.pair}, teachers {args.teachers}, warm-up student of seed {args.seed}: {args.examples} samples")
     print(f"({right} right); cosine with the gradient of log p(reference answers) of the same prompts")
     print()
@@ -73,7 +66,6 @@ def main() -> None:
     name, used = distill.teacher_of(args.pair, "aligned", curves, config)
     teacher = families[name]
     teacher_model = distill.load_teacher(teacher, config, used["step"])
-    examples = [train[i] for i in picks]
     batch = distill.teacher_batch(student, teacher, examples, samples, prompts, rendered=args.rendered)
     with torch.no_grad():
         teacher_logits = distill.teacher_forward(teacher_model, batch)

@@ -21,13 +21,11 @@ student's same-family teacher.
 from __future__ import annotations
 
 import argparse
-import random
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from alignment import byte_logprobs, byte_vocab, render_prompt
+from alignment import byte_logprobs, byte_vocab
 from alignment.nextbyte import END, TEMPLATE
 from benchmarks.distill import run as distill
 
@@ -38,23 +36,20 @@ def main() -> None:
     parser.add_argument("--teachers", choices=["matched", "final", "byte-matched"], default="byte-matched")
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"))
+    parser.add_argument("--cache", default=str(distill.CACHE))
     args = parser.parse_args()
     torch.set_num_threads(1)
     config, train, families, curves = distill.cached_setup(args.pair, args.teachers, args.cache)
     name, used = distill.teacher_of(args.pair, "aligned", curves, config)
     student, teacher = families[distill.PAIRS[args.pair][1]], families[name]
     teacher_model = distill.load_teacher(teacher, config, used["step"])
-    student_model = distill.warm_up(student, train, config, args.seed)
-    rng, generator = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
-    picks = [rng.randrange(len(train)) for _ in range(args.examples)]
-    examples = [train[i] for i in picks]
-    prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in examples]
-    references = [distill.reference_completion(student, e) for e in examples]
-    samples = distill.generate(student_model, student, prompts, greedy=False, generator=generator)
-    samples = [s if s else [student.eot] for s in samples]
+    student_model, examples, prompts, references, samples = distill.warm_up_samples(
+        student, train, config, args.seed, args.examples
+    )
     vocab = byte_vocab(teacher.tokenizer).restrict(teacher.head_ids)
-    print(f"{args.pair}: teacher {name} step {used['step']}, warm-up student seed {args.seed}, {len(picks)} examples")
+    print(
+        f"{args.pair}: teacher {name} step {used['step']}, warm-up student seed {args.seed}, {len(examples)} examples"
+    )
     print()
     print("| completions | right | content bytes | read inside a teacher token | mean mass left out | share > 0.5 |")
     print("|---|--:|--:|--:|--:|--:|")

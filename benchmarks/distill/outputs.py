@@ -11,7 +11,6 @@ use (Llama 3's ``9`` then end of turn, where it would write ``901``) shows it.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +29,7 @@ def main() -> None:
     parser.add_argument("--on-policy", type=float, default=None, help="share of batches on the student's samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=16, help="held-out prompts to print")
-    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"))
+    parser.add_argument("--cache", default=str(distill.CACHE))
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = {

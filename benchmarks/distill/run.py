@@ -105,6 +105,7 @@ from alignment.nextbyte import STOP, TEMPLATE
 from benchmarks.distill.task import make_task
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "tokenizers"
+CACHE = Path.home() / ".cache" / "alignment-distill"  # where teachers and warm-ups are kept between runs
 PAIRS = {
     "qwen->llama": ("qwen3", "llama3"),
     "gpt2->mistral": ("gpt2", "mistral_v3"),
@@ -913,6 +914,21 @@ def cached_setup(
     return config, train, families, curves
 
 
+def warm_up_samples(
+    student: Family, train: list[dict[str, Any]], config: dict[str, Any], seed: int, count: int
+) -> tuple[TinyLM, list[dict[str, Any]], list[list[int]], list[list[int]], list[list[int]]]:
+    """What the scripts on cached models (``leftout``, ``entries``) examine: the warm-up student of ``seed``, ``count``
+    training examples drawn with that seed, their prompts and reference completions in the student's family, and
+    one sample of the student for each (an empty one becomes the end of the turn, as in training)."""
+    model = warm_up(student, train, config, seed)
+    rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    examples = [train[rng.randrange(len(train))] for _ in range(count)]
+    prompts = [render_prompt(student.tokenizer, e, **student.kwargs).input_ids.tolist() for e in examples]
+    references = [reference_completion(student, e) for e in examples]
+    samples = generate(model, student, prompts, greedy=False, generator=generator)
+    return model, examples, prompts, references, [s if s else [student.eot] for s in samples]
+
+
 def _teacher_job(args: tuple[str, dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     torch.set_num_threads(1)
     name, config = args
@@ -999,7 +1015,7 @@ def _command() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one pair, one seed, few steps")
-    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"), help="teacher cache")
+    parser.add_argument("--cache", default=str(CACHE), help="teacher cache")
     parser.add_argument("--out", default="docs/results", help="where distill.json/.md/.png go")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--teacher-steps", type=int)

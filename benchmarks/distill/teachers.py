@@ -15,11 +15,11 @@ learn from that teacher, in the same units for every tokenizer.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.distill.run import (
+    CACHE,
     COMMON,
     PAIRS,
     PRESETS,
@@ -48,7 +48,7 @@ def byte_probabilities(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "alignment-distill"))
+    parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--examples", type=int, default=200)
     args = parser.parse_args()
     config = {**COMMON, **PRESETS["full"], "cache": args.cache}
