@@ -7,7 +7,7 @@ and match vocabularies by bytes (:func:`vocab_map`).
 
 from __future__ import annotations
 
-from alignment._byteframes import ByteFrames, byte_logprobs
+from alignment._byteframes import ByteFrames, byte_logprobs, prefix_weights
 from alignment.align import align_renderings, align_spans
 from alignment.crossvocab import chunk_likelihood_loss, project_logprobs, token_logprobs
 from alignment.errors import (
@@ -60,6 +60,7 @@ __all__ = [
     "generalized_jsd",
     "masked_kl",
     "next_byte_logprobs",
+    "prefix_weights",
     "prepare_teacher_batch",
     "project_logprobs",
     "render",

@@ -27,7 +27,7 @@ from alignment.nextbyte import (
     fold_next_bytes,
 )
 
-__all__ = ["ByteFrames", "byte_logprobs"]
+__all__ = ["ByteFrames", "byte_logprobs", "prefix_weights"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -185,6 +185,70 @@ def byte_logprobs(
         )
     teacher[reading.to(student.device)] = read_bytes.to(student)
     return student, fold_next_bytes(teacher, student_vocab, frames.student_prefixes)
+
+
+def prefix_weights(frames: ByteFrames, teacher_logprobs: torch.Tensor) -> torch.Tensor:
+    r"""The teacher's probability of the bytes of the student's token read before each entry: weights for the loss.
+
+    :func:`byte_logprobs` reads a student frame's distribution only along the token the student sampled there. The
+    token-level KL is the sum over every prefix :math:`u` of a token, weighted by its probability, of the KL between
+    the two next-byte distributions after :math:`u` (the chain rule). The sampled path gives each prefix on it the
+    weight one, so on the student's own samples the entries after a first byte that the teacher would not have
+    written count as much as the first byte itself, and shape the student's choice inside a token it should not
+    have begun. Weighted by :math:`P_{\text{teacher}}(u)`, such entries count by the teacher's belief in them, as in
+    the chain rule of the teacher-weighted KL; an entry at a token boundary weighs one. On the reference answers,
+    text the teacher would write, the weights stay near one.
+
+    Use ``(generalized_jsd(s, t, reduction="none") * prefix_weights(frames, t)).sum() / len(frames)``.
+
+    Args:
+        frames: the entries, as given to :func:`byte_logprobs`.
+        teacher_logprobs: ``(P, 258)`` the teacher's side returned by :func:`byte_logprobs` for ``frames``.
+
+    Returns:
+        ``(P,)`` weights in ``[0, 1]``, no gradient: for each entry, the product of the teacher's probabilities of the
+        bytes its student token has read before it (one where it has read none), in the dtype of
+        ``teacher_logprobs``.
+
+    Raises:
+        AlignmentError: ``teacher_logprobs`` is not ``(len(frames), 258)``.
+        TypeError: ``teacher_logprobs`` is not floating point.
+
+    Examples:
+        >>> import numpy as np
+        >>> frames = ByteFrames(rows=np.zeros(3, dtype=np.int64), student_frames=np.zeros(3, dtype=np.int64),
+        ...     student_prefixes=(b"", b"4", b"45"), teacher_positions=np.arange(3), teacher_prefixes=(b"",) * 3,
+        ...     targets=np.array([ord("4"), ord("5"), ord(" ")]), token_ends=np.array([False, False, True]))
+        >>> teacher = torch.full((3, 258), -1e4)
+        >>> teacher[0, ord("4")], teacher[1, ord("5")] = math.log(0.5), math.log(0.2)
+        >>> prefix_weights(frames, teacher)  # 1; P(4) = 0.5; P(45) = 0.5 * 0.2
+        tensor([1.0000, 0.5000, 0.1000])
+    """
+    check_floating("teacher_logprobs", teacher_logprobs)
+    if teacher_logprobs.shape != (len(frames), STOP + 1):
+        raise AlignmentError(
+            f"teacher_logprobs must be the teacher's side of byte_logprobs for these frames, ({len(frames)}, "
+            f"{STOP + 1}), got {tuple(teacher_logprobs.shape)}"
+        )
+    if not len(frames):
+        return teacher_logprobs.new_zeros(0)
+    device = teacher_logprobs.device
+    # the class of the text that came: at a token end the student's token stopped there, elsewhere the byte
+    came = np.where(frames.token_ends, STOP, frames.targets)
+    read = teacher_logprobs.detach().gather(1, torch.from_numpy(came).to(device)[:, None])[:, 0]
+    lengths = np.fromiter((len(p) for p in frames.student_prefixes), dtype=np.int64, count=len(frames))
+    frame = frames.rows * (int(frames.student_frames.max()) + 1) + frames.student_frames
+    # within each student frame: the entries in the order they read the token, its end last
+    order = np.lexsort((lengths, frames.token_ends, frame))
+    ordered = read[torch.from_numpy(order).to(device)].double()
+    before = torch.cumsum(ordered, 0) - ordered  # the log-probabilities read before each entry, over the batch
+    sorted_frame = frame[order]
+    first = np.flatnonzero(np.r_[True, sorted_frame[1:] != sorted_frame[:-1]])
+    starts = np.repeat(first, np.diff(np.r_[first, len(order)]))
+    before = before - before[torch.from_numpy(starts).to(device)]  # ... within the entry's own frame
+    weights = torch.empty_like(read)
+    weights[torch.from_numpy(order).to(device)] = before.exp().to(read.dtype)
+    return weights
 
 
 def _branched_next_bytes(

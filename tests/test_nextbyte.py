@@ -23,6 +23,7 @@ from alignment import (
     fold_next_bytes,
     generalized_jsd,
     next_byte_logprobs,
+    prefix_weights,
     prepare_teacher_batch,
     token_byte_spans,
 )
@@ -609,3 +610,70 @@ def test_members_found_by_search_are_the_units_the_classes_keep(
         assert classes.tolist() == dense[expected].tolist()
     ids, classes = vocab.members(b"", stop=stop)
     assert ids is None and classes.tolist() == vocab.classes(b"", stop=stop).tolist()
+
+
+def test_prefix_weights_are_the_teachers_probability_of_the_bytes_read_in_the_token() -> None:
+    frames = digit_frames()  # 901 then the end of the turn; the teacher reads 9, 0, 1 with P 0.5, 0.4, 0.3
+    teacher = torch.full((len(frames), STOP + 1), -1e4)
+    for entry, (cls, p) in enumerate([(ord("9"), 0.5), (ord("0"), 0.4), (ord("1"), 0.3), (STOP, 0.9), (END, 0.8)]):
+        teacher[entry, cls] = math.log(p)
+    weights = prefix_weights(frames, teacher.requires_grad_())
+    torch.testing.assert_close(weights, torch.tensor([1.0, 0.5, 0.2, 0.06, 1.0]))
+    assert not weights.requires_grad
+
+
+def _shuffled(frames: ByteFrames, order: np.ndarray) -> ByteFrames:
+    return ByteFrames(
+        rows=frames.rows[order],
+        student_frames=frames.student_frames[order],
+        student_prefixes=tuple(frames.student_prefixes[i] for i in order),
+        teacher_positions=frames.teacher_positions[order],
+        teacher_prefixes=tuple(frames.teacher_prefixes[i] for i in order),
+        targets=frames.targets[order],
+        token_ends=frames.token_ends[order],
+    )
+
+
+WEIGHTED_PAIRS = [
+    (s, t) for s, t in (("llama3", "qwen3"), ("gpt2", "mistral_v3"), ("mistral_v3", "gpt2")) if {s, t} <= set(NAMES)
+]
+
+
+@pytest.mark.parametrize(("student", "teacher"), WEIGHTED_PAIRS, ids=str)
+def test_prefix_weights_follow_their_definition_on_a_real_batch_in_any_order(student: str, teacher: str) -> None:
+    completions, batch = build(student, teacher)
+    frames = batch.byte_frames
+    s_vocab, t_vocab = byte_vocab(tokenizer(student)), byte_vocab(tokenizer(teacher))
+    generator = torch.Generator().manual_seed(0)
+    student_logits = torch.randn(
+        len(EXAMPLES), max(map(len, completions)), len(s_vocab.token_bytes), generator=generator
+    )
+    teacher_logits = torch.randn(*batch.input_ids.shape, len(t_vocab.token_bytes), generator=generator)
+    _, t = byte_logprobs(frames, student_logits, teacher_logits, student_vocab=s_vocab, teacher_vocab=t_vocab)
+    weights = prefix_weights(frames, t)
+    expected = []
+    for e in range(len(frames)):  # the product over the entries of the same frame that read fewer of its bytes
+        log_p = 0.0
+        for f in range(len(frames)):
+            same = (frames.rows[f], frames.student_frames[f]) == (frames.rows[e], frames.student_frames[e])
+            before = len(frames.student_prefixes[f]) < len(frames.student_prefixes[e]) or (
+                frames.token_ends[e] and not frames.token_ends[f]
+            )
+            if same and before and not frames.token_ends[f]:
+                log_p += float(t[f, frames.targets[f]])
+        expected.append(math.exp(log_p))
+    torch.testing.assert_close(weights, torch.tensor(expected), rtol=1e-5, atol=1e-7)
+    boundary = np.array([not p for p in frames.student_prefixes]) & ~frames.token_ends
+    assert boundary.any() and (weights[torch.from_numpy(boundary)] == 1).all()
+    assert ((weights >= 0) & (weights <= 1)).all() and (weights < 1).any()
+    order = np.random.default_rng(0).permutation(len(frames))
+    torch.testing.assert_close(prefix_weights(_shuffled(frames, order), t[torch.from_numpy(order)]), weights[order])
+
+
+def test_prefix_weights_refuse_logprobs_of_other_frames() -> None:
+    frames = digit_frames()
+    with pytest.raises(AlignmentError, match=r"\(5, 258\)"):
+        prefix_weights(frames, torch.zeros(4, STOP + 1))
+    with pytest.raises(TypeError, match="teacher_logprobs"):
+        prefix_weights(frames, torch.zeros(5, STOP + 1, dtype=torch.int64))
+    assert prefix_weights(frames.select(np.zeros(5, dtype=bool)), torch.zeros(0, STOP + 1)).shape == (0,)

@@ -48,6 +48,7 @@ PUBLIC_NAMES = [
     "generalized_jsd",
     "masked_kl",
     "next_byte_logprobs",
+    "prefix_weights",
     "prepare_teacher_batch",
     "project_logprobs",
     "render",
