@@ -361,15 +361,25 @@ def test_the_entries_script_splits_the_loss_by_kind_of_entry(tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", argv)
     entries.main()
     out = capsys.readouterr().out
-    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| next-byte")]
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| ") and line[2:3] != "-"]
+    rows = [row for row in rows if row[1] != "entries"]  # not the headers
     assert rows[0][0] == "| next-byte, every entry"
-    counts = {row[0]: int(row[1]) for row in rows}
-    assert counts["| next-byte, every entry"] == sum(
-        n for kind, n in counts.items() if kind != "| next-byte, every entry"
-    )
-    for row in rows:  # a cosine is a cosine
-        assert -1.0 <= float(row[4].rstrip(" |")) <= 1.0 and float(row[3]) >= 0.0
+    kinds = {
+        "| next-byte, at a student token boundary (not the student's template)",
+        "| next-byte, the student's template text",
+        "| next-byte, inside a student token",
+        "| next-byte, after a student token: the text ends the turn",
+        "| next-byte, after a student token: the text goes on",
+    }
+    counts = [int(row[1]) for row in rows if row[0] in kinds]
+    assert len(counts) >= 3 and int(rows[0][1]) == sum(counts)  # the kinds split the entries
+    labels = [row[0] for row in rows]
+    assert "| next-byte, every entry weighted by `prefix_weights`" in labels
+    assert "| every entry" in labels  # aligned-greedy: a teacher with the student's vocabulary
+    for row in rows:  # a cosine is a cosine, twice
+        assert -1.0 <= float(row[4]) <= 1.0 and -1.0 <= float(row[5].rstrip(" |")) <= 1.0 and float(row[3]) >= 0.0
     assert "token-level, the student's own family's teacher: loss " in out
+    assert "read with" in out and "folded" in out
 
 
 def test_reuse_carries_over_only_what_this_command_did_not_run(tmp_path) -> None:
@@ -432,3 +442,77 @@ def test_the_rendered_control_pair_takes_the_aligned_path_with_a_teacher_of_the_
         distill.run_student("llama->llama-rendered", "same-family", 0, config)
         assert seen and not any(seen)
     assert record["teacher"] == record["student"] == "llama3" and 0.9 < record["byte_coverage"] <= 1.0
+
+
+def test_the_greedy_arm_adds_the_teachers_likeliest_nodes_the_students_token_did_not_read() -> None:
+    """``aligned-greedy``: inside the student's frame, the teacher's likeliest path, off the sampled token."""
+    import numpy as np
+    import torch
+
+    from alignment import ByteFrames, ByteVocab
+    from alignment.nextbyte import STOP
+    from benchmarks.distill.run import teacher_greedy_nodes
+
+    vocab = ByteVocab(token_bytes=(b"4", b"45", b"456", b"457", b"7", b"78"), ends=frozenset())
+    teacher = torch.tensor([[[0.0, 0.0, 4.0, 1.0, 0.0, 0.0]]])  # likeliest: 456, through 4 and 45
+    student = torch.zeros(1, 1, 6, requires_grad=True)
+
+    def frames(sampled: bytes) -> ByteFrames:  # the entries of one student token read at frame 0, position 0
+        prefixes = tuple(sampled[:k] for k in range(len(sampled) + 1))
+        return ByteFrames(
+            rows=np.zeros(len(prefixes), dtype=np.int64),
+            student_frames=np.zeros(len(prefixes), dtype=np.int64),
+            student_prefixes=prefixes,
+            teacher_positions=np.zeros(len(prefixes), dtype=np.int64),
+            teacher_prefixes=prefixes,
+            targets=np.array([*sampled, ord(" ")], dtype=np.int64),
+            token_ends=np.array([False] * len(sampled) + [True]),
+        )
+
+    s, t = teacher_greedy_nodes(frames(b"78"), student, teacher, (vocab, vocab), 1.0)
+    assert s.shape == t.shape == (2, STOP + 1)  # the nodes 4 and 45; nothing goes on after 456
+    stop_4, on_with_5 = 1.0, 1.0 + math.exp(4.0) + math.exp(1.0)  # 4 itself; 45, 456 and 457
+    expected = torch.tensor([stop_4, on_with_5]) / (stop_4 + on_with_5)
+    assert torch.allclose(t[0, [STOP, ord("5")]].exp(), expected)
+    assert torch.allclose(
+        t[1, [ord("6"), ord("7"), STOP]].exp(),
+        torch.tensor([4.0, 1.0, 0.0]).exp() / (torch.tensor([4.0, 1.0, 0.0]).exp().sum()),
+    )
+    assert torch.allclose(s[1, [ord("6"), ord("7"), STOP]].exp(), torch.full((3,), 1 / 3))  # uniform student
+    s.sum().backward()
+    assert student.grad is not None and student.grad[0, 0, [0, 1, 2, 3]].abs().min() > 1e-2
+    assert student.grad[0, 0, [4, 5]].abs().max() < 1e-6  # only the units under the nodes (up to rounding)
+    s, t = teacher_greedy_nodes(frames(b"456"), student, teacher, (vocab, vocab), 1.0)
+    assert s.shape == t.shape == (0, STOP + 1)  # the student read the teacher's path itself
+    s, _ = teacher_greedy_nodes(frames(b"457"), student, teacher, (vocab, vocab), 1.0)
+    assert s.shape[0] == 0  # 4 and 45 are on the student's token: read already by the byte-level loss
+    other = ByteVocab(token_bytes=(b"4", b"45", b"456", b"457", b"7", b"79"), ends=frozenset())
+    with pytest.raises(ValueError, match="read at new positions"):
+        teacher_greedy_nodes(frames(b"78"), student, teacher, (vocab, other), 1.0)
+
+
+def test_the_greedy_arms_path_tokens_are_read_as_a_plain_forward_reads_the_same_text() -> None:
+    """``aligned-greedy`` across vocabularies: a path token placed after the text sees the text up to its root and
+    its path's tokens before it, at the positions that follow, as in a plain forward over that text."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from benchmarks.distill.run import TinyLM, _tree_inputs
+
+    model = TinyLM(np.arange(12), 12, width=16, layers=2, heads=2, seed=0).eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5, 0], [6, 7, 8, 0, 0, 0]])
+    attention = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0]])
+    batch = SimpleNamespace(input_ids=ids, attention_mask=attention)
+    extras = [[(9, 2), (10, 6)], [(11, 1)]]  # row 0: 9 after position 2, then 10 after it (slot 6); row 1: 11 after 1
+    with torch.no_grad():
+        tree = model(*_tree_inputs(batch, extras))
+        plain = model(ids, attention)
+        path_0 = model(torch.tensor([[1, 2, 3, 9, 10]]), torch.ones(1, 5, dtype=torch.long))
+        path_1 = model(torch.tensor([[6, 7, 11]]), torch.ones(1, 3, dtype=torch.long))
+    real = attention.bool()
+    assert torch.allclose(tree[:, :6][real], plain[real], atol=1e-5)  # the text is read as before
+    assert torch.allclose(tree[0, 6:8], path_0[0, 3:5], atol=1e-5)
+    assert torch.allclose(tree[1, 6], path_1[0, 2], atol=1e-5)
+    assert not torch.allclose(tree[0, 6], plain[0, 3], atol=1e-3)  # 9 read in place of 4

@@ -124,6 +124,8 @@ ARM_COLORS = {
     "aligned-weighted": "m",
     "aligned-branched": "C7",
     "aligned-ends": "y",
+    "aligned-greedy": "darkred",
+    "aligned-chain": "navy",
 }
 
 
