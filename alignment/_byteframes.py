@@ -240,14 +240,15 @@ def prefix_weights(frames: ByteFrames, teacher_logprobs: torch.Tensor) -> torch.
     frame = frames.rows * (int(frames.student_frames.max()) + 1) + frames.student_frames
     # within each student frame: the entries in the order they read the token, its end last
     order = np.lexsort((lengths, frames.token_ends, frame))
-    ordered = read[torch.from_numpy(order).to(device)].double()
+    reorder = torch.from_numpy(order).to(device)
+    ordered = read[reorder].double()
     before = torch.cumsum(ordered, 0) - ordered  # the log-probabilities read before each entry, over the batch
     sorted_frame = frame[order]
     first = np.flatnonzero(np.r_[True, sorted_frame[1:] != sorted_frame[:-1]])
     starts = np.repeat(first, np.diff(np.r_[first, len(order)]))
     before = before - before[torch.from_numpy(starts).to(device)]  # ... within the entry's own frame
     weights = torch.empty_like(read)
-    weights[torch.from_numpy(order).to(device)] = before.exp().to(read.dtype)
+    weights[reorder] = before.exp().to(read.dtype)
     return weights
 
 

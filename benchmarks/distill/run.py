@@ -772,12 +772,11 @@ def teacher_greedy_nodes(
     with torch.no_grad():
         if same:
             found = _greedy_in_row(frames, teacher_all, vocabs[1], temperature, starts, goes_on, off_sample, depth)
-            rows_t, slots, prefixes_t, nodes, index = found
             logits_t = teacher_all
         else:
             assert teacher is not None
             found, logits_t = _greedy_tree(frames, teacher_all, vocabs[1], teacher, starts, goes_on, off_sample, depth)
-            rows_t, slots, prefixes_t, nodes, index = found
+    rows_t, slots, prefixes_t, nodes, index = found
     if not nodes:
         empty = student_logits.new_zeros((0, STOP + 1))
         return empty, empty
@@ -800,9 +799,8 @@ def teacher_greedy_nodes(
     return s, t
 
 
-Found = tuple[
-    list[int], list[int], list[bytes], list[bytes], list[int]
-]  # teacher rows, slots, prefixes; nodes; entries
+# the nodes found: the teacher's rows, slots and prefixes read there; the nodes' bytes; the entries they start from
+Found = tuple[list[int], list[int], list[bytes], list[bytes], list[int]]
 
 
 def _greedy_in_row(
