@@ -117,6 +117,8 @@ PAIRS = {
     "qwen->llama": ("qwen3", "llama3"),
     "gpt2->mistral": ("gpt2", "mistral_v3"),
     "mistral->gpt2": ("mistral_v3", "gpt2"),  # the other way round: a GPT-2 student, and GPT-2's own students
+    # another family that cuts digit runs as Llama 3 does (threes from the left): tokens line up on numbers
+    "deepseek->llama": ("deepseek_v3", "llama3"),
     # a control: Llama 3's own teacher through the aligned arms' byte-level losses (identity path), against the
     # token-level same-family loss: what comparing byte by byte costs when the teacher is held fixed
     "llama->llama": ("llama3", "llama3"),
