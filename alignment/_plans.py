@@ -46,6 +46,7 @@ class Plan:
     trims: Sequence[tuple[int, int]]
     trained: tuple[int, ...]
     segments: list[Segment]
+    empty_ok: bool = False  # a trained turn may be empty (a sample closed at once): its closer alone is marked
 
 
 def tokenize(plans: Sequence[Plan]) -> list[Rendering | Exception]:
@@ -83,7 +84,7 @@ def _finish(plan: Plan, ids: np.ndarray, offsets: np.ndarray, control: np.ndarra
         span = byte_spans[index]
         if span is None:
             raise ContentRewrittenError(f"message {index} ({roles[index]}) is trained but the template dropped it")
-        if span[0] == span[1]:
+        if span[0] == span[1] and not plan.empty_ok:
             raise ExampleError(
                 f"message {index} ({roles[index]}) is an empty completion: there is no text to compare; "
                 "drop the sample or train only other turns"

@@ -384,7 +384,7 @@ def _turn_tokens(turn: Turn, first: int, base: int, ends: tuple[bool, bool]) -> 
     """
     with_start, end = ends[0], turn.end_of_turn if ends[1] else None
     low, high = turn.low, turn.low + turn.length
-    stop = int(np.searchsorted(turn.offsets[:, 0], high, side="left"))
+    stop = max(int(np.searchsorted(turn.offsets[:, 0], high, side="left")), first)  # no content: no token
     head = int(with_start)  # rows before the content
     indices = np.empty(head + stop - first + (end is not None), dtype=np.int64)
     spans = np.empty((len(indices), 2), dtype=np.int64)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -185,14 +186,17 @@ def _plan_plain(
     prompt: Sequence[tuple[str, bool]],
     separator: str,
     completion: str | None,
+    *,
+    empty_ok: bool = False,
 ) -> _plans.Plan:
     """BOS, the prompt pieces (those flagged ``True`` are messages, located in order), separator, completion, EOS.
 
     The prompt and the separator plus completion are one plain segment each. With ``completion=None`` only
-    the BOS and the prompt are rendered (a prompt to sample from; nothing is trained).
+    the BOS and the prompt are rendered (a prompt to sample from; nothing is trained). ``empty_ok``: an empty
+    completion is rendered (only its EOS is then trained) instead of refused.
     """
     info = tokenizer_info(tokenizer)
-    if completion == "":
+    if completion == "" and not empty_ok:
         raise ExampleError("the completion is empty: there is no text to compare; drop the sample")
     if completion is not None and info.eos_id is None:
         raise TokenizerError(f"{info.name} has no EOS token to close the completion; set tokenizer.eos_token")
@@ -221,7 +225,8 @@ def _plan_plain(
         text += separator + completion + eos
         trained = (len(spans) - 1,)
     segments = [s for s in segments if s[2] is not None or s[0] < s[1]]
-    return _plans.Plan(tokenizer, text, "completion", roles, spans, [(0, 0)] * len(spans), trained, segments)
+    trims = [(0, 0)] * len(spans)
+    return _plans.Plan(tokenizer, text, "completion", roles, spans, trims, trained, segments, empty_ok=empty_ok)
 
 
 def _plain_prompt(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool]]:
@@ -232,7 +237,9 @@ def _plain_prompt(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool
     return [*prompt, ("Assistant:", False)]
 
 
-def _plan_messages_plain(tokenizer: FastTokenizer, messages: list[dict[str, Any]]) -> _plans.Plan:
+def _plan_messages_plain(
+    tokenizer: FastTokenizer, messages: list[dict[str, Any]], *, empty_ok: bool = False
+) -> _plans.Plan:
     """The plain layout of the earlier turns, then ``" "`` and the last message as the completion."""
     if messages[-1]["role"] != "assistant":
         raise ExampleError(
@@ -240,7 +247,8 @@ def _plan_messages_plain(tokenizer: FastTokenizer, messages: list[dict[str, Any]
             f"got role {messages[-1]['role']!r}"
         )
     roles = [m["role"] for m in messages]
-    return _plan_plain(tokenizer, roles, _plain_prompt(messages[:-1]), " ", messages[-1]["content"])
+    prompt = _plain_prompt(messages[:-1])
+    return _plan_plain(tokenizer, roles, prompt, " ", messages[-1]["content"], empty_ok=empty_ok)
 
 
 def prompt_messages(example: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -351,16 +359,19 @@ def render(
     return _plans.tokenize_one(_plan_example(tokenizer, example, mode=mode, **options))
 
 
-def render_each(tokenizer: FastTokenizer, examples: Sequence[Mapping[str, Any]], **options: Any) -> list[Any]:
+def render_each(
+    tokenizer: FastTokenizer, examples: Sequence[Mapping[str, Any]], *, empty_ok: bool = False, **options: Any
+) -> list[Any]:
     """:func:`render` of every example (same keyword options), tokenizing all of them in one batch.
 
     Returns a list holding each example's :class:`~alignment.Rendering`, or the exception its :func:`render`
-    raises: the caller decides, in the order of its examples, what to raise.
+    raises: the caller decides, in the order of its examples, what to raise. With ``empty_ok`` a trained turn
+    may be empty (its span is then empty and only the token that closes it is marked).
     """
     plans: list[_plans.Plan | Exception] = []
     for example in examples:
         try:
-            plans.append(_plan_example(tokenizer, example, **options))
+            plans.append(_plan_example(tokenizer, example, empty_ok=empty_ok, **options))
         except Exception as error:  # raised by the caller in the order of its examples
             plans.append(error)
     done = iter(_plans.tokenize([plan for plan in plans if isinstance(plan, _plans.Plan)]))
@@ -375,9 +386,10 @@ def _plan_example(
     turns: Turns = "all",
     chat_template: str | None = None,
     on_dropped: OnDropped = "raise",
+    empty_ok: bool = False,
     **template_kwargs: Any,
 ) -> _plans.Plan:
-    """What :func:`render` renders, before tokenization."""
+    """What :func:`render` renders, before tokenization (``empty_ok``: see :func:`render_each`)."""
     resolved = _resolve_mode(tokenizer, example, mode, chat_template)
     has_messages = example.get("messages") is not None
     has_text = example.get("prompt") is not None and example.get("completion") is not None
@@ -387,8 +399,8 @@ def _plan_example(
         if has_text:
             prompt = [(_plain_text(example["prompt"], "prompt"), True)]
             completion = _plain_text(example["completion"], "completion")
-            return _plan_plain(tokenizer, ("prompt", "completion"), prompt, "", completion)
-        return _plan_messages_plain(tokenizer, _checked_messages(example["messages"]))
+            return _plan_plain(tokenizer, ("prompt", "completion"), prompt, "", completion, empty_ok=empty_ok)
+        return _plan_messages_plain(tokenizer, _checked_messages(example["messages"]), empty_ok=empty_ok)
     messages = (
         example["messages"]
         if has_messages
@@ -397,7 +409,7 @@ def _plan_example(
             {"role": "assistant", "content": _plain_text(example["completion"], "completion")},
         ]
     )
-    return _plan_chat(
+    plan = _plan_chat(
         tokenizer,
         messages,
         turns=turns,
@@ -406,3 +418,4 @@ def _plan_example(
         on_dropped=on_dropped,
         **template_kwargs,
     )
+    return dataclasses.replace(plan, empty_ok=True) if empty_ok else plan

@@ -168,8 +168,13 @@ def prepare_teacher_batch(
     off the end, and a tail cut inside a character (or the rest after an invalid UTF-8 byte) is dropped. The
     conversation plus that text is rendered with the teacher's own template (or completion format), and the two
     token sequences are aligned by byte offsets (as in :func:`~alignment.align_renderings`); student frames without a
-    teacher position that read the same text are masked out. An empty completion keeps a teacher row (its prompt)
-    with every frame masked; so does a whitespace-only one that the teacher's template trims away.
+    teacher position that read the same text are masked out. A completion that closes the turn at once (nothing
+    before its end of turn but the template's own text), or holds only whitespace the teacher's template trims away,
+    is rendered for the teacher as an empty turn, and the student's frame that has read what the teacher read (the
+    prompt) is compared with the teacher's last position before the content: a student that learns to answer nothing
+    still hears that the teacher would not stop there. Where the teacher's template refuses an empty turn
+    (Mistral v3), or the completion is empty and unfinished, the row holds the teacher's prompt and every frame is
+    masked.
 
     With ``align_teacher_template=False``, or when :func:`same_template` holds, this is the identity: the teacher
     reads the student's own ids (``prompt_ids`` + completion; the prompts are rendered when not given) and frame
@@ -346,22 +351,23 @@ def _aligned_rows(
         try:
             separator = _separator(student_tok, example, modes[0], kwargs[0]).encode()
             content, start, finished = _completion_text(student_tok, ids, separator)
-            samples.append((content, start, finished, _with_completion(example, content) if content else {}))
+            shown = content or finished  # a sample closed at once is rendered too: does the teacher stop there?
+            samples.append((content, start, finished, _with_completion(example, content) if shown else {}))
         except Exception as error:  # raised below, in the order of the examples
             separator = b""
             samples.append(error)
         separators.append(separator)
-    completed = [s[3] for s in samples if not isinstance(s, Exception) and s[0]]
+    to_render = [s[3] for s in samples if not isinstance(s, Exception) and s[3]]
     options = {"mode": modes[1], "turns": "last", "on_dropped": on_dropped, **kwargs[1]}
-    renderings = iter(render_each(teacher_tok, completed, **options))
+    renderings = iter(render_each(teacher_tok, to_render, empty_ok=True, **options))
     rows = []
     for example, ids, sample, separator in zip(examples, completions, samples, separators, strict=True):
         if isinstance(sample, Exception):
             raise sample
-        content, start, finished, _ = sample
-        teacher = next(renderings) if content else None
-        if isinstance(teacher, ExampleError) and not content.strip():
-            teacher = None  # a whitespace-only sample that the teacher's template trims away (Qwen3 strips newlines)
+        content, start, finished, rendered = sample
+        teacher = next(renderings) if rendered else None
+        if isinstance(teacher, AlignmentError) and not content.strip():
+            teacher = None  # the teacher's template cannot close an empty turn: nothing to compare
         if isinstance(teacher, Exception):
             raise teacher
         if teacher is None:

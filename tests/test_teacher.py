@@ -23,7 +23,7 @@ from alignment import (
     render_prompt,
     vocab_projection,
 )
-from alignment.nextbyte import END
+from alignment.nextbyte import END, TEMPLATE
 from alignment.render import prompt_messages
 from tests.tokenizers import SHARED_DIR, SYNTHETIC, available_real_names, load_real, template_kwargs
 
@@ -167,8 +167,45 @@ def test_an_unfinished_sample_cut_inside_a_character_is_compared_up_to_the_cut()
     assert batch.mask[0, 0] and not batch.mask[0, len(cut) - 1]
 
 
-def test_an_empty_sample_keeps_a_teacher_row_with_nothing_compared() -> None:
-    student, teacher = tokenizer("smollm2"), tokenizer("mistral_v3")
+CLOSED_AT_ONCE = [
+    ("smollm2", "gpt2"),
+    ("mistral_v3", "smollm2"),
+    ("gpt2", "phi3"),
+    ("synthetic_sp", "synthetic_bytebpe"),
+]
+
+
+@pytest.mark.parametrize(("student_name", "teacher_name"), CLOSED_AT_ONCE, ids=[f"{a}->{b}" for a, b in CLOSED_AT_ONCE])
+def test_a_sample_closed_at_once_asks_the_teacher_whether_it_stops_there(student_name: str, teacher_name: str) -> None:
+    # a student that answers nothing must still hear that the teacher would not stop there: the frame that
+    # predicts its end of turn is compared with the teacher's last position before the (empty) content
+    student, teacher = tokenizer(student_name), tokenizer(teacher_name)
+    example = EXAMPLES[1]
+    closer = end_of_turn_id(student) if student_name != "gpt2" else student.eos_token_id
+    batch = prepare_teacher_batch(
+        [example, example],
+        [[closer], sample(student_name, example, "ok")],
+        student_tokenizer=student,
+        teacher_tokenizer=teacher,
+        byte_frames=True,
+    )
+    rendering = batch.renderings[0]
+    span = rendering.message_spans[rendering.trained_messages[-1]]
+    assert span is not None and span[0] == span[1]  # the teacher read an empty turn
+    before = int(np.searchsorted(rendering.byte_offsets[:, 1], span[0], side="right")) - 1
+    assert batch.mask[0, :1].tolist() == [True] and not batch.mask[0, 1:].any()
+    assert int(batch.positions[0, 0]) == before and rendering.end_of_turn[-1] == before + 1  # its next token closes
+    assert batch.input_ids[0, : len(rendering.input_ids)].tolist() == rendering.input_ids.tolist()
+    frames = batch.byte_frames
+    assert frames is not None
+    ours = frames.rows == 0
+    end = ours & (frames.targets == END)
+    assert frames.student_frames[end].tolist() == [0] and frames.teacher_positions[end].tolist() == [before]
+    assert not (ours & ~end & (frames.teacher_positions != TEMPLATE)).any()  # nothing else but the student's template
+
+
+def test_a_sample_closed_at_once_is_masked_where_the_teacher_template_refuses_an_empty_turn() -> None:
+    student, teacher = tokenizer("smollm2"), tokenizer("mistral_v3")  # Mistral v3 refuses an empty assistant turn
     example = EXAMPLES[1]
     batch = prepare_teacher_batch(
         [example, example],
@@ -179,6 +216,12 @@ def test_an_empty_sample_keeps_a_teacher_row_with_nothing_compared() -> None:
     assert not batch.mask[0].any() and batch.mask[1].any()
     prompt = render_prompt(teacher, example)
     assert batch.input_ids[0, : len(prompt.input_ids)].tolist() == prompt.input_ids.tolist()
+
+
+def test_an_unfinished_empty_sample_has_nothing_compared() -> None:
+    student, teacher = tokenizer("smollm2"), tokenizer("phi3")
+    batch = prepare_teacher_batch([EXAMPLES[1]], [[]], student_tokenizer=student, teacher_tokenizer=teacher)
+    assert batch.mask.shape[1] == 0 and int(batch.lengths[0]) == 0
 
 
 @pytest.mark.parametrize("name", ["smollm2", "mistral_v3"], ids=str)
@@ -304,7 +347,7 @@ def test_qwen3_student_think_block_is_not_compared() -> None:
 
 
 @pytest.mark.integration
-def test_a_whitespace_sample_the_teacher_template_trims_away_is_masked_not_fatal() -> None:
+def test_a_whitespace_sample_the_teacher_template_trims_away_is_compared_where_both_read_the_same() -> None:
     student, teacher = load_real("llama3"), load_real("qwen3")
     example = EXAMPLES[1]
     newline = [*student.encode("\n", add_special_tokens=False), end_of_turn_id(student)]
@@ -315,7 +358,29 @@ def test_a_whitespace_sample_the_teacher_template_trims_away_is_masked_not_fatal
         teacher_tokenizer=teacher,
         student_template_kwargs=template_kwargs("llama3"),
     )
-    assert not batch.mask[0].any() and batch.mask[1].any()
+    # Qwen3 strips the newline, so the teacher reads an empty turn: the student's first frame (it has read the
+    # prompt, as the teacher has) is compared with the teacher's last position before the content; the frame after
+    # the newline, which the teacher never reads, is not
+    rendering = batch.renderings[0]
+    span = rendering.message_spans[rendering.trained_messages[-1]]
+    assert span is not None and span[0] == span[1]
+    assert batch.mask[0].tolist() == [True, False] and batch.mask[1].any()
+    assert int(batch.positions[0, 0]) + 1 == rendering.end_of_turn[-1]
+
+
+@pytest.mark.integration
+def test_a_qwen3_student_that_writes_its_think_block_and_stops_is_compared_where_it_stops() -> None:
+    student, teacher = load_real("qwen3"), load_real("llama3")
+    think = student.encode("<think>\n\n</think>\n\n", add_special_tokens=False)
+    batch = prepare_teacher_batch(
+        [EXAMPLES[1]],
+        [[*think, end_of_turn_id(student)]],
+        student_tokenizer=student,
+        teacher_tokenizer=teacher,
+        teacher_template_kwargs=template_kwargs("llama3"),
+    )
+    assert batch.mask[0].nonzero().flatten().tolist() == [len(think)]  # only the frame predicting the end of turn
+    assert int(batch.positions[0, len(think)]) + 1 == batch.renderings[0].end_of_turn[-1]
 
 
 @pytest.mark.integration
