@@ -12,9 +12,10 @@ token, as sampling would leave them.
 * peer: ``teacher_tokenizer(texts, return_offsets_mapping=True)``: plain batched tokenization of the same rendered
   teacher texts (``batch.renderings[b].text``), what a trainer pays without any alignment.
 
-Then cProfile over a few runs of ours, grouped: Jinja rendering (``apply_chat_template``), tokenization (the Rust
-``encode_batch`` calls), byte spans (building token spans and the student's completion bytes), alignment
-(``align_turns`` and the chunk ids) and the rest (locating messages, assembling renderings and rows, padding).
+Then where ours spends its time, by wall clock (the functions each group names are wrapped with timers): Jinja
+rendering (``apply_chat_template``), the tokenizer's calls (its Rust encoding of each distinct piece of text), the
+ids and byte offsets of the rendered tokens, the student's completion bytes and spans, alignment (``align_turns``
+and the chunk ids) and the rest (locating messages, assembling renderings and rows, padding).
 The peer's ids are checked equal to ours before anything is timed.
 
 **Same tokenizer** (``mistral_v3`` on both sides, template included): :func:`alignment.prepare_teacher_batch`
@@ -33,13 +34,15 @@ seconds on a CPU, runs 2 rounds of 2 repeats.
 from __future__ import annotations
 
 import argparse
-import cProfile
+import contextlib
+import gc
+import importlib
 import os
 import platform
-import pstats
 import statistics
+import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +58,7 @@ from benchmarks._measure import median_ms
 from tests.tokenizers import SHARED_DIR, load_real, template_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILED_RUNS = 5
+BREAKDOWN_RUNS = 20
 SYSTEM = "You are a helpful assistant. Answer precisely and cite the documentation where you can."
 
 
@@ -156,44 +159,79 @@ def cross_family(names: tuple[str, str], batch_size: int, runs: int, repeats: in
     print()
     print(f"target: ours <= 1.3 x peer; measured {measured:.2f} x")
     print()
-    breakdown(lambda: prepare_teacher_batch(examples, completions, **options), ours)
+    breakdown(lambda: prepare_teacher_batch(examples, completions, **options), BREAKDOWN_RUNS)
 
 
-def breakdown(step: Callable[[], object], unprofiled_ms: float) -> None:
-    """Where ours spends its time: cProfile over a few runs, grouped; milliseconds are the shares of the unprofiled
-    median (the profiler slows Python more than the tokenizer's Rust, so Python's shares are somewhat inflated)."""
+# where ours spends its time: (module, function) timed by wall clock while ours runs, and the group it counts in
+TIMED = (
+    ("alignment._locate", "apply_template", "Jinja"),
+    ("alignment.spans", "_encode_plain", "tokenizer"),
+    ("alignment._plans", "encode_segments_batch", "segments"),
+    ("alignment.teacher", "decode_bytes", "student"),
+    ("alignment.teacher", "token_byte_spans", "student"),
+    ("alignment.teacher", "align_turns", "alignment"),
+    ("alignment.teacher", "_chunk_ids", "alignment"),
+)
+GROUPS = {
+    "Jinja": "Jinja rendering (apply_chat_template)",
+    "tokenizer": "tokenizer calls (the Rust encode of each distinct piece of text)",
+    "segments": "ids and byte offsets of the rendered tokens (beyond the tokenizer calls)",
+    "student": "the student's completion: its bytes and token spans",
+    "alignment": "alignment (align_turns, chunk ids)",
+}
+
+
+@contextlib.contextmanager
+def timed(targets: tuple[tuple[str, str, str], ...]) -> Iterator[dict[str, list[float]]]:
+    """Wrap each ``(module, function)`` so that its calls add their wall-clock seconds to their group's list."""
+    spent: dict[str, list[float]] = {group: [] for _, _, group in targets}
+    originals = []
+    for module_name, name, group in targets:
+        module = importlib.import_module(module_name)
+        original = getattr(module, name)  # a renamed function raises here rather than counting as 0
+        originals.append((module, name, original))
+
+        def wrapper(*args: Any, _original: Callable = original, _spent: list = spent[group], **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                _spent.append(time.perf_counter() - start)
+
+        setattr(module, name, wrapper)
+    try:
+        yield spent
+    finally:
+        for module, name, original in originals:
+            setattr(module, name, original)
+
+
+def breakdown(step: Callable[[], object], runs: int) -> None:
+    """Where ours spends its time, by wall clock (a profiler would slow Python more than the tokenizer's Rust):
+    the functions of :data:`TIMED` are wrapped with timers over ``runs`` runs, nested ones taken out of the group
+    that calls them; the rest of the total is the other Python."""
     step()  # warm caches as in the timed runs
-    profile = cProfile.Profile()
-    for _ in range(PROFILED_RUNS):
-        profile.runcall(step)
-    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
-
-    def total(function: str, *, own: bool = False) -> float:
-        times = [(tt if own else ct) for (_, _, name), (_, _, tt, ct, _) in stats.items() if name == function]
-        if not times:  # a renamed function would silently count as 0 %
-            raise RuntimeError(f"{function} was never called: the breakdown's groups name functions that moved")
-        return sum(times)
-
-    everything = total("prepare_teacher_batch")
-    encoders = [
-        f"<method '{name}' of 'tokenizers.Tokenizer' objects>" for name in ("encode_batch", "encode_batch_fast")
-    ]
-    rust = sum(total(name, own=True) for name in encoders if any(key[2] == name for key in stats))
-    spans = total("encode_segments_batch") - rust + total("decode_bytes") + total("token_byte_spans")
-    groups = {
-        "Jinja rendering (apply_chat_template)": total("apply_template"),
-        "tokenization (the Rust encode_batch calls)": rust,
-        "byte spans (of the rendered tokens; the student's completion bytes and spans)": spans,
-        "alignment (align_turns, chunk ids)": total("align_turns") + total("_chunk_ids"),
-    }
-    rest = everything - sum(groups.values())
-    groups["other Python (locating messages, assembling renderings and rows, padding)"] = rest
-    print(
-        f"| where ours spends its time (cProfile, {PROFILED_RUNS} runs) | share | ms (share of the unprofiled median) |"
-    )
+    gc.disable()
+    try:
+        with timed(TIMED) as spent:
+            start = time.perf_counter()
+            for _ in range(runs):
+                step()
+            everything = (time.perf_counter() - start) / runs
+    finally:
+        gc.enable()
+    if not all(spent.values()):
+        raise RuntimeError(f"never called: {[g for g, times in spent.items() if not times]}; did a function move?")
+    ms = {group: 1e3 * sum(times) / runs for group, times in spent.items()}
+    ms["segments"] -= ms["tokenizer"]  # _encode_plain runs inside encode_segments_batch
+    rows = {GROUPS[group]: value for group, value in ms.items()}
+    other = 1e3 * everything - sum(ms.values())
+    rows["other Python (locating messages, assembling renderings and rows, padding)"] = other
+    print(f"| where ours spends its time (wall clock, {runs} runs) | ms per batch | share |")
     print("|---|--:|--:|")
-    for name, seconds in groups.items():
-        print(f"| {name} | {seconds / everything:.0%} | {unprofiled_ms * seconds / everything:.1f} |")
+    for name, value in rows.items():
+        print(f"| {name} | {value:.1f} | {value / (1e3 * everything):.0%} |")
+    print(f"| total | {1e3 * everything:.1f} | |")
 
 
 # --- same tokenizer --------------------------------------------------------------------------------------------
