@@ -13,7 +13,9 @@ comparing byte by byte costs is measured with the teacher held fixed; ``"mistral
 for Mistral, whose digits are single tokens. On the identity path the teacher reads the student's own ids, however
 the student split the text; ``"llama->llama-rendered"`` makes the aligned arms' teacher render and tokenize the
 text itself, as a teacher of another family does (its template gets one variable it never reads), so that the
-control differs from a cross-family pair only in the teacher's family.
+control differs from a cross-family pair only in the teacher's family. ``"deepseek->llama"`` is a cross-family pair
+whose teacher cuts digit runs into threes from the left, as its Llama 3 student does (both tokenize every number of
+the task into the same chunks).
 
 Each family is a real tokenizer with its real chat template (GPT-2: plain completion format). Models are tiny
 Llama-architecture decoders built from a config. Their input embedding covers the whole vocabulary; their output
