@@ -172,9 +172,10 @@ def prepare_teacher_batch(
     before its end of turn but the template's own text), or holds only whitespace the teacher's template trims away,
     is rendered for the teacher as an empty turn, and the student's frame that has read what the teacher read (the
     prompt) is compared with the teacher's last position before the content: a student that learns to answer nothing
-    still hears that the teacher would not stop there. Where the teacher's template refuses an empty turn
-    (Mistral v3), or the completion is empty and unfinished, the row holds the teacher's prompt and every frame is
-    masked.
+    still hears that the teacher would not stop there. That position must follow a control token or a line break:
+    after a token an answer would have joined (GPT-2's space after ``Assistant:``) the teacher reads a context it
+    never sees before an answer. Where it does not, where the teacher's template refuses an empty turn (Mistral v3),
+    or where the completion is empty and unfinished, the row holds the teacher's prompt and every frame is masked.
 
     With ``align_teacher_template=False``, or when :func:`same_template` holds, this is the identity: the teacher
     reads the student's own ids (``prompt_ids`` + completion; the prompts are rendered when not given) and frame
@@ -370,6 +371,8 @@ def _aligned_rows(
             teacher = None  # the teacher's template cannot close an empty turn: nothing to compare
         if isinstance(teacher, Exception):
             raise teacher
+        if teacher is not None and not _opens_cleanly(teacher):
+            teacher = None
         if teacher is None:
             rows.append(_unaligned_row(teacher_tok, example, len(ids), modes[1], kwargs[1], byte_frames))
         else:
@@ -417,6 +420,21 @@ def _aligned_row(
             template=template,
         )
     return _Row(teacher.input_ids, positions, mask, student_chunks, teacher_chunks, teacher, row_frames)
+
+
+def _opens_cleanly(teacher: Rendering) -> bool:
+    """Whether the teacher's turn, if empty, starts after a token that an answer's first token would not have
+    absorbed: a control token or a line break (not GPT-2's lone space after ``Assistant:``, a context it never reads
+    before an answer, which would join it as `` 482``). A turn with content is checked token by token instead."""
+    message = teacher.trained_messages[-1]
+    span = teacher.message_spans[message]
+    if span is None or span[0] < span[1]:
+        return True
+    before = int(np.searchsorted(teacher.byte_offsets[:, 1], span[0], side="right")) - 1
+    if before < 0:
+        return False
+    start, stop = teacher.byte_offsets[before]
+    return bool(teacher.control_mask[before]) or teacher.text.encode()[start:stop].endswith(b"\n")
 
 
 def _template_text(tokenizer: FastTokenizer, separator: bytes, start: int) -> tuple[bytes, bool]:
