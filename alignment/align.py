@@ -1,6 +1,8 @@
 """Align two tokenizations of the same bytes: 1:1 pairs where both end together, and minimal chunks.
 
 Everything here is vectorised numpy over half-open ``[start, stop)`` byte spans; there is no per-token Python loop.
+Where numba is installed, the common case (both sides tile the same bytes) runs as one compiled merge instead
+(:mod:`alignment._numba`), with identical results.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from alignment import _numba
 from alignment.errors import AlignmentError, TextMismatchError
 from alignment.types import Chunks, Rendering, TokenAlignment
 
@@ -58,10 +61,16 @@ def align_spans(student_spans: Any, teacher_spans: Any) -> TokenAlignment:
         ([[0, 2]], [[0, 2]], [[0, 3]])
     """
     student = _as_spans(student_spans, "student_spans")
+    teacher = _as_spans(teacher_spans, "teacher_spans")
+    compiled = _numba.align_tiled(student, teacher)  # the common case, compiled where numba is installed
+    return compiled if compiled is not None else _align_numpy(student, teacher)
+
+
+def _align_numpy(student: np.ndarray, teacher: np.ndarray) -> TokenAlignment:
+    """:func:`align_spans` of two ``(n, 2)`` int64 arrays in numpy: checks both, then aligns them."""
     student_tiles = _tiles(student)
     if not student_tiles:
         _check_order(student, "student_spans")
-    teacher = _as_spans(teacher_spans, "teacher_spans")
     teacher_tiles = _tiles(teacher)
     if not teacher_tiles:
         _check_order(teacher, "teacher_spans")

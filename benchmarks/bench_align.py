@@ -8,7 +8,8 @@ and the test suite's multilingual corpus, NFC-normalised), tokenized by a real s
 ``smollm2``). Student spans are :func:`alignment.token_byte_spans` of the window's ids; the teacher tokenizes the
 same bytes, so both sides tile them.
 
-* **batch**: ``B`` windows, one call per window (``align_spans`` has no batch entry point), against TRL's
+* **batch**: ``B`` windows, one call per window (``align_spans`` has no batch entry point), compiled where numba is
+  installed and on its numpy path (what runs without numba), against TRL's
   ``ULDLoss._align_by_byte_offsets`` (pure Python over lists of ``[start, stop]``, its native input; the
   ``.tolist()`` that GOLD's trainer runs before each call is left out, in TRL's favour) and against bare numpy
   pairings of the same arrays that only pair the tokens ending at the same byte: two bitmaps over the bytes (the
@@ -39,7 +40,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from alignment import align_spans, decode_bytes, token_byte_spans
+from alignment import _numba, align_spans, decode_bytes, token_byte_spans
+from alignment.align import _align_numpy, _as_spans
+from alignment.types import TokenAlignment
 from benchmarks._measure import median_ms
 from tests.tokenizers import CORPUS, SHARED_DIR, load_real
 
@@ -111,6 +114,11 @@ def bare_intersect1d(student: np.ndarray, teacher: np.ndarray) -> tuple[np.ndarr
 BARE = {"bitmap": bare_bitmap, "searchsorted": bare_searchsorted, "intersect1d": bare_intersect1d}
 
 
+def align_spans_numpy(student: np.ndarray, teacher: np.ndarray) -> TokenAlignment:
+    """``align_spans`` on its numpy path, as run without numba (the same checks and results, no compiled merge)."""
+    return _align_numpy(_as_spans(student, "student_spans"), _as_spans(teacher, "teacher_spans"))
+
+
 def trl_align() -> Callable[[list[list[int]], list[list[int]]], tuple[list[list[int]], list[list[int]]]]:
     from trl.experimental.gold.gold_trainer import ULDLoss
 
@@ -122,6 +130,12 @@ def check_same_work(batch: list[Spans], lists: list[tuple[list[Any], list[Any]]]
     trl = trl_align()
     for (student, teacher), (s_list, t_list) in zip(batch, lists, strict=True):
         ours = align_spans(student, teacher)
+        numpy_path = align_spans_numpy(student, teacher)
+        if not (
+            np.array_equal(numpy_path.pairs, ours.pairs)
+            and np.array_equal(numpy_path.chunks.byte_spans, ours.chunks.byte_spans)
+        ):
+            raise AssertionError("align_spans' numpy path differs from align_spans")
         for name, bare in BARE.items():
             s_index, t_index = bare(student, teacher)
             if not (np.array_equal(s_index, ours.pairs[:, 0]) and np.array_equal(t_index, ours.pairs[:, 1])):
@@ -166,6 +180,7 @@ def batch_table(batch: list[Spans], runs: int) -> None:
     trl = trl_align()
     steps = {
         "align_spans (ours)": calls(align_spans, batch),
+        "align_spans, numpy path (ours without numba)": calls(align_spans_numpy, batch),
         "TRL GOLD _align_by_byte_offsets": calls(trl, lists),
         **{f"bare numpy, {name}": calls(function, batch) for name, function in BARE.items()},
     }
@@ -180,17 +195,25 @@ def batch_table(batch: list[Spans], runs: int) -> None:
     trl_name, bitmap = "TRL GOLD _align_by_byte_offsets", "bare numpy, bitmap"
     print(f"speed-up over TRL: {ratio(times, trl_name, ours):.1f}x (target >= 100x)")
     print(f"ours / leanest bare numpy (bitmap): {ratio(times, ours, bitmap):.2f}x (target <= 2x)")
+    numpy_path = "align_spans, numpy path (ours without numba)"
+    print(
+        f"without numba: {ratio(times, trl_name, numpy_path):.1f}x TRL, {ratio(times, numpy_path, bitmap):.2f}x bitmap"
+    )
 
 
 def scaling_table(student: Any, teacher: Any, sizes: list[int], runs: int) -> None:
-    print("| student tokens | teacher tokens | ours ms | ours ns per token | bare bitmap ms | TRL ms | TRL / ours |")
-    print("|--:|--:|--:|--:|--:|--:|--:|")
+    print(
+        "| student tokens | teacher tokens | ours ms | ours ns per token | numpy path ms | bare bitmap ms | TRL ms "
+        "| TRL / ours |"
+    )
+    print("|--:|--:|--:|--:|--:|--:|--:|--:|")
     for size in sizes:
         [(s, t)] = windows(student, teacher, size, 1)
         times = one_sequence(s, t, runs)
         ms = {name: statistics.median(values) for name, values in times.items()}
         print(
-            f"| {len(s)} | {len(t)} | {ms['ours']:.3f} | {1e6 * ms['ours'] / len(s):.0f} | {ms['bare']:.3f} "
+            f"| {len(s)} | {len(t)} | {ms['ours']:.3f} | {1e6 * ms['ours'] / len(s):.0f} | {ms['numpy']:.3f} "
+            f"| {ms['bare']:.3f} "
             f"| {ms['trl']:.2f} | {ratio(times, 'trl', 'ours'):.1f} |"
         )
 
@@ -199,10 +222,17 @@ def one_sequence(student: np.ndarray, teacher: np.ndarray, runs: int) -> dict[st
     lists = [(student.tolist(), teacher.tolist())]
     steps = {
         "ours": calls(align_spans, [(student, teacher)]),
+        "numpy": calls(align_spans_numpy, [(student, teacher)]),
         "bare": calls(bare_bitmap, [(student, teacher)]),
         "trl": calls(trl_align(), lists),
     }
     return rounds(steps, runs)
+
+
+def _numba_version() -> str:
+    import numba
+
+    return str(numba.__version__)
 
 
 def main() -> None:
@@ -227,6 +257,7 @@ def main() -> None:
         f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
         f"{platform.python_version()}, numpy {np.__version__}, trl {trl.__version__}"
     )
+    print(f"# align_spans runs {'compiled (numba ' + _numba_version() + ')' if _numba.enabled() else 'on numpy'}")
     print(
         f"# batch: {len(batch)} sequences x {args.tokens} student tokens (teacher {teacher_tokens:.0f} on average); "
         f"times: median of {args.runs} rounds x 5 repeats"

@@ -3,7 +3,7 @@
 The layers, lowest first (see STYLE.md B.1)::
 
     types, errors                    plain data and exceptions (stdlib and numpy only)
-    _tokenizer, spans, align         numpy over tokenizer facts and byte spans
+    _tokenizer, spans, _numba, align numpy over tokenizer facts and byte spans (numba imported lazily, optional)
     _locate, _plans, render          messages found in a rendering; tokenizing located text; the render API
     vocab                            vocabularies matched by bytes (uses render to find end of turn)
     _triton_kernel, _triton          the fused CUDA kernel of the losses (triton imported lazily, optional)
@@ -74,7 +74,8 @@ LAYERS: dict[str, Layer] = {
     "errors": allow(),
     "_tokenizer": allow("types", "errors", third_party=("numpy",), lazy=("tokenizers",)),
     "spans": allow(*TEXT_CORE, third_party=("numpy",)),
-    "align": allow(*TEXT_CORE, third_party=("numpy",)),
+    "_numba": allow("types", third_party=("numpy",), lazy=("numba",)),
+    "align": allow(*TEXT_CORE, "_numba", third_party=("numpy",)),
     "_locate": allow("_tokenizer", "errors"),
     "_plans": allow(*TEXT_CORE, "spans", third_party=("numpy",)),
     "render": allow(*TEXT_CORE, "spans", "_locate", "_plans", third_party=("numpy",)),
@@ -93,7 +94,7 @@ LAYERS: dict[str, Layer] = {
     "__main__": allow("cli"),
 }
 
-NEVER_IMPORTED_BY_CORE = ("transformers", "tokenizers")
+NEVER_IMPORTED_BY_CORE = ("transformers", "tokenizers", "numba")
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ def test_the_table_itself_points_downward() -> None:
             )
 
 
-def test_import_alignment_leaves_transformers_and_tokenizers_unloaded() -> None:
+def test_import_alignment_leaves_heavy_and_optional_packages_unloaded() -> None:
     code = textwrap.dedent(
         f"""
         import sys
