@@ -7,8 +7,9 @@ walk costs a few nanoseconds per token, about a quarter of the numpy path's time
 
 numba is optional (the ``fast`` extra). Importing this module never imports it: the first call does, and
 compiles the kernel then (numba keeps the machine code in its cache, so later processes load it). Where numba is
-missing, fails to import, or ``ALIGNMENT_NUMBA=0`` is set, :func:`align_tiled` answers ``None`` and
-:func:`alignment.align_spans` stays on numpy; both paths give identical results (``tests/test_numba.py``).
+missing or ``ALIGNMENT_NUMBA=0`` is set, :func:`align_tiled` answers ``None`` and :func:`alignment.align_spans`
+stays on numpy; where numba fails to import or compile, the same happens with a warning. Both paths give identical
+results (``tests/test_numba.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -55,12 +57,22 @@ def enabled() -> bool:
 def _kernel() -> Kernel | None:
     if os.environ.get("ALIGNMENT_NUMBA", "1") == "0" or importlib.util.find_spec("numba") is None:
         return None
+    signature = "Tuple((int64, int64[:, ::1], int64[:, :, ::1]))(int64[:, ::1], int64[:, ::1])"
     try:
         import numba
-    except Exception:  # a broken install (say, numba built for another numpy) must not break alignment
+
+        try:
+            compiled: Kernel = numba.njit(signature, cache=True, nogil=True)(_merge)
+        except RuntimeError:  # numba found no writable cache directory: compile for this process only
+            compiled = numba.njit(signature, nogil=True)(_merge)
+    except Exception as exc:  # an optional speed-up must not break alignment: numpy gives the same answers
+        warnings.warn(
+            f"alignment: numba is installed but its compiled merge failed ({type(exc).__name__}: {exc}); "
+            "align_spans runs on numpy. Set ALIGNMENT_NUMBA=0 to silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
-    signature = "Tuple((int64, int64[:, ::1], int64[:, :, ::1]))(int64[:, ::1], int64[:, ::1])"
-    compiled: Kernel = numba.njit(signature, cache=True, nogil=True)(_merge)
     return compiled
 
 

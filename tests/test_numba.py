@@ -152,3 +152,33 @@ def test_switched_off_by_the_environment():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+@needs_numba
+def test_compiles_without_a_cache_directory(monkeypatch):
+    import numba
+
+    real = numba.njit
+
+    def njit(*args, cache=False, **kwargs):
+        if cache:  # what numba raises where no cache directory is writable
+            raise RuntimeError("cannot cache function '_merge': no locator available")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    kernel = _numba._kernel.__wrapped__()
+    assert kernel is not None
+    count, pairs, _ = kernel(np.array([[0, 1], [1, 3]]), np.array([[0, 3]]))
+    assert count == 1 and pairs[:1].tolist() == [[1, 0]]
+
+
+@needs_numba
+def test_a_failing_compile_falls_back_to_numpy_with_a_warning(monkeypatch):
+    import numba
+
+    def njit(*args, **kwargs):
+        raise ValueError("no LLVM here")
+
+    monkeypatch.setattr(numba, "njit", njit)
+    with pytest.warns(RuntimeWarning, match=r"compiled merge failed \(ValueError: no LLVM here\).*ALIGNMENT_NUMBA=0"):
+        assert _numba._kernel.__wrapped__() is None
