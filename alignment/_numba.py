@@ -49,7 +49,7 @@ def align_tiled(student: np.ndarray, teacher: np.ndarray) -> TokenAlignment | No
 
 
 def enabled() -> bool:
-    """Whether :func:`align_tiled` runs compiled in this process (numba importable and not switched off)."""
+    """Whether :func:`align_tiled` runs compiled in this process (numba imported and compiled, not switched off)."""
     return _kernel() is not None
 
 
