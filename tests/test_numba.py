@@ -110,8 +110,9 @@ def test_the_merge_run_as_python_agrees_with_the_numpy_path(spans):
         ([(0, 2), (1, 3)], [(0, 3)]),  # overlap
         ([(-1, 1), (1, 3)], [(-1, 3)]),  # negative start
         ([(0, 3)], [(0, 2), (2, 3), (3, 3)]),  # a zero-width token at the end
+        ([(0, 5), (5, -(2**63))], [(0, 5), (5, -(2**63))]),  # stop - start would overflow int64
     ],
-    ids=["other-bytes", "other-start", "gap", "zero-width", "overlap", "negative", "zero-width-last"],
+    ids=["other-bytes", "other-start", "gap", "zero-width", "overlap", "negative", "zero-width-last", "int64-min"],
 )
 def test_the_merge_declines_what_is_not_two_tilings_of_the_same_bytes(student, teacher):
     count, _, _ = _numba._merge(np.array(student, dtype=np.int64), np.array(teacher, dtype=np.int64))
