@@ -1277,6 +1277,11 @@ def main() -> None:
         help="a distill.json whose records of (pair, arm, teachers) this command does not run are carried over "
         "(marked 'reused_from'), e.g. to rerun one arm after a change that only it sees",
     )
+    parser.add_argument(
+        "--beta",
+        type=float,
+        help="the generalized JSD's beta for every arm (default 0.5; 0 is KL(teacher || student), 1 the reverse)",
+    )
     parser.add_argument("--warmup-steps", type=int)
     parser.add_argument("--student-steps", type=int)
     parser.add_argument(
@@ -1295,7 +1300,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     config = {**COMMON, **PRESETS["quick" if args.quick else "full"], "cache": args.cache}
-    keys = ("teacher_steps", "teacher_size", "teacher_device", "warmup_steps", "student_steps", "on_policy", "arms")
+    keys = ("teacher_steps", "teacher_size", "teacher_device", "warmup_steps", "student_steps", "on_policy", "beta")
+    keys = (*keys, "arms")
     for key in (*keys, "seeds", "pairs", "teachers"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
