@@ -1301,8 +1301,7 @@ def main() -> None:
     args = parser.parse_args()
     config = {**COMMON, **PRESETS["quick" if args.quick else "full"], "cache": args.cache}
     keys = ("teacher_steps", "teacher_size", "teacher_device", "warmup_steps", "student_steps", "on_policy", "beta")
-    keys = (*keys, "arms")
-    for key in (*keys, "seeds", "pairs", "teachers"):
+    for key in (*keys, "arms", "seeds", "pairs", "teachers"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     # teachers first, so that student runs share the cache; the slowest arm first, so that the workers end together
