@@ -67,6 +67,7 @@ class ByteVocab:
     _lengths: np.ndarray = field(init=False, repr=False)
     _members: dict[tuple[bytes, bool, str], tuple[torch.Tensor | None, torch.Tensor]] = field(init=False, repr=False)
     _folds: dict[bytes, torch.Tensor] = field(init=False, repr=False)
+    _whole: dict[tuple[bytes, bool, str], torch.Tensor] = field(init=False, repr=False)
     _sorted: tuple[list[bytes], np.ndarray] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +82,7 @@ class ByteVocab:
         object.__setattr__(self, "_lengths", lengths)
         object.__setattr__(self, "_members", {})
         object.__setattr__(self, "_folds", {})
+        object.__setattr__(self, "_whole", {})
         object.__setattr__(self, "_sorted", None)
 
     def restrict(self, ids: Sequence[int] | np.ndarray) -> ByteVocab:
@@ -128,9 +130,17 @@ class ByteVocab:
                     torch.from_numpy(classes).to(device),
                 )
             else:
-                entry = (None, self.classes(prefix, stop=stop).to(device))
+                entry = (None, self._classes_on(prefix, stop=stop, device=device))
             self._members[key] = entry
         return self._members[key]
+
+    def _classes_on(self, prefix: bytes, *, stop: bool, device: torch.device | str) -> torch.Tensor:
+        """:meth:`classes` on ``device``, cached: read where a prefix has so many members that a pass over the
+        whole row costs less than picking them one by one."""
+        key = (prefix, stop, str(torch.device(device)))
+        if key not in self._whole:
+            self._whole[key] = self.classes(prefix, stop=stop).to(device)
+        return self._whole[key]
 
     def _begin_with(self, prefix: bytes, *, stop: bool) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`members` of a non-empty ``prefix``, found by binary search among the units' sorted bytes (not by
@@ -244,18 +254,14 @@ def _next_byte_mass(
     count = logits.shape[0] if at is None else len(at[0])
     if len(prefixes) != count:
         raise AlignmentError(f"prefixes must have one entry per row ({count}), got {len(prefixes)}")
-    frames_of: dict[bytes, list[int]] = {}
-    for i, prefix in enumerate(prefixes):
-        frames_of.setdefault(bytes(prefix), []).append(i)
-    plan = []
-    for prefix, frames in frames_of.items():
+    distinct: dict[bytes, int] = {}
+    which = [distinct.setdefault(bytes(prefix), len(distinct)) for prefix in prefixes]
+    for prefix in distinct:
         if not _takes_part(vocab, prefix, stop=stop):
             raise AlignmentError(
                 f"no unit of the vocabulary begins with the prefix {prefix!r}{'' if stop else ' and goes on'}"
             )
-        plan.append(
-            (torch.tensor(frames, device=logits.device), *vocab.members(prefix, stop=stop, device=logits.device))
-        )
+    plan = _plan(vocab, list(distinct), torch.tensor(which, dtype=torch.int64), stop=stop, device=logits.device)
     if at is None:
         rows = torch.zeros(count, dtype=torch.int64, device=logits.device)
         at = (rows, torch.arange(count, device=logits.device))
@@ -271,19 +277,83 @@ def _takes_part(vocab: ByteVocab, prefix: bytes, *, stop: bool) -> bool:
     return bool((classes != _DROPPED).any()) if ids is None else bool(len(ids))
 
 
-Plan = list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]  # per prefix: entries, members, classes
+_DENSE = 16  # a prefix whose members are more than 1/16 of the units is read with a pass over the whole row
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Which units each entry of :class:`_ClassMass` reads, as flat tensors.
+
+    An entry at a token boundary reads every unit of its row, and so does an entry whose prefix begins more than
+    1/16 of the units (after a space, about half of a vocabulary): those are *whole* reads, summed by a class
+    vector over the row in the pass that normalises it. Every other entry reads only its prefix's members, picked
+    one by one.
+
+    Attributes:
+        whole: the entries read whole.
+        kinds: per entry of ``whole``, its row of ``tables``.
+        tables: ``(K, V)`` the class of every unit after each prefix read whole (:meth:`ByteVocab.classes`).
+        picked: the other entries.
+        first: per entry of ``picked``, where its prefix's members begin in ``ids`` and ``classes``.
+        count: per entry of ``picked``, how many members its prefix has.
+        ids: the members (units) of every distinct prefix of ``picked``, one prefix after another.
+        classes: the class of each of ``ids`` (its next byte, or :data:`STOP`).
+    """
+
+    whole: torch.Tensor
+    kinds: torch.Tensor
+    tables: torch.Tensor
+    picked: torch.Tensor
+    first: torch.Tensor
+    count: torch.Tensor
+    ids: torch.Tensor
+    classes: torch.Tensor
+
+
+def _plan(vocab: ByteVocab, distinct: list[bytes], which: torch.Tensor, *, stop: bool, device: torch.device) -> _Plan:
+    """The :class:`_Plan` of entries whose prefixes are ``distinct[which[i]]``."""
+    units = len(vocab.token_bytes)
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
+    tables: list[torch.Tensor] = []
+    kind_of: list[int] = []
+    ids, classes = [empty], [empty]
+    for prefix in distinct:
+        members, member_classes = vocab.members(prefix, stop=stop, device=device)
+        if members is None or len(members) * _DENSE > units:
+            kind_of.append(len(tables))
+            tables.append(vocab._classes_on(prefix, stop=stop, device=device))
+            members, member_classes = empty, empty
+        else:
+            kind_of.append(-1)
+        ids.append(members)
+        classes.append(member_classes)
+    count = torch.tensor([len(members) for members in ids[1:]], dtype=torch.int64)
+    first = torch.cumsum(count, 0) - count
+    kinds = torch.tensor(kind_of, dtype=torch.int64)[which]
+    whole = kinds >= 0
+    picked = which[~whole]
+    return _Plan(
+        whole=torch.nonzero(whole).view(-1).to(device),
+        kinds=kinds[whole].to(device),
+        tables=torch.stack(tables) if tables else torch.zeros((0, units), dtype=torch.int64, device=device),
+        picked=torch.nonzero(~whole).view(-1).to(device),
+        first=first[picked].to(device),
+        count=count[picked].to(device),
+        ids=torch.cat(ids),
+        classes=torch.cat(classes),
+    )
 
 
 class _ClassMass(torch.autograd.Function):
     r"""``(B, S, V')`` logits to ``(N, width)`` class masses: entry ``i`` sums the softmax of the row
-    ``logits[rows[i], positions[i]]`` by the classes of its prefix; ``plan`` lists, per prefix, its entries and its
-    :meth:`ByteVocab.members`.
+    ``logits[rows[i], positions[i]]`` by the classes of its prefix; ``plan`` says which units each entry reads.
 
-    Entries are bytes, several per token, and most read inside a token, where only the few units that begin with
-    the bytes read take part. So each row read is normalised once, a chunk of rows at a time (its log-sum-exp); the
-    entries at a token boundary (every unit takes part) sum their row's softmax within that pass, and the entries
-    inside a token read only their members' logits. The backward recomputes the same way and writes one gradient
-    the size of the logits: no ``(N, V')`` tensor is ever made.
+    Entries are bytes, several per token, and most read inside a token, where only the units that begin with the
+    bytes read take part. So each row read is normalised once, a chunk of rows at a time (its log-sum-exp); the
+    entries read whole (at a token boundary, or after a prefix most units begin with) sum their row's softmax by
+    class within that pass, and the other entries read only their members' logits, all of them at once as flat
+    (entry, member) pairs. The backward recomputes the same way and writes one gradient the size of the logits: no
+    ``(N, V')`` tensor is ever made.
 
     With :math:`M_c = \sum_{v \in c} p_v` and incoming :math:`g_c = \partial L / \partial M_c` (``0`` for units
     that take no part): :math:`\partial L / \partial z_v = p_v\,(g_{c(v)} - \sum_c g_c M_c) / \tau`, summed over
@@ -296,23 +366,29 @@ class _ClassMass(torch.autograd.Function):
         logits: torch.Tensor,
         rows: torch.Tensor,
         positions: torch.Tensor,
-        plan: Plan,
+        plan: _Plan,
         width: int,
         temperature: float,
     ) -> torch.Tensor:
         dtype = torch.promote_types(logits.dtype, torch.float32)
-        keys = rows * logits.shape[1] + positions
-        unique, inverse = torch.unique(keys, return_inverse=True)
-        out = logits.new_zeros((len(rows), width), dtype=dtype)
+        unique, inverse = torch.unique(rows * logits.shape[1] + positions, return_inverse=True)
+        reads, kinds, which = _whole_reads(inverse, plan)
         lse = logits.new_empty(len(unique), dtype=dtype)
-        for span, scaled, entries, classes in _boundary_passes(logits, unique, inverse, plan, temperature, dtype):
-            lse[span] = torch.logsumexp(scaled, dim=-1)
-            if len(entries):
-                local = inverse[entries] - span.start
-                probs = torch.exp(scaled[local] - lse[span][local, None])[:, : len(classes)]
-                out[entries] = probs.new_zeros((len(entries), _DROPPED + 1)).index_add_(-1, classes, probs)[:, :width]
-        for part, _, classes, probs in _inside_reads(logits, rows, positions, inverse, lse, plan, temperature):
-            out[part] = probs.new_zeros((len(part), _DROPPED + 1)).index_add_(-1, classes, probs)[:, :width]
+        mass = logits.new_zeros((len(reads), _DROPPED + 1), dtype=dtype)
+        units = plan.tables.shape[1]
+        for span, probs, chunk in _row_passes(logits, unique, reads, lse, temperature, fill=True):
+            for kind, at in _by_kind(kinds, chunk):
+                local = _rows_of(reads[at] - span.start, len(probs))
+                mass[at] = mass.new_zeros((len(at), _DROPPED + 1)).index_add_(
+                    -1, plan.tables[kind], probs[local, :units]
+                )
+        out = logits.new_zeros((len(rows), width), dtype=dtype)
+        out[plan.whole] = mass[which, :width]
+        for entries, pairs, _, classes, probs in _picked_reads(
+            logits, rows, positions, inverse, lse, plan, temperature
+        ):
+            flat = probs.new_zeros(len(entries) * (_DROPPED + 1)).index_add_(0, pairs * (_DROPPED + 1) + classes, probs)
+            out[entries] = flat.view(len(entries), _DROPPED + 1)[:, :width]
         ctx.save_for_backward(logits, rows, positions, out, unique, inverse, lse)
         ctx.plan, ctx.temperature = plan, temperature
         return out
@@ -324,67 +400,125 @@ class _ClassMass(torch.autograd.Function):
         incoming = grad_out.new_zeros((len(rows), _DROPPED + 1))  # the dropped class and past width: no gradient
         incoming[:, : out.shape[1]] = grad_out
         totals = lse.new_zeros(len(unique)).index_add_(0, inverse, (grad_out * out).sum(dim=-1))
+        reads, kinds, which = _whole_reads(inverse, plan)
+        per_read = incoming.new_zeros((len(reads), _DROPPED + 1)).index_add_(0, which, incoming[plan.whole])
         grad = logits.new_zeros(logits.shape)
         flat = grad.view(-1, logits.shape[-1])
-        for span, scaled, entries, classes in _boundary_passes(logits, unique, inverse, plan, temperature, lse.dtype):
-            probs = torch.exp(scaled - lse[span, None])
-            part = probs * -totals[span, None]
-            if len(entries):
-                local = inverse[entries] - span.start
-                per_class = incoming[entries].index_select(-1, classes)
-                part[:, : len(classes)].index_add_(0, local, probs[local, : len(classes)] * per_class)
-            flat.index_add_(0, unique[span], (part / temperature).to(grad.dtype))
-        for part, ids, classes, probs in _inside_reads(logits, rows, positions, inverse, lse, plan, temperature):
-            per_class = incoming[part].index_select(-1, classes) / temperature
-            key = (rows[part] * logits.shape[1] + positions[part])[:, None]
-            flat.index_put_((key, ids[None, :]), (probs * per_class).to(grad.dtype), accumulate=True)
+        units = plan.tables.shape[1]
+        for span, probs, chunk in _row_passes(logits, unique, reads, lse, temperature, fill=False):
+            # dL/dz_v = p_v (sum of g over the reads of the row, each at v's class - the row's total) / tau
+            total = totals[span, None] / -temperature
+            factor = total.expand(-1, units).clone()
+            for kind, at in _by_kind(kinds, chunk):
+                local = _rows_of(reads[at] - span.start, len(probs))  # distinct: one read per row and kind
+                factor[local] += per_read[at].index_select(-1, plan.tables[kind]) / temperature
+            probs[:, :units] *= factor
+            probs[:, units:] *= total
+            flat.index_copy_(0, unique[span], probs.to(grad.dtype))  # each row once: no sum needed
+        for entries, pairs, ids, classes, probs in _picked_reads(
+            logits, rows, positions, inverse, lse, plan, temperature
+        ):
+            entry = entries[pairs]
+            per_class = incoming[entry, classes] / temperature
+            key = rows[entry] * logits.shape[1] + positions[entry]
+            flat.index_put_((key, ids), (probs * per_class).to(grad.dtype), accumulate=True)
         return grad, None, None, None, None, None
 
 
-def _boundary_passes(
+def _whole_reads(inverse: torch.Tensor, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The distinct (row, kind) reads of the entries read whole, ordered by row: each read's row (an index into
+    the distinct rows), its kind, and, per entry of ``plan.whole``, its read. Several entries often read one row
+    with one table (a teacher's token boundary holds the byte after several student tokens): summed once."""
+    kinds = len(plan.tables)
+    reads, which = torch.unique(inverse[plan.whole] * kinds + plan.kinds, return_inverse=True)
+    return reads // kinds, reads % kinds, which
+
+
+def _row_passes(
     logits: torch.Tensor,
     unique: torch.Tensor,
-    inverse: torch.Tensor,
-    plan: Plan,
+    reads: torch.Tensor,
+    lse: torch.Tensor,
     temperature: float,
-    dtype: torch.dtype,
-) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Each chunk of the rows read (``unique`` flat row keys): its span of ``unique``, its logits scaled by
-    ``1 / temperature`` in ``dtype``, and the entries at a token boundary that read it, with their classes."""
-    entries = torch.cat([frames for frames, ids, _ in plan if ids is None] or [inverse.new_zeros(0)])
-    classes = next((c for _, ids, c in plan if ids is None), inverse.new_zeros(0))
-    entries = entries[torch.argsort(inverse[entries])]
+    *,
+    fill: bool,
+) -> Iterator[tuple[slice, torch.Tensor, slice]]:
+    """Each chunk of the rows read (``unique`` flat row keys, ``B * S`` based): its span of ``unique``, its rows'
+    softmax at ``1 / temperature`` in ``lse``'s dtype (a fresh tensor), and its span of ``reads`` (the row of
+    each whole read, ordered). With ``fill`` the rows' log-sum-exp is computed and written to ``lse``; without,
+    it is read from there (the backward)."""
+    rows_of = logits.view(-1, logits.shape[-1]) if logits.is_contiguous() else None
     chunk = _default_chunk(logits.shape[-1], logits.device)
     starts = list(range(0, len(unique), chunk))
-    bounds = torch.searchsorted(inverse[entries], torch.tensor([*starts, len(unique)], device=logits.device)).tolist()
+    bounds = torch.searchsorted(reads, torch.tensor([*starts, len(unique)], device=logits.device)).tolist()
     for n, start in enumerate(starts):
         span = slice(start, start + chunk)
         keys = unique[span]
-        scaled = logits[keys // logits.shape[1], keys % logits.shape[1]].to(dtype)
+        if rows_of is not None:
+            probs = rows_of.index_select(0, keys).to(lse.dtype)
+        else:
+            probs = logits[keys // logits.shape[1], keys % logits.shape[1]].to(lse.dtype)
         if temperature != 1.0:
-            scaled = scaled / temperature
-        yield span, scaled, entries[bounds[n] : bounds[n + 1]], classes
+            probs.div_(temperature)
+        if fill:
+            top = probs.amax(dim=-1, keepdim=True).nan_to_num_(neginf=0.0)  # a row of -inf: NaN, as softmax gives
+            total = probs.sub_(top).exp_().sum(dim=-1, keepdim=True)
+            lse[span] = (top + total.log()).view(-1)
+            probs.div_(total)
+        else:
+            probs.sub_(lse[span, None]).exp_()
+        yield span, probs, slice(bounds[n], bounds[n + 1])
 
 
-def _inside_reads(
+def _rows_of(local: torch.Tensor, rows: int) -> torch.Tensor | slice:
+    """``local`` (distinct, ascending rows of a chunk of ``rows``) as an index: all of them as a slice (a view, no
+    copy), else itself."""
+    return slice(None) if len(local) == rows else local
+
+
+def _by_kind(kinds: torch.Tensor, chunk: slice) -> Iterator[tuple[int, torch.Tensor]]:
+    """The whole reads of ``chunk`` grouped by kind: each kind and the indices of its reads."""
+    here = kinds[chunk]
+    if not len(here):
+        return
+    first = int(here[0])
+    if bool((here == first).all()):  # the common case: a chunk of rows read at token boundaries only
+        yield first, torch.arange(chunk.start, chunk.stop, device=kinds.device)
+        return
+    for kind in torch.unique(here).tolist():
+        yield kind, torch.nonzero(here == kind).view(-1) + chunk.start
+
+
+def _picked_reads(
     logits: torch.Tensor,
     rows: torch.Tensor,
     positions: torch.Tensor,
     inverse: torch.Tensor,
     lse: torch.Tensor,
-    plan: Plan,
+    plan: _Plan,
     temperature: float,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The entries inside a token, a chunk at a time: the entries, their prefix's members and classes, and the
-    members' probabilities (through the rows' log-sum-exp ``lse``)."""
-    for frames, ids, classes in plan:
-        if ids is None:
-            continue
-        for part in torch.split(frames, _default_chunk(max(len(ids), 1), logits.device)):
-            picked = logits[rows[part, None], positions[part, None], ids[None, :]].to(lse.dtype)
-            if temperature != 1.0:
-                picked = picked / temperature
-            yield part, ids, classes, torch.exp(picked - lse[inverse[part], None])
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The entries that read their members one by one, as flat (entry, member) pairs, a chunk of pairs at a time:
+    the chunk's entries, each pair's entry (an index into them), unit and class, and the unit's probability
+    (through the rows' log-sum-exp ``lse``). A chunk holds about as many pairs as a chunk of the losses holds
+    logits, or a single entry."""
+    budget = _default_chunk(1, logits.device)
+    ends = torch.cumsum(plan.count, 0).tolist()
+    start, done = 0, 0
+    while start < len(ends):
+        stop = max(bisect.bisect_right(ends, done + budget, lo=start), start + 1)
+        count = plan.count[start:stop]
+        pairs = torch.repeat_interleave(torch.arange(stop - start, device=logits.device), count)
+        within = torch.arange(len(pairs), device=logits.device) - (torch.cumsum(count, 0) - count)[pairs]
+        members = plan.first[start:stop][pairs] + within
+        entries = plan.picked[start:stop]
+        ids, classes = plan.ids[members], plan.classes[members]
+        entry = entries[pairs]
+        picked = logits[rows[entry], positions[entry], ids].to(lse.dtype)
+        if temperature != 1.0:
+            picked = picked / temperature
+        yield entries, pairs, ids, classes, torch.exp(picked - lse[inverse[entry]])
+        start, done = stop, ends[stop - 1]
 
 
 def _normalised_log(mass: torch.Tensor) -> torch.Tensor:

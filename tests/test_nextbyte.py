@@ -27,6 +27,7 @@ from alignment import (
     prepare_teacher_batch,
     token_byte_spans,
 )
+from alignment import nextbyte as nextbyte_module
 from alignment import teacher as teacher_module
 from alignment._tokenizer import tokenizer_info
 from alignment.nextbyte import END, STOP, TEMPLATE
@@ -500,10 +501,13 @@ def plain_next_bytes(logits: torch.Tensor, vocab: ByteVocab, prefixes, *, stop: 
     temperature=st.sampled_from([0.5, 1.0, 2.0]),
     extra=st.integers(0, 3),
     chunk=st.sampled_from([1, 2, 1 << 20]),
+    dense=st.sampled_from([0, 16, 1 << 20]),
 )
 def test_values_and_gradients_match_plain_autograd_in_any_chunking(
-    pieces: list[bytes], data: st.DataObject, stop: bool, temperature: float, extra: int, chunk: int
+    pieces: list[bytes], data: st.DataObject, stop: bool, temperature: float, extra: int, chunk: int, dense: int
 ) -> None:
+    """In chunks of 1, 2 or any number of rows (and of (entry, member) pairs), with every prefix read member by
+    member (``dense=0``; boundaries are always read whole), whole (``1 << 20``) or by the library's rule."""
     vocab = ByteVocab(token_bytes=(*pieces, b"<end>"), ends=frozenset({len(pieces)}))
     # every prefix some unit goes on from (or, with stop, is): several rows may read one
     valid = sorted({p[:i] for p in pieces for i in range(len(p) + (1 if stop else 0))})
@@ -519,13 +523,75 @@ def test_values_and_gradients_match_plain_autograd_in_any_chunking(
         generator=torch.Generator().manual_seed(seed + 1),
     )
     ours_in, plain_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    with mock.patch("alignment.nextbyte._default_chunk", lambda width, device: chunk):  # rows per chunk
+    with (
+        mock.patch("alignment.nextbyte._default_chunk", lambda width, device: chunk),  # rows (pairs) per chunk
+        mock.patch("alignment.nextbyte._DENSE", dense),
+    ):
         ours = next_byte_logprobs(ours_in, vocab, prefixes, stop=stop, temperature=temperature)
         (ours * weights).sum().backward()
     plain = plain_next_bytes(plain_in, vocab, prefixes, stop=stop, temperature=temperature)
     torch.testing.assert_close(ours, plain)
     (plain * weights).sum().backward()
     torch.testing.assert_close(ours_in.grad, plain_in.grad)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pieces=st.lists(st.binary(min_size=1, max_size=3), min_size=1, max_size=10, unique=True),
+    data=st.data(),
+    stop=st.booleans(),
+    chunk=st.sampled_from([1, 3, 1 << 20]),
+    dense=st.sampled_from([0, 16, 1 << 20]),
+)
+def test_entries_that_share_a_row_read_it_as_their_own_copies_would(
+    pieces: list[bytes], data: st.DataObject, stop: bool, chunk: int, dense: int
+) -> None:
+    """Entries read rows of a ``(B, S, V')`` tensor in place, several of them one row, with one prefix or with
+    several (a boundary and a prefix read whole, or read member by member): values and gradients equal those of
+    each entry's row gathered first."""
+    vocab = ByteVocab(token_bytes=(*pieces, b"<end>"), ends=frozenset({len(pieces)}))
+    valid = sorted({p[:i] for p in pieces for i in range(len(p) + (1 if stop else 0))})
+    prefixes = data.draw(st.lists(st.sampled_from(valid), min_size=1, max_size=10))
+    shape = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3)), len(pieces) + 1 + data.draw(st.integers(0, 2)))
+    rows = torch.tensor(
+        data.draw(st.lists(st.integers(0, shape[0] - 1), min_size=len(prefixes), max_size=len(prefixes)))
+    )
+    positions = torch.tensor(
+        data.draw(st.lists(st.integers(0, shape[1] - 1), min_size=len(prefixes), max_size=len(prefixes)))
+    )
+    seed = data.draw(st.integers(0, 2**16))
+    logits = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    weights = torch.randn(len(prefixes), STOP + 1 if stop else END + 1, dtype=torch.float64)
+    ours_in, plain_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    with (
+        mock.patch("alignment.nextbyte._default_chunk", lambda width, device: chunk),
+        mock.patch("alignment.nextbyte._DENSE", dense),
+    ):
+        mass = nextbyte_module._next_byte_mass(
+            ours_in, vocab, prefixes, temperature=0.8, stop=stop, at=(rows, positions)
+        )
+        ours = nextbyte_module._normalised_log(mass)
+        (ours * weights).sum().backward()
+    plain = plain_next_bytes(plain_in[rows, positions], vocab, prefixes, stop=stop, temperature=0.8)
+    torch.testing.assert_close(ours, plain)
+    (plain * weights).sum().backward()
+    torch.testing.assert_close(ours_in.grad, plain_in.grad)
+
+
+def test_a_prefix_most_units_begin_with_is_read_whole_and_a_rare_one_member_by_member() -> None:
+    """The rule of the two read paths on a real vocabulary: after a space (about half of SmolLM2's units) the whole
+    row is summed by class, after `` t`` only its members are picked."""
+    vocab = byte_vocab(tokenizer("smollm2"))
+    units = len(vocab.token_bytes)
+    assert len(vocab.members(b" ")[0]) * nextbyte_module._DENSE > units
+    assert len(vocab.members(b" t")[0]) * nextbyte_module._DENSE < units
+    plan = nextbyte_module._plan(
+        vocab, [b"", b" ", b" t"], torch.tensor([0, 1, 2, 1, 0]), stop=False, device=torch.device("cpu")
+    )
+    assert plan.whole.tolist() == [0, 1, 3, 4] and plan.kinds.tolist() == [0, 1, 1, 0]
+    assert plan.picked.tolist() == [2] and plan.count.tolist() == [len(vocab.members(b" t")[0])]
+    torch.testing.assert_close(plan.tables[1], vocab.classes(b" "))
+    torch.testing.assert_close(plan.ids, vocab.members(b" t")[0])
 
 
 def test_gradcheck_of_every_class_inside_and_at_the_boundary() -> None:
