@@ -469,8 +469,11 @@ def test_the_greedy_arm_adds_the_teachers_likeliest_nodes_the_students_token_did
             token_ends=np.array([False] * len(sampled) + [True]),
         )
 
-    s, t = teacher_greedy_nodes(frames(b"78"), student, teacher, (vocab, vocab), 1.0)
+    s, t, weights = teacher_greedy_nodes(frames(b"78"), student, teacher, (vocab, vocab), 1.0)
     assert s.shape == t.shape == (2, STOP + 1)  # the nodes 4 and 45; nothing goes on after 456
+    # the teacher's probability of each node's bytes: P(4), then P(4) P(5 | 4) = P(45, 456 or 457)
+    e = math.exp
+    assert torch.allclose(weights, torch.tensor([2 + e(4) + e(1), 1 + e(4) + e(1)]) / (4 + e(4) + e(1)))
     stop_4, on_with_5 = 1.0, 1.0 + math.exp(4.0) + math.exp(1.0)  # 4 itself; 45, 456 and 457
     expected = torch.tensor([stop_4, on_with_5]) / (stop_4 + on_with_5)
     assert torch.allclose(t[0, [STOP, ord("5")]].exp(), expected)
@@ -482,9 +485,9 @@ def test_the_greedy_arm_adds_the_teachers_likeliest_nodes_the_students_token_did
     s.sum().backward()
     assert student.grad is not None and student.grad[0, 0, [0, 1, 2, 3]].abs().min() > 1e-2
     assert student.grad[0, 0, [4, 5]].abs().max() < 1e-6  # only the units under the nodes (up to rounding)
-    s, t = teacher_greedy_nodes(frames(b"456"), student, teacher, (vocab, vocab), 1.0)
-    assert s.shape == t.shape == (0, STOP + 1)  # the student read the teacher's path itself
-    s, _ = teacher_greedy_nodes(frames(b"457"), student, teacher, (vocab, vocab), 1.0)
+    s, t, weights = teacher_greedy_nodes(frames(b"456"), student, teacher, (vocab, vocab), 1.0)
+    assert s.shape == t.shape == (0, STOP + 1) and weights.shape == (0,)  # the student read the teacher's path itself
+    s, _, _ = teacher_greedy_nodes(frames(b"457"), student, teacher, (vocab, vocab), 1.0)
     assert s.shape[0] == 0  # 4 and 45 are on the student's token: read already by the byte-level loss
     other = ByteVocab(token_bytes=(b"4", b"45", b"456", b"457", b"7", b"79"), ends=frozenset())
     with pytest.raises(ValueError, match="read at new positions"):

@@ -166,7 +166,7 @@ def main() -> None:
         print()
         print(f"inside a student token, the teacher's P(stop): folded {t[inside, STOP].exp().mean():.2e}, read with ")
         print(f"its STOP {teacher_inside[:, STOP].exp().mean():.3f}; the student's {s[inside, STOP].exp().mean():.3f}")
-        greedy_s, greedy_t = distill.teacher_greedy_nodes(frames, student_logits, teacher_logits, vocabs, 1.0)
+        greedy_s, greedy_t, _ = distill.teacher_greedy_nodes(frames, student_logits, teacher_logits, vocabs, 1.0)
         greedy = generalized_jsd(greedy_s, greedy_t, beta=config["beta"], reduction="none")
         count = len(frames) + len(greedy)
         print()

@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=None, help="the common warm-up (default: the preset's)")
     parser.add_argument("--on-policy", type=float, default=None, help="share of batches on the student's samples")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--beta", type=float, default=None, help="the generalized JSD's beta (default: the preset's)")
     parser.add_argument("--show", type=int, default=16, help="held-out prompts to print")
     parser.add_argument("--cache", default=str(distill.CACHE))
     args = parser.parse_args()
@@ -44,6 +45,8 @@ def main() -> None:
         config["warmup_steps"] = args.warmup_steps
     if args.on_policy is not None:
         config["on_policy"] = args.on_policy
+    if args.beta is not None:
+        config["beta"] = args.beta
     train, held_out = make_task(config["train"], config["eval"])
     for name in distill.PAIRS[args.pair]:  # the teachers first (cached), so that only the student's scores print
         distill.train_teacher(distill.load_family(name, train + held_out), train, held_out, config)

@@ -126,6 +126,7 @@ ARM_COLORS = {
     "aligned-ends": "y",
     "aligned-greedy": "darkred",
     "aligned-chain": "navy",
+    "aligned-chain-greedy": "teal",
 }
 
 

@@ -62,6 +62,9 @@ at new tree-masked teacher positions where the teacher's tokens are shorter: :fu
 ``aligned-chain``, the branched arm with each entry weighted by the teacher's probability of the bytes the
 student's token has read before it (:func:`~alignment.prefix_weights`: the chain rule of the token-level KL, so that
 the bytes after a first byte the teacher would not have written count by its belief in them);
+``aligned-chain-greedy``, the chain arm plus the nodes of ``aligned-greedy``, each weighted by the teacher's
+probability of its bytes (the chain rule's terms off the sampled token that weigh most, which the chain arm leaves
+out where the student's sample leaves the teacher's path);
 ``aligned-branched``, the aligned arm with the teacher's branches (``TeacherBatch.branched_inputs()``,
 ``byte_logprobs(..., branched=True)``): inside a teacher token, the mass of the shorter token that ends where the
 bytes read end goes on through what the teacher writes after it, instead of being left out.
@@ -142,10 +145,11 @@ ABLATIONS = (
     "aligned-ends",
     "aligned-greedy",
     "aligned-chain",
+    "aligned-chain-greedy",
 )
 EARLIER_ARMS = ("aligned-prefix", "aligned-projection", "aligned-chunk")  # the aligned arm's losses before bytes
 BYTE_ARMS = ("aligned", *(arm for arm in ABLATIONS if arm not in EARLIER_ARMS))  # next-byte losses
-BRANCHED_ARMS = ("aligned-branched", "aligned-ends", "aligned-chain")
+BRANCHED_ARMS = ("aligned-branched", "aligned-ends", "aligned-chain", "aligned-chain-greedy")
 
 
 @dataclass
@@ -710,8 +714,8 @@ def byte_loss(
         if arm == "aligned-chain":  # each entry weighted by the teacher's probability of the token's bytes before it
             rows_loss = generalized_jsd(s, t, beta=config["beta"], reduction="none", check_finite=False)
             return (rows_loss * prefix_weights(frames, t)).sum() / max(len(frames), 1)
-        if arm == "aligned-greedy":
-            extra_s, extra_t = teacher_greedy_nodes(
+        if arm in ("aligned-greedy", "aligned-chain-greedy"):
+            extra_s, extra_t, extra_w = teacher_greedy_nodes(
                 frames,
                 student_logits,
                 teacher_all,
@@ -719,6 +723,13 @@ def byte_loss(
                 config["temperature"],
                 teacher=None if teacher_model is None else (teacher_model, batch, teacher),
             )
+            if arm == "aligned-chain-greedy":  # the chain rule's terms: every entry by its prefix's probability
+                rows_loss = generalized_jsd(s, t, beta=config["beta"], reduction="none", check_finite=False)
+                extra_loss = generalized_jsd(
+                    extra_s, extra_t, beta=config["beta"], reduction="none", check_finite=False
+                )
+                total = (rows_loss * prefix_weights(frames, t)).sum() + (extra_loss * extra_w).sum()
+                return total / max(len(frames), 1)
             s, t = torch.cat([s, extra_s]), torch.cat([t, extra_t])
     return generalized_jsd(s, t, beta=config["beta"], check_finite=False)
 
@@ -734,7 +745,9 @@ def teacher_greedy_nodes(
     depth: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``aligned-greedy`` arm's extra entries: inside the token of every student frame, the nodes of the
-    teacher's likeliest path that the student's sample did not read, the student read there with :data:`STOP`.
+    teacher's likeliest path that the student's sample did not read, the student read there with :data:`STOP`;
+    and each node's weight, the teacher's probability of its bytes after the frame (the product of its next-byte
+    probabilities along the path; ``aligned-chain-greedy`` weighs each node's term by it).
 
     The byte-level loss reads a frame's distribution only along the token the student sampled, so the bytes after
     a first byte the student did not pick are taught only when it picks it; the token-level loss teaches them at
@@ -779,11 +792,13 @@ def teacher_greedy_nodes(
             logits_t = teacher_all
         else:
             assert teacher is not None
-            found, logits_t = _greedy_tree(frames, teacher_all, vocabs[1], teacher, starts, goes_on, off_sample, depth)
-    rows_t, slots, prefixes_t, nodes, index = found
+            found, logits_t = _greedy_tree(
+                frames, teacher_all, vocabs[1], teacher, starts, goes_on, off_sample, depth, temperature
+            )
+    rows_t, slots, prefixes_t, nodes, index, log_weights = found
     if not nodes:
         empty = student_logits.new_zeros((0, STOP + 1))
-        return empty, empty
+        return empty, empty, student_logits.new_zeros(0)
     at = torch.tensor(index)
     s = next_byte_logprobs(
         student_logits[torch.from_numpy(frames.rows)[at], torch.from_numpy(frames.student_frames)[at]],
@@ -800,11 +815,12 @@ def teacher_greedy_nodes(
             t = fold_next_bytes(
                 next_byte_logprobs(read, vocabs[1], prefixes_t, temperature=temperature), vocabs[0], nodes
             )
-    return s, t
+    return s, t, torch.tensor(log_weights, dtype=s.dtype).exp()
 
 
-# the nodes found: the teacher's rows, slots and prefixes read there; the nodes' bytes; the entries they start from
-Found = tuple[list[int], list[int], list[bytes], list[bytes], list[int]]
+# the nodes found: the teacher's rows, slots and prefixes read there; the nodes' bytes; the entries they start from;
+# the teacher's log-probability of each node's bytes after its entry
+Found = tuple[list[int], list[int], list[bytes], list[bytes], list[int], list[float]]
 
 
 def _greedy_in_row(
@@ -818,30 +834,31 @@ def _greedy_in_row(
     depth: int,
 ) -> Found:
     """:func:`teacher_greedy_nodes` with the student's vocabulary: the teacher's likeliest next byte, in its row."""
-    found: Found = ([], [], [], [], [])
-    active = [(i, b"") for i in starts]
+    found: Found = ([], [], [], [], [], [])
+    active = [(i, b"", 0.0) for i in starts]
     for _ in range(depth):
         if not active:
             break
-        index = torch.tensor([i for i, _ in active])
+        index = torch.tensor([i for i, _, _ in active])
         rows = torch.from_numpy(frames.rows)[index]
         logits = teacher_all[rows, torch.from_numpy(frames.teacher_positions)[index]]
-        prefixes = [u for _, u in active]
-        best = next_byte_logprobs(logits, vocab, prefixes, temperature=temperature, stop=bool(prefixes[0]))
+        prefixes = [u for _, u, _ in active]
+        logprobs = next_byte_logprobs(logits, vocab, prefixes, temperature=temperature, stop=bool(prefixes[0]))
+        best, bytes_ = logprobs.max(-1)
         going = []
-        for (i, u), byte in zip(active, best.argmax(-1).tolist(), strict=True):
+        for (i, u, weight), byte, logprob in zip(active, bytes_.tolist(), best.tolist(), strict=True):
             node = u + bytes([byte]) if byte < 256 else None  # None: the teacher would stop here
             if node is None or not goes_on(node):
                 continue
             if off_sample(i, node):
-                _add(found, int(frames.rows[i]), int(frames.teacher_positions[i]), node, node, i)
-            going.append((i, node))
+                _add(found, int(frames.rows[i]), int(frames.teacher_positions[i]), node, node, i, weight + logprob)
+            going.append((i, node, weight + logprob))
         active = going
     return found
 
 
-def _add(found: Found, row: int, slot: int, prefix: bytes, node: bytes, entry: int) -> None:
-    for column, value in zip(found, (row, slot, prefix, node, entry), strict=True):
+def _add(found: Found, row: int, slot: int, prefix: bytes, node: bytes, entry: int, log_weight: float) -> None:
+    for column, value in zip(found, (row, slot, prefix, node, entry, log_weight), strict=True):
         column.append(value)  # type: ignore[attr-defined]
 
 
@@ -854,40 +871,48 @@ def _greedy_tree(
     goes_on: Callable[[bytes], bool],
     off_sample: Callable[[int, bytes], bool],
     depth: int,
+    temperature: float,
 ) -> tuple[Found, torch.Tensor]:
     """:func:`teacher_greedy_nodes` with another vocabulary: the teacher's likeliest token at each step, the node
     after it read at a new position (one more forward pass per step, over the text and every path's tokens)."""
     model, batch, family = teacher
-    found: Found = ([], [], [], [], [])
+    found: Found = ([], [], [], [], [], [])
     rows_n, length = batch.input_ids.shape
     extras: list[list[tuple[int, int]]] = [[] for _ in range(rows_n)]  # per row: (token id, parent slot)
     logits = teacher_all
-    active = [(i, int(frames.teacher_positions[i]), b"") for i in starts]  # (entry, slot read, node bytes)
+    active = [(i, int(frames.teacher_positions[i]), b"", 0.0) for i in starts]  # (entry, slot, node, log weight)
     for _ in range(depth):
         going = []
-        for i, slot, u in active:
+        for i, slot, u, weight in active:
             row = int(frames.rows[i])
             unit = int(logits[row, slot].argmax())
             piece = vocab.token_bytes[unit]
             if piece is None or unit in vocab.ends:
                 continue  # the teacher would end the turn
+            steps = next_byte_logprobs(  # log P(piece[k] | piece[:k]) in the teacher's row
+                logits[row, slot].expand(len(piece), -1),
+                vocab,
+                [piece[:k] for k in range(len(piece))],
+                temperature=temperature,
+            )[torch.arange(len(piece)), torch.tensor(list(piece))]
+            along = (weight + steps.cumsum(0)).tolist()
             for k in range(1, len(piece)):  # nodes inside the teacher's token: its row, that token's bytes read
                 node = u + piece[:k]
                 if not goes_on(node):
                     break
                 if off_sample(i, node):
-                    _add(found, row, slot, piece[:k], node, i)
+                    _add(found, row, slot, piece[:k], node, i, along[k - 1])
             else:
                 node = u + piece
                 if goes_on(node):  # the node after the token: a new position reads it
                     extras[row].append((int(family.head_ids[unit]), slot))
-                    going.append((i, length + len(extras[row]) - 1, node))
+                    going.append((i, length + len(extras[row]) - 1, node, along[-1]))
         if not going:
             break
         logits = model(*_tree_inputs(batch, extras))
-        for i, slot, node in going:
+        for i, slot, node, weight in going:
             if off_sample(i, node):
-                _add(found, int(frames.rows[i]), slot, b"", node, i)
+                _add(found, int(frames.rows[i]), slot, b"", node, i, weight)
         active = going
     return found, logits
 
