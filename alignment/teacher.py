@@ -14,7 +14,7 @@ predicts completion token ``k`` (the student logits at input position ``prompt_l
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -165,7 +165,10 @@ def prepare_teacher_batch(
     For each example the student's sampled completion (its ids, unpadded, ending with the end-of-turn or EOS
     token if it finished) is turned back into text: the template's own text between the generation prompt and
     the content (Qwen3's empty ``<think>`` block, a separating space) is taken off the front, the closing token
-    off the end, and a tail cut inside a character (or the rest after an invalid UTF-8 byte) is dropped. The
+    off the end, and a tail cut inside a character (or the rest after an invalid UTF-8 byte) is dropped. The turn
+    ends at the first token that ends a turn (end of turn or EOS): a student that writes its end-of-text token
+    inside an answer has closed its turn there, as generation would have stopped, and the frames after it are
+    masked out (the token is compared as the end of the turn, not left out as text the teacher reads). The
     conversation plus that text is rendered with the teacher's own template (or completion format), and the two
     token sequences are aligned by byte offsets (as in :func:`~alignment.align_renderings`); student frames without a
     teacher position that read the same text are masked out. A completion that closes the turn at once (nothing
@@ -351,7 +354,7 @@ def _aligned_rows(
     for example, ids in zip(examples, completions, strict=True):
         try:
             separator = _separator(student_tok, example, modes[0], kwargs[0]).encode()
-            content, start, finished = _completion_text(student_tok, ids, separator)
+            content, start, finished = _completion_text(student_tok, ids[: _turn_length(student_tok, ids)], separator)
             shown = content or finished  # a sample closed at once is rendered too: does the teacher stop there?
             samples.append((content, start, finished, _with_completion(example, content) if shown else {}))
         except Exception as error:  # raised below, in the order of the examples
@@ -377,8 +380,33 @@ def _aligned_rows(
             rows.append(_unaligned_row(teacher_tok, example, len(ids), modes[1], kwargs[1], byte_frames))
         else:
             template = _template_text(student_tok, separator, start)
-            rows.append(_aligned_row(tokenizers, ids, (content, start, finished), teacher, byte_frames, template))
+            turn = ids[: _turn_length(student_tok, ids)]
+            row = _aligned_row(tokenizers, turn, (content, start, finished), teacher, byte_frames, template)
+            rows.append(_padded(row, len(ids)))
     return rows
+
+
+def _turn_length(tokenizer: FastTokenizer, ids: np.ndarray) -> int:
+    """How many of the completion's ``ids`` belong to the turn: up to its first token that ends the turn (end of
+    turn or EOS), or all of them. A student that writes its end-of-text token inside an answer has ended its turn
+    there, as generation would have stopped: what it writes after that is not the turn's content."""
+    closers = [i for i in (end_of_turn_id(tokenizer), tokenizer_info(tokenizer).eos_id) if i is not None]
+    found = np.flatnonzero(np.isin(np.asarray(ids), np.array(closers, dtype=np.int64)))
+    return int(found[0]) + 1 if len(found) else len(ids)
+
+
+def _padded(row: _Row, frames: int) -> _Row:
+    """``row`` (of a turn's first frames) for a completion of ``frames`` frames: the frames after the turn are
+    masked out."""
+    extra = frames - len(row.positions)
+    if not extra:
+        return row
+    return replace(
+        row,
+        positions=np.r_[row.positions, np.zeros(extra, dtype=np.int64)],
+        mask=np.r_[row.mask, np.zeros(extra, dtype=np.bool_)],
+        student_chunks=np.r_[row.student_chunks, np.full(extra, -1, dtype=np.int64)],
+    )
 
 
 def _aligned_row(

@@ -233,10 +233,11 @@ def test_byte_frames_on_the_identity_path_cover_every_text_byte() -> None:
         assert frames.targets[ends].tolist() == [p[0] for p in pieces[1:]] + [END]
 
 
-def test_a_control_token_sampled_inside_the_completion_is_not_compared() -> None:
-    """Llama 3 sampled its end-of-text token inside an answer: the content spells its name, which the teacher
-    reads as text but the student never did. Those bytes are left out (and no entry asks whether ``901`` stops
-    before them); the text around them is compared as usual."""
+def test_an_end_of_text_token_sampled_inside_the_completion_ends_the_turn() -> None:
+    """Llama 3 sampled its end-of-text token inside an answer: its turn ended there, as generation would have
+    stopped. The teacher reads ``901`` and its own end of turn; ``901`` is asked whether it stops there (END after
+    it) and the frame that wrote the end-of-text token is compared as the end of the turn, so a student cannot
+    leave the loss by writing it; the frames after it are masked out."""
     student, teacher = tokenizer("llama3"), tokenizer("qwen3")
     eos, eot = student.eos_token_id, end_of_turn_id(student)
     ids = [*student.encode("901", add_special_tokens=False), eos, *student.encode(" 5", add_special_tokens=False), eot]
@@ -245,7 +246,34 @@ def test_a_control_token_sampled_inside_the_completion_is_not_compared() -> None
         EXAMPLES[:1], [ids], student_tokenizer=student, teacher_tokenizer=teacher, byte_frames=True
     )
     frames = batch.byte_frames
-    assert "901<|end_of_text|> 5<|im_end|>" in batch.renderings[0].text
+    assert batch.renderings[0].text.endswith("</think>\n\n901<|im_end|>\n")
+    assert batch.mask.tolist() == [[True, True, False, False, False]]
+    closing = batch.renderings[0].end_of_turn[-1]
+    assert batch.positions[0, 1] == closing - 1  # the frame that wrote it reads where the teacher closes its turn
+    assert frames.student_frames.tolist() == [0, 0, 0, 0, 1]
+    assert frames.student_prefixes == (b"", b"9", b"90", b"901", b"")
+    assert frames.targets.tolist() == [*b"901", END, END]
+    assert frames.token_ends.tolist() == [False, False, False, True, False]
+    assert frames.teacher_positions.tolist()[-2:] == [closing - 1, closing - 1]
+    logits = torch.zeros(1, len(ids), len(student)), torch.zeros(*batch.input_ids.shape, len(teacher))
+    vocabs = {"student_vocab": byte_vocab(student), "teacher_vocab": byte_vocab(teacher)}
+    assert torch.isfinite(torch.cat(byte_logprobs(frames, *logits, **vocabs))).all()
+
+
+def test_a_control_token_sampled_inside_the_completion_is_not_compared() -> None:
+    """A control token that does not end the turn (Llama 3's header token) sampled inside an answer: the content
+    spells its name, which the teacher reads as text but the student never did. Those bytes are left out (and no
+    entry asks whether ``901`` stops before them); the text around them is compared as usual."""
+    student, teacher = tokenizer("llama3"), tokenizer("qwen3")
+    header, eot = student.convert_tokens_to_ids("<|start_header_id|>"), end_of_turn_id(student)
+    ids = [*student.encode("901", add_special_tokens=False), header, *student.encode(" 5", add_special_tokens=False)]
+    ids.append(eot)
+    assert student.convert_ids_to_tokens(ids) == ["901", "<|start_header_id|>", "Ġ", "5", "<|eot_id|>"]
+    batch = prepare_teacher_batch(
+        EXAMPLES[:1], [ids], student_tokenizer=student, teacher_tokenizer=teacher, byte_frames=True
+    )
+    frames = batch.byte_frames
+    assert "901<|start_header_id|> 5<|im_end|>" in batch.renderings[0].text
     assert frames.student_frames.tolist() == [0, 0, 0, 2, 3, 2, 3, 4]
     assert frames.student_prefixes == (b"", b"9", b"90", b"", b"", b" ", b"5", b"")
     assert frames.targets.tolist() == [*b"901 5", ord("5"), END, END]
