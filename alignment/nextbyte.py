@@ -278,6 +278,7 @@ def _takes_part(vocab: ByteVocab, prefix: bytes, *, stop: bool) -> bool:
 
 
 _DENSE = 16  # a prefix whose members are more than 1/16 of the units is read with a pass over the whole row
+_PAIR_WIDTH = 16  # an (entry, unit) pair read one by one costs about as much memory as 16 logits of a chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,9 +501,9 @@ def _picked_reads(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The entries that read their members one by one, as flat (entry, member) pairs, a chunk of pairs at a time:
     the chunk's entries, each pair's entry (an index into them), unit and class, and the unit's probability
-    (through the rows' log-sum-exp ``lse``). A chunk holds about as many pairs as a chunk of the losses holds
-    logits, or a single entry."""
-    budget = _default_chunk(1, logits.device)
+    (through the rows' log-sum-exp ``lse``). A pair holds about ten integers and floats while it is read, so a
+    chunk holds a sixteenth as many pairs as a chunk of the losses holds logits, or a single entry."""
+    budget = _default_chunk(_PAIR_WIDTH, logits.device)
     ends = torch.cumsum(plan.count, 0).tolist()
     start, done = 0, 0
     while start < len(ends):
