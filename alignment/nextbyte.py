@@ -41,7 +41,7 @@ from alignment._checks import check_floating, check_in_range, upcast
 from alignment._tokenizer import FastTokenizer, tokenizer_info
 from alignment.errors import AlignmentError
 from alignment.losses import _default_chunk
-from alignment.vocab import end_of_turn_id
+from alignment.vocab import _closing_ids
 
 __all__ = ["END", "STOP", "TEMPLATE", "ByteVocab", "byte_vocab", "fold_next_bytes", "next_byte_logprobs"]
 
@@ -190,7 +190,7 @@ def byte_vocab(tokenizer: FastTokenizer) -> ByteVocab:
         (b',', b'<|im_end|>', [2])
     """
     info = tokenizer_info(tokenizer)
-    ends = frozenset(i for i in (end_of_turn_id(tokenizer), info.eos_id) if i is not None)
+    ends = _closing_ids(tokenizer)
     pieces = tuple(None if info.is_control[i] and i not in ends else piece for i, piece in enumerate(info.token_bytes))
     return ByteVocab(token_bytes=pieces, ends=ends)
 

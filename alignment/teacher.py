@@ -28,7 +28,7 @@ from alignment.nextbyte import END
 from alignment.render import Mode, OnDropped, prompt_messages, render, render_each, render_prompt
 from alignment.spans import decode_bytes, token_byte_spans
 from alignment.types import Chunks, Rendering
-from alignment.vocab import end_of_turn_id
+from alignment.vocab import _closing_ids
 
 __all__ = ["TeacherBatch", "align_teacher_logits", "prepare_teacher_batch", "same_template"]
 
@@ -226,7 +226,7 @@ def prepare_teacher_batch(
             kwargs = dict(student_template_kwargs or {})
             prompt_ids = [render_prompt(student_tokenizer, e, mode=student_mode, **kwargs).input_ids for e in examples]
         info = tokenizer_info(student_tokenizer) if byte_frames else None
-        ends = {end_of_turn_id(student_tokenizer), tokenizer_info(student_tokenizer).eos_id}
+        ends = _closing_ids(student_tokenizer)
         rows = [_identity_row(_as_ids(p), c, info, ends) for p, c in zip(prompt_ids, ids, strict=True)]
         return _collate(rows, ids, _pad_id(student_tokenizer), aligned=False, tokenizer=student_tokenizer)
     tokenizers, modes = (student_tokenizer, teacher_tokenizer), (student_mode, teacher_mode)
@@ -299,8 +299,7 @@ class _Row:
 def _completion_text(tokenizer: FastTokenizer, ids: np.ndarray, separator: bytes) -> tuple[str, int, bool]:
     """The content the student wrote, where it starts in the completion bytes (after the template's
     ``separator``, if the student wrote it), and whether the turn closed."""
-    closers = {end_of_turn_id(tokenizer), tokenizer_info(tokenizer).eos_id} - {None}
-    finished = len(ids) > 0 and int(ids[-1]) in closers
+    finished = len(ids) > 0 and int(ids[-1]) in _closing_ids(tokenizer)
     body = decode_bytes(tokenizer, ids[:-1] if finished else ids)
     start = len(separator) if separator and body.startswith(separator) else 0
     try:
@@ -351,10 +350,11 @@ def _aligned_rows(
     student_tok, teacher_tok = tokenizers
     samples: list[tuple[str, int, bool, dict[str, Any]] | Exception] = []
     separators: list[bytes] = []  # what the student's template writes before the content
-    for example, ids in zip(examples, completions, strict=True):
+    turns = [ids[: _turn_length(student_tok, ids)] for ids in completions]  # up to the first closing token
+    for example, turn in zip(examples, turns, strict=True):
         try:
             separator = _separator(student_tok, example, modes[0], kwargs[0]).encode()
-            content, start, finished = _completion_text(student_tok, ids[: _turn_length(student_tok, ids)], separator)
+            content, start, finished = _completion_text(student_tok, turn, separator)
             shown = content or finished  # a sample closed at once is rendered too: does the teacher stop there?
             samples.append((content, start, finished, _with_completion(example, content) if shown else {}))
         except Exception as error:  # raised below, in the order of the examples
@@ -365,7 +365,7 @@ def _aligned_rows(
     options = {"mode": modes[1], "turns": "last", "on_dropped": on_dropped, **kwargs[1]}
     renderings = iter(render_each(teacher_tok, to_render, empty_ok=True, **options))
     rows = []
-    for example, ids, sample, separator in zip(examples, completions, samples, separators, strict=True):
+    for example, ids, turn, sample, separator in zip(examples, completions, turns, samples, separators, strict=True):
         if isinstance(sample, Exception):
             raise sample
         content, start, finished, rendered = sample
@@ -380,7 +380,6 @@ def _aligned_rows(
             rows.append(_unaligned_row(teacher_tok, example, len(ids), modes[1], kwargs[1], byte_frames))
         else:
             template = _template_text(student_tok, separator, start)
-            turn = ids[: _turn_length(student_tok, ids)]
             row = _aligned_row(tokenizers, turn, (content, start, finished), teacher, byte_frames, template)
             rows.append(_padded(row, len(ids)))
     return rows
@@ -390,8 +389,7 @@ def _turn_length(tokenizer: FastTokenizer, ids: np.ndarray) -> int:
     """How many of the completion's ``ids`` belong to the turn: up to its first token that ends the turn (end of
     turn or EOS), or all of them. A student that writes its end-of-text token inside an answer has ended its turn
     there, as generation would have stopped: what it writes after that is not the turn's content."""
-    closers = [i for i in (end_of_turn_id(tokenizer), tokenizer_info(tokenizer).eos_id) if i is not None]
-    found = np.flatnonzero(np.isin(np.asarray(ids), np.array(closers, dtype=np.int64)))
+    found = np.flatnonzero(np.isin(np.asarray(ids), np.array(sorted(_closing_ids(tokenizer)), dtype=np.int64)))
     return int(found[0]) + 1 if len(found) else len(ids)
 
 
@@ -537,9 +535,7 @@ def _pad_id(tokenizer: FastTokenizer) -> int:
     return 0
 
 
-def _identity_row(
-    prompt: np.ndarray, completion: np.ndarray, info: TokenizerInfo | None, ends: set[int | None]
-) -> _Row:
+def _identity_row(prompt: np.ndarray, completion: np.ndarray, info: TokenizerInfo | None, ends: frozenset[int]) -> _Row:
     """The teacher reads the student's own ids; frame ``k`` is position ``len(prompt) - 1 + k``. With ``info``,
     byte frames: every byte of every completion token that is text (not a control token), and
     :data:`~alignment.nextbyte.END` at a closing token; then, for each text token followed by text or a closing

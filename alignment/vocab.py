@@ -38,6 +38,11 @@ def end_of_turn_id(tokenizer: FastTokenizer) -> int | None:
 _END_OF_TURN: dict[tuple[TokenizerInfo, str | None], int | None] = {}
 
 
+def _closing_ids(tokenizer: FastTokenizer) -> frozenset[int]:
+    """The tokens that end a turn: :func:`end_of_turn_id` and the EOS token (one token for most completion models)."""
+    return frozenset(i for i in (end_of_turn_id(tokenizer), tokenizer_info(tokenizer).eos_id) if i is not None)
+
+
 def _find_end_of_turn(tokenizer: FastTokenizer) -> int | None:
     conversation = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     try:

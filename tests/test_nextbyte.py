@@ -258,6 +258,16 @@ def test_an_end_of_text_token_sampled_inside_the_completion_ends_the_turn() -> N
     logits = torch.zeros(1, len(ids), len(student)), torch.zeros(*batch.input_ids.shape, len(teacher))
     vocabs = {"student_vocab": byte_vocab(student), "teacher_vocab": byte_vocab(teacher)}
     assert torch.isfinite(torch.cat(byte_logprobs(frames, *logits, **vocabs))).all()
+    # in a batch, beside a sample that closes with its end of turn: each row as alone, padded to the longest
+    other = [*student.encode("12", add_special_tokens=False), eot]
+    pair = prepare_teacher_batch(
+        EXAMPLES[:2], [ids, other], student_tokenizer=student, teacher_tokenizer=teacher, byte_frames=True
+    )
+    alone = prepare_teacher_batch(
+        EXAMPLES[1:2], [other], student_tokenizer=student, teacher_tokenizer=teacher, byte_frames=True
+    )
+    assert pair.mask.tolist() == [[True, True, False, False, False], [*alone.mask[0].tolist(), False, False, False]]
+    assert pair.byte_frames.rows.tolist() == [0] * 5 + [1] * len(alone.byte_frames)
 
 
 def test_a_control_token_sampled_inside_the_completion_is_not_compared() -> None:
