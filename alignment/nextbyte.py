@@ -41,7 +41,7 @@ from alignment._checks import check_floating, check_in_range, upcast
 from alignment._tokenizer import FastTokenizer, tokenizer_info
 from alignment.errors import AlignmentError
 from alignment.losses import _default_chunk
-from alignment.vocab import _closing_ids
+from alignment.vocab import _closing_ids, end_of_turn_id
 
 __all__ = ["END", "STOP", "TEMPLATE", "ByteVocab", "byte_vocab", "fold_next_bytes", "next_byte_logprobs"]
 
@@ -59,10 +59,16 @@ class ByteVocab:
         token_bytes: the bytes of each unit (index = logit column); ``None`` for a control token that is never
             text and does not end the turn (such units take no part).
         ends: the units that end the turn (end of turn and EOS): class :data:`END` at a token boundary.
+        other_ends: the units of ``ends`` that the model's chat template does not close a turn with (Llama 3's
+            ``<|end_of_text|>`` beside ``<|eot_id|>``). With ``stop=True`` (the student's side of
+            :func:`~alignment.byte_logprobs`) they are :data:`STOP` at a boundary, a class no teacher puts mass on
+            there, so that a student learns to close its turns as its template does rather than with whichever
+            closing token; elsewhere they are :data:`END`.
     """
 
     token_bytes: tuple[bytes | None, ...]
     ends: frozenset[int]
+    other_ends: frozenset[int] = frozenset()
     _table: np.ndarray = field(init=False, repr=False)
     _lengths: np.ndarray = field(init=False, repr=False)
     _members: dict[tuple[bytes, bool, str], tuple[torch.Tensor | None, torch.Tensor]] = field(init=False, repr=False)
@@ -71,6 +77,10 @@ class ByteVocab:
     _sorted: tuple[list[bytes], np.ndarray] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not self.other_ends <= self.ends:
+            raise AlignmentError(
+                f"other_ends must be a subset of ends, got {sorted(self.other_ends - self.ends)} outside them"
+            )
         width = max((len(b) for b in self.token_bytes if b is not None), default=1)  # at least one column
         table = np.zeros((len(self.token_bytes), width), dtype=np.int16)
         lengths = np.full(len(self.token_bytes), -1, dtype=np.int64)
@@ -93,12 +103,13 @@ class ByteVocab:
         return ByteVocab(
             token_bytes=tuple(self.token_bytes[i] for i in ids),
             ends=frozenset(unit for unit, i in enumerate(ids) if i in self.ends),
+            other_ends=frozenset(unit for unit, i in enumerate(ids) if i in self.other_ends),
         )
 
     def classes(self, prefix: bytes, *, stop: bool = False) -> torch.Tensor:
         """``(V,)`` int64 class of each unit after the bytes ``prefix`` of a token were read: its next byte
         (0..255), :data:`END` for a turn-ending unit at a boundary, with ``stop`` :data:`STOP` for a unit that is
-        exactly ``prefix`` (not empty), else 258 (cannot come next)."""
+        exactly ``prefix`` (not empty) or, at a boundary, one of ``other_ends``, else 258 (cannot come next)."""
         depth = len(prefix)
         begins = self._lengths >= depth
         if depth > self._table.shape[1]:  # longer than any unit
@@ -109,6 +120,8 @@ class ByteVocab:
         classes = np.where(follows, self._table[:, min(depth, self._table.shape[1] - 1)], _DROPPED)
         if not depth:
             classes[list(self.ends)] = END
+            if stop:
+                classes[list(self.other_ends)] = STOP
         elif stop:
             classes[begins & ~follows] = STOP
         return torch.from_numpy(classes.astype(np.int64))
@@ -180,8 +193,8 @@ class ByteVocab:
 
 def byte_vocab(tokenizer: FastTokenizer) -> ByteVocab:
     """The :class:`ByteVocab` of a Hugging Face fast tokenizer: exact bytes of every entry (byte-level ``Ġ``,
-    SentencePiece ``▁`` and ``<0xNN>``); its end-of-turn and EOS tokens end the turn; other control tokens
-    take no part.
+    SentencePiece ``▁`` and ``<0xNN>``); its end-of-turn and EOS tokens end the turn (an EOS that its chat
+    template does not close turns with is one of :attr:`ByteVocab.other_ends`); other control tokens take no part.
 
     Examples:
         >>> from alignment.cli import load_tokenizer
@@ -190,9 +203,9 @@ def byte_vocab(tokenizer: FastTokenizer) -> ByteVocab:
         (b',', b'<|im_end|>', [2])
     """
     info = tokenizer_info(tokenizer)
-    ends = _closing_ids(tokenizer)
+    ends, own = _closing_ids(tokenizer), end_of_turn_id(tokenizer)
     pieces = tuple(None if info.is_control[i] and i not in ends else piece for i, piece in enumerate(info.token_bytes))
-    return ByteVocab(token_bytes=pieces, ends=ends)
+    return ByteVocab(token_bytes=pieces, ends=ends, other_ends=ends - {own} if own is not None else frozenset())
 
 
 def next_byte_logprobs(
@@ -208,7 +221,8 @@ def next_byte_logprobs(
             token boundary).
         temperature: :math:`\tau > 0` dividing the logits.
         stop: also give the class :data:`STOP`: the units that are exactly the prefix read (the token stops
-            there). For the student's side of :func:`byte_logprobs`.
+            there), and at a boundary :attr:`ByteVocab.other_ends`. For the student's side of
+            :func:`byte_logprobs`.
 
     Returns:
         ``(N, 257)`` log-probabilities over the byte values and :data:`END` (``(N, 258)`` with :data:`STOP`;

@@ -98,6 +98,30 @@ def test_restrict_keeps_the_units_bytes_and_ends() -> None:
     assert next_byte_logprobs(torch.zeros(1, 3), small, [b""]).exp()[0, END].item() == pytest.approx(1 / 3)
     with pytest.raises(AlignmentError, match=r"ids must lie in \[0, 7\)"):
         TOY.restrict([7])
+    two = ByteVocab(token_bytes=(b"4", b"<eot>", b"<eos>"), ends=frozenset({1, 2}), other_ends=frozenset({2}))
+    assert two.restrict([2, 0]).other_ends == frozenset({0}) and two.restrict([1, 0]).other_ends == frozenset()
+
+
+def test_a_closing_token_the_template_does_not_end_turns_with_is_taught_away_on_the_students_side() -> None:
+    """Llama 3 closes a chat turn with ``<|eot_id|>``; its ``<|end_of_text|>`` also ends a turn, so the teacher's
+    next byte cannot tell them apart. On the student's side (``stop=True``) the second is STOP at a boundary, a
+    class no teacher has there: the loss moves the student's ending onto its template's token."""
+    vocab = ByteVocab(token_bytes=(b"4", b"<eot>", b"<eos>"), ends=frozenset({1, 2}), other_ends=frozenset({2}))
+    assert vocab.classes(b"").tolist() == [ord("4"), END, END]
+    assert vocab.classes(b"", stop=True).tolist() == [ord("4"), END, STOP]
+    student = torch.log(torch.tensor([[0.2, 0.3, 0.5]])).requires_grad_()
+    probs = next_byte_logprobs(student, vocab, [b""], stop=True).exp()[0]
+    assert probs[[ord("4"), END, STOP]].tolist() == pytest.approx([0.2, 0.3, 0.5])
+    teacher = next_byte_logprobs(torch.log(torch.tensor([[0.2, 0.4, 0.4]])), vocab, [b""])  # ends with 0.8
+    folded = fold_next_bytes(teacher, vocab, [b""])
+    assert folded.exp()[0, END].item() == pytest.approx(0.8) and folded.exp()[0, STOP].item() < 1e-30
+    generalized_jsd(next_byte_logprobs(student, vocab, [b""], stop=True), folded, beta=0.0).backward()
+    assert student.grad[0, 2] > 0 > student.grad[0, 1]  # away from <eos>, towards <eot>
+    llama = byte_vocab(tokenizer("llama3"))
+    assert llama.other_ends == {tokenizer("llama3").eos_token_id} and end_of_turn_id(tokenizer("llama3")) in llama.ends
+    assert byte_vocab(tokenizer("mistral_v3")).other_ends == frozenset()  # closes its turns with its EOS
+    with pytest.raises(AlignmentError, match="other_ends must be a subset of ends"):
+        ByteVocab(token_bytes=(b"4", b"<eos>"), ends=frozenset(), other_ends=frozenset({1}))
 
 
 @pytest.mark.parametrize(
@@ -122,7 +146,8 @@ def test_byte_vocab_of_a_real_tokenizer(name: str) -> None:
     tok = tokenizer(name)
     info, vocab = tokenizer_info(tok), byte_vocab(tok)
     assert len(vocab.token_bytes) == info.vocab_size
-    assert end_of_turn_id(tok) in vocab.ends
+    assert end_of_turn_id(tok) in vocab.ends and end_of_turn_id(tok) not in vocab.other_ends
+    assert vocab.other_ends == vocab.ends - {end_of_turn_id(tok)}
     for unit, piece in enumerate(vocab.token_bytes):
         if info.is_control[unit] and unit not in vocab.ends:
             assert piece is None
@@ -369,10 +394,17 @@ def test_byte_logprobs_run_end_to_end_on_a_real_pair() -> None:
     assert s.shape == t.shape == (len(frames), STOP + 1)
     torch.testing.assert_close(s.exp().sum(-1), torch.ones(len(frames)))
     torch.testing.assert_close(t.exp().sum(-1), torch.ones(len(frames)))
-    # the stop class has mass only inside a student token (its prefix read), never at a boundary
+    # the stop class: inside a student token (its prefix read); at a boundary only the student's end-of-text token
+    # (Llama 3 closes its turns with <|eot_id|>), which the teacher never puts there
     inside = torch.tensor([len(p) > 0 for p in frames.student_prefixes])
     tiny = math.log(torch.finfo(torch.float32).tiny)
-    assert (s[~inside, STOP] == tiny).all() and (t[~inside, STOP] == tiny).all()
+    logprobs = torch.log_softmax(student_logits.detach(), -1)[
+        torch.from_numpy(frames.rows), torch.from_numpy(frames.student_frames)
+    ]
+    taking = [unit for unit, piece in enumerate(s_vocab.token_bytes) if piece is not None]  # the units that count
+    eos = logprobs[:, tokenizer("llama3").eos_token_id] - torch.logsumexp(logprobs[:, taking], -1)
+    torch.testing.assert_close(s[~inside, STOP], eos[~inside])
+    assert (t[~inside, STOP] == tiny).all()
     assert (s[inside, STOP] > tiny).any() and (t[inside, STOP] > tiny).all()  # a folded teacher: bytes go there
     loss = generalized_jsd(s, t)
     loss.backward()
