@@ -404,18 +404,17 @@ class _ClassMass(torch.autograd.Function):
         ):
             flat = probs.new_zeros(len(entries) * (_DROPPED + 1)).index_add_(0, pairs * (_DROPPED + 1) + classes, probs)
             out[entries] = flat.view(len(entries), _DROPPED + 1)[:, :width]
-        ctx.save_for_backward(logits, rows, positions, out, unique, inverse, lse)
+        ctx.save_for_backward(logits, rows, positions, out, unique, inverse, lse, reads, kinds, which)
         ctx.plan, ctx.temperature = plan, temperature
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        logits, rows, positions, out, unique, inverse, lse = ctx.saved_tensors
+        logits, rows, positions, out, unique, inverse, lse, reads, kinds, which = ctx.saved_tensors
         plan, temperature = ctx.plan, ctx.temperature
         incoming = grad_out.new_zeros((len(rows), _DROPPED + 1))  # the dropped class and past width: no gradient
         incoming[:, : out.shape[1]] = grad_out
         totals = lse.new_zeros(len(unique)).index_add_(0, inverse, (grad_out * out).sum(dim=-1))
-        reads, kinds, which = _whole_reads(inverse, plan)
         per_read = incoming.new_zeros((len(reads), _DROPPED + 1)).index_add_(0, which, incoming[plan.whole])
         grad = logits.new_zeros(logits.shape)
         flat = grad.view(-1, logits.shape[-1])
