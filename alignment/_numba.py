@@ -25,7 +25,7 @@ import numpy as np
 
 from alignment.types import Chunks, TokenAlignment
 
-Kernel = Callable[[np.ndarray, np.ndarray], tuple[int, np.ndarray, np.ndarray]]
+Kernel = Callable[[np.ndarray, np.ndarray], tuple[int, np.ndarray]]
 
 
 def align_tiled(student: np.ndarray, teacher: np.ndarray) -> TokenAlignment | None:
@@ -37,12 +37,12 @@ def align_tiled(student: np.ndarray, teacher: np.ndarray) -> TokenAlignment | No
     kernel = _kernel()
     if kernel is None or not len(student) or not len(teacher):
         return None
-    count, pairs, ranges = kernel(np.ascontiguousarray(student), np.ascontiguousarray(teacher))
+    count, out = kernel(np.ascontiguousarray(student), np.ascontiguousarray(teacher))
     if count < 0:
         return None
     return TokenAlignment(
-        pairs=pairs[:count],
-        chunks=Chunks(student=ranges[0, :count], teacher=ranges[1, :count], byte_spans=ranges[2, :count]),
+        pairs=out[0, :count],
+        chunks=Chunks(student=out[1, :count], teacher=out[2, :count], byte_spans=out[3, :count]),
         num_student=len(student),
         num_teacher=len(teacher),
     )
@@ -57,7 +57,7 @@ def enabled() -> bool:
 def _kernel() -> Kernel | None:
     if os.environ.get("ALIGNMENT_NUMBA", "1") == "0" or importlib.util.find_spec("numba") is None:
         return None
-    signature = "Tuple((int64, int64[:, ::1], int64[:, :, ::1]))(int64[:, ::1], int64[:, ::1])"
+    signature = "Tuple((int64, int64[:, :, ::1]))(int64[:, ::1], int64[:, ::1])"
     try:
         import numba
 
@@ -76,37 +76,36 @@ def _kernel() -> Kernel | None:
     return compiled
 
 
-def _merge(student: Any, teacher: Any) -> tuple[int, np.ndarray, np.ndarray]:
-    """Walk both stops; return ``(K, pairs, ranges)``, or ``K = -1`` where the sides do not tile the same bytes.
+def _merge(student: Any, teacher: Any) -> tuple[int, np.ndarray]:
+    """Walk both stops; return ``(K, out)``, or ``K = -1`` where the sides do not tile the same bytes.
 
-    ``pairs[:K]`` are ``(i, j)`` with ``student[i, 1] == teacher[j, 1]``; ``ranges[0 | 1 | 2, :K]`` are the chunks'
-    student tokens, teacher tokens and bytes, each ``[previous cut, this cut)``. Written as plain loops for numba;
-    run as Python it gives the same answers (the tests call it both ways).
+    ``out[0, :K]`` are the pairs ``(i, j)`` with ``student[i, 1] == teacher[j, 1]``; ``out[1 | 2 | 3, :K]`` are the
+    chunks' student tokens, teacher tokens and bytes, each ``[previous cut, this cut)``. One buffer for all four,
+    because each array a compiled function returns costs as much as a few hundred tokens of the walk. Written as
+    plain loops for numba; run as Python it gives the same answers (the tests call it both ways).
     """
     n_s, n_t = student.shape[0], teacher.shape[0]
-    size = min(n_s, n_t)
-    pairs = np.empty((size, 2), np.int64)
-    ranges = np.empty((3, size, 2), np.int64)
+    out = np.empty((4, min(n_s, n_t), 2), np.int64)
     start = student[0, 0]
     if start < 0 or teacher[0, 0] != start or teacher[n_t - 1, 1] != student[n_s - 1, 1]:
-        return -1, pairs, ranges
+        return -1, out
     bad = 0  # each side's [start_0, stop_0, start_1, ...]: every stop past its start, every start at the last stop
     for flat in (student.ravel(), teacher.ravel()):
         for k in range(1, len(flat)):  # counting, not returning at the first bad span, is the faster loop
             before, here = flat[k - 1], flat[k]
             bad += (here <= before) if k & 1 else (here != before)
     if bad:
-        return -1, pairs, ranges
+        return -1, out
     i = j = count = 0
     first_s = first_t = 0
     cut = start
     while i < n_s and j < n_t:  # both sides end at the same byte, so the walk ends with a pair of the last tokens
         stop_s, stop_t = student[i, 1], teacher[j, 1]
         if stop_s == stop_t:
-            pairs[count, 0], pairs[count, 1] = i, j
-            ranges[0, count, 0], ranges[0, count, 1] = first_s, i + 1
-            ranges[1, count, 0], ranges[1, count, 1] = first_t, j + 1
-            ranges[2, count, 0], ranges[2, count, 1] = cut, stop_s
+            out[0, count, 0], out[0, count, 1] = i, j
+            out[1, count, 0], out[1, count, 1] = first_s, i + 1
+            out[2, count, 0], out[2, count, 1] = first_t, j + 1
+            out[3, count, 0], out[3, count, 1] = cut, stop_s
             first_s, first_t, cut = i + 1, j + 1, stop_s
             count += 1
             i += 1
@@ -115,4 +114,4 @@ def _merge(student: Any, teacher: Any) -> tuple[int, np.ndarray, np.ndarray]:
             i += 1
         else:
             j += 1
-    return count, pairs, ranges
+    return count, out

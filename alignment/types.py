@@ -26,7 +26,7 @@ class ChatMessage(TypedDict):
 def _frozen(array: np.ndarray, *, dtype: type, ndim: int, name: str) -> np.ndarray:
     if array.dtype != dtype or array.ndim != ndim:
         raise ValueError(f"{name} must be a {ndim}-d {np.dtype(dtype).name} array, got {array.ndim}-d {array.dtype}")
-    array.flags.writeable = False
+    array.setflags(write=False)  # half the cost of `array.flags.writeable = False`, which builds a flags object
     return array
 
 
@@ -110,8 +110,9 @@ class Chunks:
     byte_spans: np.ndarray
 
     def __post_init__(self) -> None:
-        for name in ("student", "teacher", "byte_spans"):
-            _frozen(getattr(self, name), dtype=np.int64, ndim=2, name=name)
+        _frozen(self.student, dtype=np.int64, ndim=2, name="student")
+        _frozen(self.teacher, dtype=np.int64, ndim=2, name="teacher")
+        _frozen(self.byte_spans, dtype=np.int64, ndim=2, name="byte_spans")
         if not self.student.shape == self.teacher.shape == self.byte_spans.shape:
             raise ValueError(
                 f"student, teacher and byte_spans differ in shape: "
