@@ -277,11 +277,13 @@ def test_the_acceptance_table_compares_aligned_with_same_family_per_pair_and_tea
         record("aligned", "final", 0.30, [1.0, 0.3, 0.7]),  # rose above twice its lowest point: diverged
         record("aligned-branched", "final", 0.55, [1.0, 0.5]),  # above the same-family eval: within
         record("aligned-bytes", "final", 0.55, [1.0, 0.5]),  # an ablation: not held to the bar
+        record("aligned-chain-greedy", "final", 0.45, [1.0, 0.5]),  # held to the bar: 0.9 is not within
     ]
     rows = _acceptance(records)[2:]
     assert rows == [
         "| p | final | aligned | 0.500 | 0.300 | 0.600 | no | no | n/a |",
         "| p | final | aligned-branched | 0.500 | 0.550 | 1.100 | yes | yes | n/a |",
+        "| p | final | aligned-chain-greedy | 0.500 | 0.450 | 0.900 | no | yes | n/a |",
         "| p | matched | aligned | 0.500 | 0.490 | 0.980 | yes | yes | 0.000 |",
     ]
 

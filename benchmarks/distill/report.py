@@ -55,8 +55,8 @@ def _smooth(losses: list[float]) -> bool:
 
 
 def _acceptance(records: list[dict[str, Any]]) -> list[str]:
-    """The acceptance check, per pair, choice of teachers and aligned arm (``aligned``, and ``aligned-branched``
-    where it ran): the aligned students' mean final eval against the same-family students' (within 5 % relative),
+    """The acceptance check, per pair, choice of teachers and aligned arm (those of :data:`ACCEPTED_ARMS` that ran):
+    the aligned students' mean final eval against the same-family students' (within 5 % relative),
     and whether every aligned loss curve stayed finite and never rose above twice its lowest point (no
     divergence)."""
     lines = [
@@ -85,7 +85,9 @@ def _acceptance(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-ACCEPTED_ARMS = ("aligned", "aligned-branched")  # the library's cross-family losses, each held to the bar
+# the cross-family losses held to the bar: the library's next-byte loss, with the teacher's branches, and with the
+# chain rule's weights (prefix_weights) on the sampled path alone or with the teacher's likeliest path too
+ACCEPTED_ARMS = ("aligned", "aligned-branched", "aligned-chain", "aligned-chain-greedy")
 
 
 def _acceptance_section(records: list[dict[str, Any]]) -> list[str]:

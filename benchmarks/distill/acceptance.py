@@ -1,0 +1,144 @@
+"""The acceptance check over the runs of several result files, e.g. seeds run by separate commands.
+
+Run from the repo root::
+
+    python -m benchmarks.distill.acceptance docs/results/distill-a.json docs/results/distill-b.json
+
+Each ``.json`` is read with the ``.md`` beside it, whose ``Configuration:`` line says how its runs were made. Files
+made with different settings (β, steps, warm-up, model size, ...) are refused: only the pairs, arms, seeds and
+choices of teachers may differ. A run present in two files (same pair, arm, teachers and seed) must have the same
+final eval in both, or the files are refused too.
+
+Each aligned arm's seed is compared with the same-family run of its pair, teachers and seed; with final teachers,
+where the same-family student learns from its family's last checkpoint whatever the cross pair, with that of any
+pair with the same student and seed. The table gives, per pair, choice of teachers and arm, the seeds both ran, the
+two means ± std (population, as the run's own pages), their ratio, whether it is within 5 % (an aligned mean above
+the same-family one counts as within), whether every aligned loss curve stayed finite and never rose above twice its
+lowest point, and the naive arm's mean on the same seeds where it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.distill.report import _smooth
+
+VARYING = {"arms", "pairs", "seeds", "teachers", "cache"}  # what may differ between the files combined
+BASELINES = {"same-family", "naive", "sft"}
+
+
+def read_setting(json_path: Path) -> dict[str, str]:
+    """The ``Configuration:`` line of the ``.md`` beside ``json_path``, as ``{key: value text}``."""
+    page = json_path.with_suffix(".md")
+    if not page.is_file():
+        raise SystemExit(f"{json_path}: no {page.name} beside it to say how its runs were made")
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("Configuration: "):
+            return dict(re.findall(r"(\w+)=(\[[^\]]*\]|[^,]+)", line.removeprefix("Configuration: ")))
+    raise SystemExit(f"{page}: no 'Configuration:' line")
+
+
+def combine(paths: Sequence[Path]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The shared setting of ``paths`` and their runs, each once; raises ``SystemExit`` where they disagree."""
+    setting: dict[str, str] | None = None
+    runs: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    for path in paths:
+        here = {k: v for k, v in read_setting(path).items() if k not in VARYING}
+        if setting is None:
+            setting = here
+        elif here != setting:
+            keys = sorted(k for k in setting.keys() | here.keys() if setting.get(k) != here.get(k))
+            differ = ", ".join(f"{k}: {setting.get(k)} vs {here.get(k)}" for k in keys)
+            raise SystemExit(f"{path} was made with another setting than {paths[0]} ({differ})")
+        for record in json.loads(path.read_text(encoding="utf-8")):
+            if "error" in record:
+                continue
+            key = (record["pair"], record["arm"], record.get("teachers", "final"), int(record["seed"]))
+            if key in runs and runs[key]["final_eval"] != record["final_eval"]:
+                raise SystemExit(
+                    f"{path}: {key} ended at {record['final_eval']} here and {runs[key]['final_eval']} in an earlier "
+                    "file: the same run should give the same result"
+                )
+            runs.setdefault(key, record)
+    return setting or {}, list(runs.values())
+
+
+def _baseline(records: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any] | None:
+    """The same-family run ``run`` is measured against: that of its pair, teachers and seed, or with final teachers
+    any pair's with the same student and seed (each family's last checkpoint teaches it, whatever the cross pair)."""
+    teachers, seed = run.get("teachers", "final"), int(run["seed"])
+    candidates = [
+        r for r in records if r["arm"] == "same-family" and r.get("teachers", "final") == teachers and r["seed"] == seed
+    ]
+    for r in candidates:
+        if r["pair"] == run["pair"]:
+            return r
+    if teachers == "final":
+        for r in candidates:
+            if r["student"] == run["student"]:
+                return r
+    return None
+
+
+def table(records: list[dict[str, Any]]) -> list[str]:
+    """The acceptance table's markdown lines."""
+    lines = [
+        "| pair | teachers | arm | seeds | same-family | aligned arm | ratio | within 5 % | curves finite, "
+        "no divergence | naive |",
+        "|---|---|---|---|--:|--:|--:|---|---|--:|",
+    ]
+    groups = sorted({(r["pair"], r.get("teachers", "final"), r["arm"]) for r in records if r["arm"] not in BASELINES})
+    for pair, teachers, arm in groups:
+        runs = sorted(
+            (r for r in records if (r["pair"], r.get("teachers", "final"), r["arm"]) == (pair, teachers, arm)),
+            key=lambda r: int(r["seed"]),
+        )
+        paired = [(run, base) for run in runs if (base := _baseline(records, run)) is not None]
+        if not paired:
+            continue
+        aligned = np.array([run["final_eval"] for run, _ in paired])
+        base = np.array([b["final_eval"] for _, b in paired])
+        ratio = aligned.mean() / base.mean() if base.mean() > 0 else float("nan")
+        smooth = all(_smooth([p["loss"] for p in run["curve"][1:]]) for run, _ in paired)
+        seeds = [int(run["seed"]) for run, _ in paired]
+        naive = [
+            r["final_eval"]
+            for r in records
+            if (r["pair"], r.get("teachers", "final"), r["arm"]) == (pair, teachers, "naive") and r["seed"] in seeds
+        ]
+        lines.append(
+            f"| {pair} | {teachers} | {arm} | {_seeds(seeds)} | {base.mean():.3f} ± {base.std():.3f} | "
+            f"{aligned.mean():.3f} ± {aligned.std():.3f} | {ratio:.3f} | {'yes' if ratio >= 0.95 else 'no'} | "
+            f"{'yes' if smooth else 'no'} | "
+            + (f"{np.mean(naive):.3f} ({len(naive)} seeds)" if naive else "n/a")
+            + " |"
+        )
+    return lines
+
+
+def _seeds(seeds: list[int]) -> str:
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]} to {seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", type=Path, help="distill result files (.json, with their .md beside)")
+    args = parser.parse_args(argv)
+    setting, records = combine(args.files)
+    print("Setting: " + ", ".join(f"{k}={v}" for k, v in sorted(setting.items())))
+    print("Files: " + ", ".join(f"`{p}`" for p in args.files))
+    print()
+    print("\n".join(table(records)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""``python -m benchmarks.distill.acceptance``: the acceptance check over runs that several commands made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.distill.acceptance import combine, main, table
+
+SETTING = "beta=0.0, eval=400, lr=0.003, student_steps=1200, warmup_steps=300"
+
+
+def run(pair: str, arm: str, seed: int, final: float, *, teachers: str = "final", losses=(1.0, 0.5)) -> dict:
+    cross, family = pair.split("->")
+    student = family + "3"
+    teacher = student if arm == "same-family" else cross
+    curve = [{"step": 0, "loss": float("nan"), "eval": 0.0}] + [{"step": k, "loss": x} for k, x in enumerate(losses)]
+    return {
+        "pair": pair,
+        "arm": arm,
+        "seed": seed,
+        "teachers": teachers,
+        "student": student,
+        "teacher": teacher,
+        "final_eval": final,
+        "curve": curve,
+    }
+
+
+def write(folder: Path, name: str, records: list[dict], setting: str = SETTING) -> Path:
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(records))
+    arms = sorted({r["arm"] for r in records})
+    path.with_suffix(".md").write_text(f"# title\n\nConfiguration: arms={arms}, {setting}, seeds=[0, 1]\n")
+    return path
+
+
+def test_seeds_run_by_separate_commands_are_compared_seed_by_seed(tmp_path: Path) -> None:
+    first = write(
+        tmp_path,
+        "a",
+        [
+            run("qwen->llama", "same-family", 0, 0.10),
+            run("qwen->llama", "same-family", 1, 0.08),
+            run("qwen->llama", "aligned", 0, 0.09),
+            run("qwen->llama", "naive", 0, 0.0),
+        ],
+    )
+    second = write(
+        tmp_path,
+        "b",
+        [
+            run("qwen->llama", "same-family", 1, 0.08),  # the same run again: counted once
+            run("qwen->llama", "aligned", 1, 0.09, losses=(1.0, 0.4, 0.9)),  # above twice its lowest: diverged
+            run("deepseek->llama", "aligned", 0, 0.12),  # final teachers: qwen->llama's same-family run of seed 0
+            run("gpt2->mistral", "aligned", 0, 0.3, teachers="byte-matched"),  # no same-family run of its own
+        ],
+    )
+    setting, records = combine([first, second])
+    assert setting == {"beta": "0.0", "eval": "400", "lr": "0.003", "student_steps": "1200", "warmup_steps": "300"}
+    assert len(records) == 7
+    assert table(records)[2:] == [
+        "| deepseek->llama | final | aligned | 0 | 0.100 ± 0.000 | 0.120 ± 0.000 | 1.200 | yes | yes | n/a |",
+        "| qwen->llama | final | aligned | 0, 1 | 0.090 ± 0.010 | 0.090 ± 0.000 | 1.000 | yes | no | 0.000 (1 seeds) |",
+    ]
+
+
+def test_a_ratio_below_the_bar_is_not_within(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "a",
+        [run("qwen->llama", "same-family", s, 0.10) for s in range(3)]
+        + [run("qwen->llama", "aligned-chain", s, 0.094) for s in range(3)],
+    )
+    assert table(combine([path])[1])[2:] == [
+        "| qwen->llama | final | aligned-chain | 0 to 2 | 0.100 ± 0.000 | 0.094 ± 0.000 | 0.940 | no | yes | n/a |"
+    ]
+
+
+def test_files_made_with_another_setting_are_refused(tmp_path: Path) -> None:
+    first = write(tmp_path, "a", [run("qwen->llama", "aligned", 0, 0.1)])
+    second = write(tmp_path, "b", [run("qwen->llama", "aligned", 1, 0.1)], SETTING.replace("beta=0.0", "beta=0.5"))
+    with pytest.raises(SystemExit, match=r"another setting .*\(beta: 0\.0 vs 0\.5\)"):
+        combine([first, second])
+
+
+def test_one_run_with_two_results_is_refused(tmp_path: Path) -> None:
+    first = write(tmp_path, "a", [run("qwen->llama", "aligned", 0, 0.1)])
+    second = write(tmp_path, "b", [run("qwen->llama", "aligned", 0, 0.2)])
+    with pytest.raises(SystemExit, match=r"ended at 0\.2 here and 0\.1 in an earlier file"):
+        combine([first, second])
+
+
+def test_a_result_file_needs_its_page(tmp_path: Path) -> None:
+    path = write(tmp_path, "a", [run("qwen->llama", "aligned", 0, 0.1)])
+    path.with_suffix(".md").unlink()
+    with pytest.raises(SystemExit, match=r"no a\.md beside it"):
+        combine([path])
+
+
+def test_the_command_prints_the_setting_and_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "a", [run("qwen->llama", "same-family", 0, 0.1), run("qwen->llama", "aligned", 0, 0.1)])
+    main([str(path)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Setting: beta=0.0, eval=400, lr=0.003, student_steps=1200, warmup_steps=300"
+    assert out[-1] == "| qwen->llama | final | aligned | 0 | 0.100 ± 0.000 | 0.100 ± 0.000 | 1.000 | yes | yes | n/a |"
