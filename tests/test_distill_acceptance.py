@@ -63,7 +63,8 @@ def test_seeds_run_by_separate_commands_are_compared_seed_by_seed(tmp_path: Path
     assert len(records) == 7
     assert table(records)[2:] == [
         "| deepseek->llama | final | aligned | 0 | 0.100 ± 0.000 | 0.120 ± 0.000 | 1.200 | yes | yes | n/a |",
-        "| qwen->llama | final | aligned | 0, 1 | 0.090 ± 0.010 | 0.090 ± 0.000 | 1.000 | yes | no | 0.000 (1 seeds) |",
+        "| qwen->llama | final | aligned | 0, 1 | 0.090 ± 0.010 | 0.090 ± 0.000 | 1.000 | yes | no "
+        "| 0.000 (1 of 2 seeds) |",
     ]
 
 

@@ -117,7 +117,7 @@ def table(records: list[dict[str, Any]]) -> list[str]:
             f"| {pair} | {teachers} | {arm} | {_seeds(seeds)} | {base.mean():.3f} ± {base.std():.3f} | "
             f"{aligned.mean():.3f} ± {aligned.std():.3f} | {ratio:.3f} | {'yes' if ratio >= 0.95 else 'no'} | "
             f"{'yes' if smooth else 'no'} | "
-            + (f"{np.mean(naive):.3f} ({len(naive)} seeds)" if naive else "n/a")
+            + (f"{np.mean(naive):.3f} ({len(naive)} of {len(seeds)} seeds)" if naive else "n/a")
             + " |"
         )
     return lines
