@@ -107,3 +107,23 @@ def test_the_command_prints_the_setting_and_the_table(tmp_path: Path, capsys: py
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Setting: beta=0.0, eval=400, lr=0.003, student_steps=1200, warmup_steps=300"
     assert out[-1] == "| qwen->llama | final | aligned | 0 | 0.100 ± 0.000 | 0.100 ± 0.000 | 1.000 | yes | yes | n/a |"
+
+
+def test_with_matched_teachers_each_pair_is_measured_against_its_own_same_family_runs(tmp_path: Path) -> None:
+    """Matched teachers depend on the pair: a Llama 3 student's same-family teacher for Qwen3 is not the one for
+    DeepSeek V3, so neither pair borrows the other's same-family runs."""
+    path = write(
+        tmp_path,
+        "a",
+        [
+            run("qwen->llama", "same-family", 0, 0.10, teachers="matched"),
+            run("deepseek->llama", "same-family", 0, 0.05, teachers="matched"),
+            run("qwen->llama", "aligned", 0, 0.10, teachers="matched"),
+            run("deepseek->llama", "aligned", 0, 0.05, teachers="matched"),
+            run("gpt2->llama", "aligned", 0, 0.05, teachers="matched"),  # no same-family run of its own
+        ],
+    )
+    assert table(combine([path])[1])[2:] == [
+        "| deepseek->llama | matched | aligned | 0 | 0.050 ± 0.000 | 0.050 ± 0.000 | 1.000 | yes | yes | n/a |",
+        "| qwen->llama | matched | aligned | 0 | 0.100 ± 0.000 | 0.100 ± 0.000 | 1.000 | yes | yes | n/a |",
+    ]
