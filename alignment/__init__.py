@@ -8,6 +8,7 @@ and match vocabularies by bytes (:func:`vocab_map`).
 from __future__ import annotations
 
 from alignment._byteframes import ByteFrames, byte_logprobs, prefix_weights
+from alignment._paths import TeacherPath, teacher_path_logprobs
 from alignment.align import align_renderings, align_spans
 from alignment.crossvocab import chunk_likelihood_loss, project_logprobs, token_logprobs
 from alignment.errors import (
@@ -39,6 +40,7 @@ __all__ = [
     "Rendering",
     "Span",
     "TeacherBatch",
+    "TeacherPath",
     "TemplateError",
     "TextMismatchError",
     "TokenAlignment",
@@ -69,6 +71,7 @@ __all__ = [
     "render_prompt",
     "reverse_kl",
     "same_template",
+    "teacher_path_logprobs",
     "token_byte_spans",
     "token_logprobs",
     "vocab_map",

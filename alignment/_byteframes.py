@@ -142,17 +142,7 @@ def byte_logprobs(
             "byte_frames=True) and score TeacherBatch.branched_inputs(), or pass branched=False"
         )
     branches = frames.teacher_branches if branched else None
-    for name, logits, index in (
-        ("student_logits", student_logits, frames.student_frames),
-        ("teacher_logits", teacher_logits, frames.teacher_positions if branches is None else branches),
-    ):
-        check_floating(name, logits)
-        if logits.ndim != 3 or (
-            len(frames) and (frames.rows.max() >= logits.shape[0] or index.max() >= logits.shape[1])
-        ):
-            raise AlignmentError(
-                f"{name} must be (B, T, V) and hold every frame of the batch, got {tuple(logits.shape)}"
-            )
+    check_frame_logits(frames, student_logits, teacher_logits, teacher_index=branches)
     device = student_logits.device
     student = _normalised_log(
         _next_byte_mass(
@@ -185,6 +175,28 @@ def byte_logprobs(
         )
     teacher[reading.to(student.device)] = read_bytes.to(student)
     return student, fold_next_bytes(teacher, student_vocab, frames.student_prefixes)
+
+
+def check_frame_logits(
+    frames: ByteFrames,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    *,
+    teacher_index: np.ndarray | None = None,
+) -> None:
+    """Raise unless both sides' logits are floating ``(B, T, V')`` and ``(B, S, W')`` with room for every entry of
+    ``frames`` (on the teacher's side, every index of ``teacher_index``, by default its positions)."""
+    for name, logits, index in (
+        ("student_logits", student_logits, frames.student_frames),
+        ("teacher_logits", teacher_logits, frames.teacher_positions if teacher_index is None else teacher_index),
+    ):
+        check_floating(name, logits)
+        if logits.ndim != 3 or (
+            len(frames) and (frames.rows.max() >= logits.shape[0] or index.max() >= logits.shape[1])
+        ):
+            raise AlignmentError(
+                f"{name} must be (B, T, V) and hold every frame of the batch, got {tuple(logits.shape)}"
+            )
 
 
 def prefix_weights(frames: ByteFrames, teacher_logprobs: torch.Tensor) -> torch.Tensor:

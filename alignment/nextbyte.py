@@ -64,11 +64,15 @@ class ByteVocab:
             :func:`~alignment.byte_logprobs`) they are :data:`STOP` at a boundary, a class no teacher puts mass on
             there, so that a student learns to close its turns as its template does rather than with whichever
             closing token; elsewhere they are :data:`END`.
+        token_ids: the tokenizer id of each unit, where the output layer covers only some tokens (set by
+            :meth:`restrict`); ``None``: unit ``i`` is token ``i``. :func:`~alignment.teacher_path_logprobs` feeds
+            the teacher the tokens it picks by these ids.
     """
 
     token_bytes: tuple[bytes | None, ...]
     ends: frozenset[int]
     other_ends: frozenset[int] = frozenset()
+    token_ids: tuple[int, ...] | None = None
     _table: np.ndarray = field(init=False, repr=False)
     _lengths: np.ndarray = field(init=False, repr=False)
     _members: dict[tuple[bytes, bool, str], tuple[torch.Tensor | None, torch.Tensor]] = field(init=False, repr=False)
@@ -80,6 +84,10 @@ class ByteVocab:
         if not self.other_ends <= self.ends:
             raise AlignmentError(
                 f"other_ends must be a subset of ends, got {sorted(self.other_ends - self.ends)} outside them"
+            )
+        if self.token_ids is not None and len(self.token_ids) != len(self.token_bytes):
+            raise AlignmentError(
+                f"token_ids must give one id per unit ({len(self.token_bytes)}), got {len(self.token_ids)}"
             )
         width = max((len(b) for b in self.token_bytes if b is not None), default=1)  # at least one column
         table = np.zeros((len(self.token_bytes), width), dtype=np.int16)
@@ -104,6 +112,7 @@ class ByteVocab:
             token_bytes=tuple(self.token_bytes[i] for i in ids),
             ends=frozenset(unit for unit, i in enumerate(ids) if i in self.ends),
             other_ends=frozenset(unit for unit, i in enumerate(ids) if i in self.other_ends),
+            token_ids=tuple(ids if self.token_ids is None else (self.token_ids[i] for i in ids)),
         )
 
     def classes(self, prefix: bytes, *, stop: bool = False) -> torch.Tensor:

@@ -17,7 +17,7 @@ student's own family's teacher on the same text (``same-family``, the loss the a
 More rows: the loss with every entry weighted by :func:`~alignment.prefix_weights` (the ``aligned-chain`` arm's
 weights, without its branches); with a teacher of the student's own vocabulary (``llama->llama``), the entries
 inside a token with the teacher read in the student's classes (its ``STOP``: its tokens that are exactly the bytes
-read, which the folded reading leaves out) and the ``aligned-greedy`` arm (:func:`run.teacher_greedy_nodes`; on
+read, which the folded reading leaves out) and the ``aligned-greedy`` arm (:func:`~alignment.teacher_path_logprobs`; on
 other pairs it needs more teacher passes and is left out here). ``--rendered`` makes a teacher of the student's own
 family render and tokenize the text itself (the ``llama->llama-rendered`` control of ``run.py``).
 """
@@ -36,6 +36,7 @@ from alignment import (
     generalized_jsd,
     next_byte_logprobs,
     prefix_weights,
+    teacher_path_logprobs,
 )
 from alignment.nextbyte import END, STOP, TEMPLATE
 from benchmarks.distill import run as distill
@@ -166,8 +167,10 @@ def main() -> None:
         print()
         print(f"inside a student token, the teacher's P(stop): folded {t[inside, STOP].exp().mean():.2e}, read with ")
         print(f"its STOP {teacher_inside[:, STOP].exp().mean():.3f}; the student's {s[inside, STOP].exp().mean():.3f}")
-        greedy_s, greedy_t, _ = distill.teacher_greedy_nodes(frames, student_logits, teacher_logits, vocabs, 1.0)
-        greedy = generalized_jsd(greedy_s, greedy_t, beta=config["beta"], reduction="none")
+        path = teacher_path_logprobs(
+            frames, student_logits, teacher_logits, student_vocab=vocabs[0], teacher_vocab=vocabs[1]
+        )
+        greedy = generalized_jsd(path.student, path.teacher, beta=config["beta"], reduction="none")
         count = len(frames) + len(greedy)
         print()
         print(

@@ -58,7 +58,7 @@ of the teacher's mass its next-byte distribution covers there (one minus :func:`
 ``aligned-ends``, the branched arm with every entry read where a teacher token has just ended read instead at the
 frame that predicts that token (:func:`read_before_token_ends`); ``aligned-greedy``, the aligned arm plus, inside the
 token of every student frame, the nodes of the teacher's likeliest path that the sampled token did not read (read
-at new tree-masked teacher positions where the teacher's tokens are shorter: :func:`teacher_greedy_nodes`);
+at new tree-masked teacher positions where the teacher's tokens are shorter: :func:`~alignment.teacher_path_logprobs`);
 ``aligned-chain``, the branched arm with each entry weighted by the teacher's probability of the bytes the
 student's token has read before it (:func:`~alignment.prefix_weights`: the chain rule of the token-level KL, so that
 the bytes after a first byte the teacher would not have written count by its belief in them);
@@ -102,7 +102,6 @@ from alignment import (
     chunk_likelihood_loss,
     decode_bytes,
     end_of_turn_id,
-    fold_next_bytes,
     generalized_jsd,
     next_byte_logprobs,
     prefix_weights,
@@ -110,6 +109,7 @@ from alignment import (
     project_logprobs,
     render,
     render_prompt,
+    teacher_path_logprobs,
     token_logprobs,
     vocab_projection,
 )
@@ -545,6 +545,11 @@ def teacher_forward(model: TinyLM, batch: Any, *, branched: bool = False) -> tor
     return model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
 
 
+def tree_forward(model: TinyLM, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The teacher's logits over the tree-masked inputs of ``teacher_path_logprobs`` (SDPA reads the boolean mask)."""
+    return model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
+
+
 def spelled_by_head(frames: Any, batch: Any, teacher: Family) -> np.ndarray:
     """Which byte frames read a teacher token its output layer covers (the student's own template text, which no
     teacher token spells, counts as covered): the frames the aligned arms compare."""
@@ -715,236 +720,26 @@ def byte_loss(
             rows_loss = generalized_jsd(s, t, beta=config["beta"], reduction="none", check_finite=False)
             return (rows_loss * prefix_weights(frames, t)).sum() / max(len(frames), 1)
         if arm in ("aligned-greedy", "aligned-chain-greedy"):
-            extra_s, extra_t, extra_w = teacher_greedy_nodes(
+            path = teacher_path_logprobs(
                 frames,
                 student_logits,
                 teacher_all,
-                vocabs,
-                config["temperature"],
-                teacher=None if teacher_model is None else (teacher_model, batch, teacher),
+                student_vocab=vocabs[0],
+                teacher_vocab=vocabs[1],
+                batch=batch,
+                teacher_forward=None if teacher_model is None else functools.partial(tree_forward, teacher_model),
+                temperature=config["temperature"],
+                mask_dtype=torch.bool,
             )
             if arm == "aligned-chain-greedy":  # the chain rule's terms: every entry by its prefix's probability
                 rows_loss = generalized_jsd(s, t, beta=config["beta"], reduction="none", check_finite=False)
-                extra_loss = generalized_jsd(
-                    extra_s, extra_t, beta=config["beta"], reduction="none", check_finite=False
+                path_loss = generalized_jsd(
+                    path.student, path.teacher, beta=config["beta"], reduction="none", check_finite=False
                 )
-                total = (rows_loss * prefix_weights(frames, t)).sum() + (extra_loss * extra_w).sum()
+                total = (rows_loss * prefix_weights(frames, t)).sum() + (path_loss * path.weights).sum()
                 return total / max(len(frames), 1)
-            s, t = torch.cat([s, extra_s]), torch.cat([t, extra_t])
+            s, t = torch.cat([s, path.student]), torch.cat([t, path.teacher])
     return generalized_jsd(s, t, beta=config["beta"], check_finite=False)
-
-
-def teacher_greedy_nodes(
-    frames: Any,
-    student_logits: torch.Tensor,
-    teacher_all: torch.Tensor,
-    vocabs: tuple[ByteVocab, ByteVocab],
-    temperature: float,
-    *,
-    teacher: tuple[TinyLM, Any, Family] | None = None,
-    depth: int = 8,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``aligned-greedy`` arm's extra entries: inside the token of every student frame, the nodes of the
-    teacher's likeliest path that the student's sample did not read, the student read there with :data:`STOP`;
-    and each node's weight, the teacher's probability of its bytes after the frame (the product of its next-byte
-    probabilities along the path; ``aligned-chain-greedy`` weighs each node's term by it).
-
-    The byte-level loss reads a frame's distribution only along the token the student sampled, so the bytes after
-    a first byte the student did not pick are taught only when it picks it; the token-level loss teaches them at
-    every frame. From each entry where both sides start a token (both prefixes empty) the path follows the teacher:
-
-    * with the student's vocabulary (a control pair such as ``llama->llama``), the teacher's row holds every node of
-      the student's token: the path takes the teacher's likeliest next byte there (``next_byte_logprobs(...,
-      stop=True)``), and both sides are read in the student's classes;
-    * otherwise (``teacher`` = its model, the batch and its family), the teacher's likeliest token at each step: the
-      nodes inside it are read in its row, and the node after it at a new position that reads that token in one more
-      forward pass (tree-masked: it sees the text up to the entry and the path's tokens before it); the teacher's
-      next byte is seen through the student's tokens (:func:`~alignment.fold_next_bytes`).
-
-    The path goes on while the student has a token that begins with its bytes and is longer (``depth`` steps at
-    most); its nodes off the sampled token become entries."""
-    same = vocabs[0].token_bytes == vocabs[1].token_bytes
-    if not same and teacher is None:
-        raise ValueError(
-            "a teacher with another vocabulary is read at new positions: pass teacher=(model, batch, family)"
-        )
-    sampled: dict[tuple[int, int], bytes] = {}  # the bytes of the token the student sampled at each frame
-    columns = (frames.rows.tolist(), frames.student_frames.tolist(), frames.student_prefixes, frames.targets.tolist())
-    for row, frame, prefix, target in zip(*columns, strict=True):
-        read = prefix + bytes([target]) if target < 256 else prefix
-        if len(read) > len(sampled.get((row, frame), b"")):
-            sampled[row, frame] = read
-    starts = [
-        i
-        for i, (s_prefix, t_prefix) in enumerate(zip(frames.student_prefixes, frames.teacher_prefixes, strict=True))
-        if not s_prefix and not t_prefix and frames.teacher_positions[i] >= 0 and not frames.token_ends[i]
-    ]
-
-    def goes_on(node: bytes) -> bool:  # the student has a longer token that begins with node
-        return bool(vocabs[0].members(node)[1].numel())
-
-    def off_sample(i: int, node: bytes) -> bool:
-        return not sampled.get((int(frames.rows[i]), int(frames.student_frames[i])), b"").startswith(node)
-
-    with torch.no_grad():
-        if same:
-            found = _greedy_in_row(frames, teacher_all, vocabs[1], temperature, starts, goes_on, off_sample, depth)
-            logits_t = teacher_all
-        else:
-            assert teacher is not None
-            found, logits_t = _greedy_tree(
-                frames, teacher_all, vocabs[1], teacher, starts, goes_on, off_sample, depth, temperature
-            )
-    rows_t, slots, prefixes_t, nodes, index, log_weights = found
-    if not nodes:
-        empty = student_logits.new_zeros((0, STOP + 1))
-        return empty, empty, student_logits.new_zeros(0)
-    at = torch.tensor(index)
-    s = next_byte_logprobs(
-        student_logits[torch.from_numpy(frames.rows)[at], torch.from_numpy(frames.student_frames)[at]],
-        vocabs[0],
-        nodes,
-        temperature=temperature,
-        stop=True,
-    )
-    with torch.no_grad():
-        read = logits_t[torch.tensor(rows_t), torch.tensor(slots)]
-        if same:
-            t = next_byte_logprobs(read, vocabs[1], nodes, temperature=temperature, stop=True)
-        else:
-            t = fold_next_bytes(
-                next_byte_logprobs(read, vocabs[1], prefixes_t, temperature=temperature), vocabs[0], nodes
-            )
-    return s, t, torch.tensor(log_weights, dtype=s.dtype).exp()
-
-
-# the nodes found: the teacher's rows, slots and prefixes read there; the nodes' bytes; the entries they start from;
-# the teacher's log-probability of each node's bytes after its entry
-Found = tuple[list[int], list[int], list[bytes], list[bytes], list[int], list[float]]
-
-
-def _greedy_in_row(
-    frames: Any,
-    teacher_all: torch.Tensor,
-    vocab: ByteVocab,
-    temperature: float,
-    starts: list[int],
-    goes_on: Callable[[bytes], bool],
-    off_sample: Callable[[int, bytes], bool],
-    depth: int,
-) -> Found:
-    """:func:`teacher_greedy_nodes` with the student's vocabulary: the teacher's likeliest next byte, in its row."""
-    found: Found = ([], [], [], [], [], [])
-    active = [(i, b"", 0.0) for i in starts]
-    for _ in range(depth):
-        if not active:
-            break
-        index = torch.tensor([i for i, _, _ in active])
-        rows = torch.from_numpy(frames.rows)[index]
-        logits = teacher_all[rows, torch.from_numpy(frames.teacher_positions)[index]]
-        prefixes = [u for _, u, _ in active]
-        logprobs = next_byte_logprobs(logits, vocab, prefixes, temperature=temperature, stop=bool(prefixes[0]))
-        best, bytes_ = logprobs.max(-1)
-        going = []
-        for (i, u, weight), byte, logprob in zip(active, bytes_.tolist(), best.tolist(), strict=True):
-            node = u + bytes([byte]) if byte < 256 else None  # None: the teacher would stop here
-            if node is None or not goes_on(node):
-                continue
-            if off_sample(i, node):
-                _add(found, int(frames.rows[i]), int(frames.teacher_positions[i]), node, node, i, weight + logprob)
-            going.append((i, node, weight + logprob))
-        active = going
-    return found
-
-
-def _add(found: Found, row: int, slot: int, prefix: bytes, node: bytes, entry: int, log_weight: float) -> None:
-    for column, value in zip(found, (row, slot, prefix, node, entry, log_weight), strict=True):
-        column.append(value)  # type: ignore[attr-defined]
-
-
-def _greedy_tree(
-    frames: Any,
-    teacher_all: torch.Tensor,
-    vocab: ByteVocab,
-    teacher: tuple[TinyLM, Any, Family],
-    starts: list[int],
-    goes_on: Callable[[bytes], bool],
-    off_sample: Callable[[int, bytes], bool],
-    depth: int,
-    temperature: float,
-) -> tuple[Found, torch.Tensor]:
-    """:func:`teacher_greedy_nodes` with another vocabulary: the teacher's likeliest token at each step, the node
-    after it read at a new position (one more forward pass per step, over the text and every path's tokens)."""
-    model, batch, family = teacher
-    found: Found = ([], [], [], [], [], [])
-    rows_n, length = batch.input_ids.shape
-    extras: list[list[tuple[int, int]]] = [[] for _ in range(rows_n)]  # per row: (token id, parent slot)
-    logits = teacher_all
-    active = [(i, int(frames.teacher_positions[i]), b"", 0.0) for i in starts]  # (entry, slot, node, log weight)
-    for _ in range(depth):
-        going = []
-        for i, slot, u, weight in active:
-            row = int(frames.rows[i])
-            unit = int(logits[row, slot].argmax())
-            piece = vocab.token_bytes[unit]
-            if piece is None or unit in vocab.ends:
-                continue  # the teacher would end the turn
-            steps = next_byte_logprobs(  # log P(piece[k] | piece[:k]) in the teacher's row
-                logits[row, slot].expand(len(piece), -1),
-                vocab,
-                [piece[:k] for k in range(len(piece))],
-                temperature=temperature,
-            )[torch.arange(len(piece)), torch.tensor(list(piece))]
-            along = (weight + steps.cumsum(0)).tolist()
-            for k in range(1, len(piece)):  # nodes inside the teacher's token: its row, that token's bytes read
-                node = u + piece[:k]
-                if not goes_on(node):
-                    break
-                if off_sample(i, node):
-                    _add(found, row, slot, piece[:k], node, i, along[k - 1])
-            else:
-                node = u + piece
-                if goes_on(node):  # the node after the token: a new position reads it
-                    extras[row].append((int(family.head_ids[unit]), slot))
-                    going.append((i, length + len(extras[row]) - 1, node, along[-1]))
-        if not going:
-            break
-        logits = model(*_tree_inputs(batch, extras))
-        for i, slot, node, weight in going:
-            if off_sample(i, node):
-                _add(found, int(frames.rows[i]), slot, b"", node, i, weight)
-        active = going
-    return found, logits
-
-
-def _tree_inputs(batch: Any, extras: list[list[tuple[int, int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The teacher's inputs with every row's path tokens after them: ids, a ``(B, 1, S + E, S + E)`` boolean mask
-    (a real position sees what it sees in the plain forward; a path token the real text up to its root, its path's
-    tokens before it and itself) and position ids (one after its parent's)."""
-    rows_n, length = batch.input_ids.shape
-    count = max((len(e) for e in extras), default=0)
-    total = length + count
-    real = batch.attention_mask.bool()
-    positions = torch.zeros((rows_n, total), dtype=torch.int64)
-    positions[:, :length] = (real.long().cumsum(-1) - 1).clamp_min(0)
-    ids = torch.zeros((rows_n, total), dtype=torch.int64)
-    ids[:, :length] = batch.input_ids
-    keys = torch.arange(length)
-    mask = torch.zeros((rows_n, total, total), dtype=torch.bool)
-    mask[:, :length, :length] = (keys[:, None] >= keys[None, :]) & real[:, None, :]
-    for row, path in enumerate(extras):
-        for e, (token, parent) in enumerate(path):
-            slot = length + e
-            ids[row, slot] = token
-            positions[row, slot] = positions[row, parent] + 1
-            if parent >= length:
-                mask[row, slot] = mask[row, parent]  # what its parent path token sees, and that token
-            else:
-                mask[row, slot, :length] = (keys <= parent) & real[row]
-            mask[row, slot, slot] = True
-        for e in range(len(path), count):
-            mask[row, length + e, length + e] = True  # padding attends to itself
-    return ids, mask[:, None], positions
 
 
 def read_before_token_ends(frames: Any, batch: Any, teacher: Family, vocab: ByteVocab) -> Any:
