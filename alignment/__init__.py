@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alignment._byteframes import ByteFrames, byte_logprobs, prefix_weights
 from alignment._paths import TeacherPath, teacher_path_logprobs
-from alignment.align import align_renderings, align_spans
+from alignment.align import align_renderings, align_spans, align_spans_batch
 from alignment.crossvocab import chunk_likelihood_loss, project_logprobs, token_logprobs
 from alignment.errors import (
     AlignmentError,
@@ -24,13 +24,23 @@ from alignment.nextbyte import ByteVocab, byte_vocab, fold_next_bytes, next_byte
 from alignment.render import render, render_chat, render_completion, render_prompt
 from alignment.spans import decode_bytes, token_byte_spans
 from alignment.teacher import TeacherBatch, align_teacher_logits, prepare_teacher_batch, same_template
-from alignment.types import ChatMessage, Chunks, Rendering, Span, TokenAlignment, VocabMap, VocabProjection
+from alignment.types import (
+    BatchAlignment,
+    ChatMessage,
+    Chunks,
+    Rendering,
+    Span,
+    TokenAlignment,
+    VocabMap,
+    VocabProjection,
+)
 from alignment.vocab import end_of_turn_id, vocab_map, vocab_projection
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AlignmentError",
+    "BatchAlignment",
     "ByteFrames",
     "ByteVocab",
     "ChatMessage",
@@ -51,6 +61,7 @@ __all__ = [
     "__version__",
     "align_renderings",
     "align_spans",
+    "align_spans_batch",
     "align_teacher_logits",
     "byte_logprobs",
     "byte_vocab",

@@ -23,21 +23,22 @@ from typing import Any
 
 import numpy as np
 
-from alignment.types import Chunks, TokenAlignment
+from alignment.types import BatchAlignment, Chunks, TokenAlignment
 
 Kernel = Callable[[np.ndarray, np.ndarray], tuple[int, np.ndarray]]
+Walk = Callable[[np.ndarray, np.ndarray, np.ndarray, int], int]
 
 
 def align_tiled(student: np.ndarray, teacher: np.ndarray) -> TokenAlignment | None:
-    """The alignment of two ``(n, 2)`` int64 span arrays that tile the same bytes, or ``None``.
+    """The alignment of two C-contiguous ``(n, 2)`` int64 span arrays that tile the same bytes, or ``None``.
 
     ``None`` means "not answered here": numba is not in use, a side is empty, or the two sides are not non-empty
     tokens tiling one byte range ``[start, stop)`` with ``start >= 0``. The caller then checks the inputs itself.
     """
-    kernel = _kernel()
-    if kernel is None or not len(student) or not len(teacher):
+    kernels = _kernels()
+    if kernels is None or not len(student) or not len(teacher):
         return None
-    count, out = kernel(np.ascontiguousarray(student), np.ascontiguousarray(teacher))
+    count, out = kernels[0](student, teacher)
     if count < 0:
         return None
     return TokenAlignment(
@@ -48,23 +49,59 @@ def align_tiled(student: np.ndarray, teacher: np.ndarray) -> TokenAlignment | No
     )
 
 
+def align_tiled_batch(students: list[np.ndarray], teachers: list[np.ndarray]) -> BatchAlignment | None:
+    """:func:`align_tiled` of every example of a batch (C-contiguous ``(n, 2)`` int64 span arrays, none empty) into
+    one buffer, without a result per example, or ``None`` where numba is not in use or some example is not answered
+    here."""
+    kernels = _kernels()
+    if kernels is None:
+        return None
+    walk = kernels[1]
+    num_student = np.array([len(s) for s in students], dtype=np.int64)
+    num_teacher = np.array([len(t) for t in teachers], dtype=np.int64)
+    out = np.empty((4, int(np.minimum(num_student, num_teacher).sum()), 2), np.int64)
+    counts, total = [], 0
+    for student, teacher in zip(students, teachers, strict=True):
+        count = walk(student, teacher, out, total)
+        if count < 0:
+            return None
+        counts.append(count)
+        total += count
+    offsets = np.zeros(len(students) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return BatchAlignment(
+        pairs=out[0, :total],
+        pair_offsets=offsets,
+        chunks=Chunks(student=out[1, :total], teacher=out[2, :total], byte_spans=out[3, :total]),
+        chunk_offsets=offsets,
+        num_student=num_student,
+        num_teacher=num_teacher,
+    )
+
+
 def enabled() -> bool:
     """Whether :func:`align_tiled` runs compiled in this process (numba imported and compiled, not switched off)."""
-    return _kernel() is not None
+    return _kernels() is not None
 
 
 @functools.cache
-def _kernel() -> Kernel | None:
+def _kernels() -> tuple[Kernel, Walk] | None:
     if os.environ.get("ALIGNMENT_NUMBA", "1") == "0" or importlib.util.find_spec("numba") is None:
         return None
-    signature = "Tuple((int64, int64[:, :, ::1]))(int64[:, ::1], int64[:, ::1])"
     try:
         import numba
+        from numba.extending import register_jitable
 
-        try:
-            compiled: Kernel = numba.njit(signature, cache=True, nogil=True)(_merge)
-        except RuntimeError:  # numba found no writable cache directory: compile for this process only
-            compiled = numba.njit(signature, nogil=True)(_merge)
+        register_jitable(_walk)  # callable from _merge compiled, and still plain Python for the tests
+
+        def compiled(function: Callable[..., Any], signature: str) -> Any:
+            try:
+                return numba.njit(signature, cache=True, nogil=True)(function)
+            except RuntimeError:  # numba found no writable cache directory: compile for this process only
+                return numba.njit(signature, nogil=True)(function)
+
+        merge = compiled(_merge, "Tuple((int64, int64[:, :, ::1]))(int64[:, ::1], int64[:, ::1])")
+        walk = compiled(_walk, "int64(int64[:, ::1], int64[:, ::1], int64[:, :, ::1], int64)")
     except Exception as exc:  # an optional speed-up must not break alignment: numpy gives the same answers
         warnings.warn(
             f"alignment: numba is installed but its compiled merge failed ({type(exc).__name__}: {exc}); "
@@ -73,7 +110,7 @@ def _kernel() -> Kernel | None:
             stacklevel=3,
         )
         return None
-    return compiled
+    return merge, walk
 
 
 def _merge(student: Any, teacher: Any) -> tuple[int, np.ndarray]:
@@ -84,19 +121,26 @@ def _merge(student: Any, teacher: Any) -> tuple[int, np.ndarray]:
     because each array a compiled function returns costs as much as a few hundred tokens of the walk. Written as
     plain loops for numba; run as Python it gives the same answers (the tests call it both ways).
     """
+    out = np.empty((4, min(student.shape[0], teacher.shape[0]), 2), np.int64)
+    return _walk(student, teacher, out, 0), out
+
+
+def _walk(student: Any, teacher: Any, out: Any, base: int) -> int:
+    """Check that both sides tile the same bytes with non-empty tokens, then write their pairs and chunks into
+    ``out[:, base:]``; return how many, or ``-1`` where the sides do not tile the same bytes."""
     n_s, n_t = student.shape[0], teacher.shape[0]
-    out = np.empty((4, min(n_s, n_t), 2), np.int64)
     start = student[0, 0]
     if start < 0 or teacher[0, 0] != start or teacher[n_t - 1, 1] != student[n_s - 1, 1]:
-        return -1, out
+        return -1
     bad = 0  # each side's [start_0, stop_0, start_1, ...]: every stop past its start, every start at the last stop
     for flat in (student.ravel(), teacher.ravel()):
         for k in range(1, len(flat)):  # counting, not returning at the first bad span, is the faster loop
             before, here = flat[k - 1], flat[k]
             bad += (here <= before) if k & 1 else (here != before)
     if bad:
-        return -1, out
-    i = j = count = 0
+        return -1
+    i = j = 0
+    count = base
     first_s = first_t = 0
     cut = start
     while i < n_s and j < n_t:  # both sides end at the same byte, so the walk ends with a pair of the last tokens
@@ -114,4 +158,4 @@ def _merge(student: Any, teacher: Any) -> tuple[int, np.ndarray]:
             i += 1
         else:
             j += 1
-    return count, out
+    return count - base

@@ -10,7 +10,17 @@ from typing import Literal, TypedDict
 
 import numpy as np
 
-__all__ = ["ChatMessage", "Chunks", "Rendering", "Role", "Span", "TokenAlignment", "VocabMap", "VocabProjection"]
+__all__ = [
+    "BatchAlignment",
+    "ChatMessage",
+    "Chunks",
+    "Rendering",
+    "Role",
+    "Span",
+    "TokenAlignment",
+    "VocabMap",
+    "VocabProjection",
+]
 
 Span = tuple[int, int]  # half-open [start, stop)
 Role = Literal["system", "user", "assistant", "tool"]
@@ -155,6 +165,70 @@ class TokenAlignment:
     def teacher_coverage(self) -> float:
         """Share of teacher tokens that have a 1:1 pair (0.0 for no tokens)."""
         return len(self.pairs) / self.num_teacher if self.num_teacher else 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class BatchAlignment:
+    """The :class:`TokenAlignment` of every example of a batch, in flat arrays (:func:`~alignment.align_spans_batch`).
+
+    Example ``b``'s pairs are ``pairs[pair_offsets[b]:pair_offsets[b + 1]]`` and its chunks the same rows of
+    ``chunks`` between ``chunk_offsets[b]`` and ``chunk_offsets[b + 1]``, with token indices counted within the
+    example, as :func:`~alignment.align_spans` gives them; ``batch[b]`` is that :class:`TokenAlignment`. To read
+    padded ``(B, T, V)`` logits at every pair: ``logits[batch.rows, batch.pairs[:, 0]]``.
+
+    Attributes:
+        pairs: ``(K, 2)`` int64 ``(student index, teacher index)`` of every example, one example after another.
+        pair_offsets: ``(B + 1,)`` int64, non-decreasing, from 0 to ``K``.
+        chunks: the chunks of every example, one example after another.
+        chunk_offsets: ``(B + 1,)`` int64, non-decreasing, from 0 to ``len(chunks)``.
+        num_student: ``(B,)`` int64 student tokens of each example.
+        num_teacher: ``(B,)`` int64 teacher tokens of each example.
+    """
+
+    pairs: np.ndarray
+    pair_offsets: np.ndarray
+    chunks: Chunks
+    chunk_offsets: np.ndarray
+    num_student: np.ndarray
+    num_teacher: np.ndarray
+
+    def __post_init__(self) -> None:
+        _frozen(self.pairs, dtype=np.int64, ndim=2, name="pairs")
+        for name in ("pair_offsets", "chunk_offsets", "num_student", "num_teacher"):
+            _frozen(getattr(self, name), dtype=np.int64, ndim=1, name=name)
+        rows = len(self.num_student)
+        for name, total in (("pair_offsets", len(self.pairs)), ("chunk_offsets", len(self.chunks))):
+            offsets = getattr(self, name)
+            if len(offsets) != rows + 1 or offsets[0] != 0 or offsets[-1] != total or (np.diff(offsets) < 0).any():
+                raise ValueError(f"{name} must run from 0 to {total} in {rows + 1} non-decreasing steps")
+        if self.num_teacher.shape != (rows,):
+            raise ValueError(f"num_teacher must have shape ({rows},), got {self.num_teacher.shape}")
+
+    def __len__(self) -> int:
+        return len(self.num_student)
+
+    def __getitem__(self, b: int) -> TokenAlignment:
+        """The :class:`TokenAlignment` of example ``b`` (views of these arrays)."""
+        if not -len(self) <= b < len(self):
+            raise IndexError(f"example {b} is out of range for a batch of {len(self)}")
+        b %= len(self)
+        pairs = slice(int(self.pair_offsets[b]), int(self.pair_offsets[b + 1]))
+        chunks = slice(int(self.chunk_offsets[b]), int(self.chunk_offsets[b + 1]))
+        return TokenAlignment(
+            pairs=self.pairs[pairs],
+            chunks=Chunks(
+                student=self.chunks.student[chunks],
+                teacher=self.chunks.teacher[chunks],
+                byte_spans=self.chunks.byte_spans[chunks],
+            ),
+            num_student=int(self.num_student[b]),
+            num_teacher=int(self.num_teacher[b]),
+        )
+
+    @property
+    def rows(self) -> np.ndarray:
+        """``(K,)`` int64 the example of each pair."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.pair_offsets))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

@@ -7,10 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alignment.align import _align_general, _align_tiled, align_spans
+from alignment import token_byte_spans
+from alignment.align import _align_general, _align_tiled, align_spans, align_spans_batch
 from alignment.errors import AlignmentError, TextMismatchError
-from alignment.types import TokenAlignment
+from alignment.types import BatchAlignment, TokenAlignment
 from tests.strategies import Spans, span_pairs, span_pairs_any_coverage, span_pairs_with_extras
+from tests.tokenizers import load_real
 
 # --- tier 1: hand-computed goldens ---------------------------------------------------------------------------------
 # Each case: student spans, teacher spans, pairs, student chunks, teacher chunks, chunk byte spans.
@@ -352,3 +354,76 @@ def test_large_input_is_vectorised():
     result = align_spans(student, teacher)
     assert len(result.pairs) == len(np.intersect1d(student[:, 1], teacher[:, 1]))
     assert result.chunks.student[-1, 1] == len(student)
+
+
+# --- align_spans_batch -------------------------------------------------------------------------------------------
+def test_a_batch_holds_each_examples_alignment_in_flat_arrays() -> None:
+    student = [[(0, 2), (2, 3)], [(0, 1), (1, 2)], [(5, 6)]]
+    teacher = [[(0, 1), (1, 3)], [(0, 2)], [(5, 6)]]
+    batch = align_spans_batch(student, teacher)
+    assert len(batch) == 3
+    assert batch.pairs.tolist() == [[1, 1], [1, 0], [0, 0]]
+    assert batch.pair_offsets.tolist() == batch.chunk_offsets.tolist() == [0, 1, 2, 3]
+    assert batch.rows.tolist() == [0, 1, 2]
+    assert batch.chunks.byte_spans.tolist() == [[0, 3], [0, 2], [5, 6]]
+    assert batch.num_student.tolist() == [2, 2, 1] and batch.num_teacher.tolist() == [2, 1, 1]
+    for b in range(3):
+        alone = align_spans(student[b], teacher[b])
+        assert batch[b].pairs.tolist() == alone.pairs.tolist()
+        assert batch[b].chunks.student.tolist() == alone.chunks.student.tolist()
+        assert (batch[b].num_student, batch[b].num_teacher) == (alone.num_student, alone.num_teacher)
+    assert batch[-1].chunks.byte_spans.tolist() == [[5, 6]]
+    with pytest.raises(IndexError, match="example 3 is out of range for a batch of 3"):
+        batch[3]
+
+
+def test_an_empty_batch_and_empty_examples() -> None:
+    empty = align_spans_batch([], [])
+    assert len(empty) == 0 and empty.pairs.shape == (0, 2) and empty.pair_offsets.tolist() == [0]
+    batch = align_spans_batch([[], [(0, 1)]], [[], [(0, 1)]])
+    assert batch.pair_offsets.tolist() == [0, 0, 1] and batch[0].num_student == 0
+
+
+def test_a_batch_error_names_the_example() -> None:
+    with pytest.raises(ValueError, match="must hold one entry per example, got 2 and 1"):
+        align_spans_batch([[(0, 1)], [(0, 1)]], [[(0, 1)]])
+    with pytest.raises(ValueError, match=r"^example 1: student_spans must have shape \(n, 2\), got \(3,\)"):
+        align_spans_batch([[(0, 1)], [0, 1, 2]], [[(0, 1)], [(0, 1)]])
+    with pytest.raises(TypeError, match=r"^example 0: teacher_spans must hold integers"):
+        align_spans_batch([[(0, 1)]], [np.array([[0.0, 1.0]])])
+    with pytest.raises(TextMismatchError, match=r"^example 1: student_spans and teacher_spans cover different"):
+        align_spans_batch([[(0, 1)], [(0, 1), (1, 3)]], [[(0, 1)], [(0, 1), (1, 2)]])
+
+
+def test_a_batch_alignment_checks_its_offsets() -> None:
+    batch = align_spans_batch([[(0, 1)]], [[(0, 1)]])
+    fields = {
+        "pairs": batch.pairs,
+        "chunks": batch.chunks,
+        "chunk_offsets": batch.chunk_offsets,
+        "num_student": batch.num_student,
+        "num_teacher": batch.num_teacher,
+    }
+    with pytest.raises(ValueError, match=r"pair_offsets must run from 0 to 1 in 2 non-decreasing steps"):
+        BatchAlignment(pair_offsets=np.array([0, 2]), **fields)
+    with pytest.raises(ValueError, match=r"pair_offsets must be a 1-d int64 array"):
+        BatchAlignment(pair_offsets=np.array([0.0, 1.0]), **fields)
+
+
+@pytest.mark.parametrize(("student", "teacher"), [("gpt2", "smollm2"), ("smollm2", "gpt2")], ids=str)
+def test_a_batch_of_real_tokenizations_is_each_examples_alignment(student: str, teacher: str) -> None:
+    texts = ["What is 1234 + 5678? It is 6912.", "Reverse the word 'café': éfac ☕", "apple fig pear\n\tdone"]
+    s_tok, t_tok = load_real(student), load_real(teacher)
+    sides = [
+        (
+            token_byte_spans(s_tok, s_tok.encode(text, add_special_tokens=False)),
+            token_byte_spans(t_tok, t_tok.encode(text, add_special_tokens=False)),
+        )
+        for text in texts
+    ]
+    batch = align_spans_batch([s for s, _ in sides], [t for _, t in sides])
+    for b, (s, t) in enumerate(sides):
+        alone = align_spans(s, t)
+        assert batch[b].pairs.tolist() == alone.pairs.tolist()
+        assert batch[b].chunks.byte_spans.tolist() == alone.chunks.byte_spans.tolist()
+    assert (batch.rows == np.repeat(np.arange(3), [len(align_spans(s, t).pairs) for s, t in sides])).all()

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alignment import _numba, align_spans
+from alignment import _numba, align_spans, align_spans_batch
 from alignment.errors import TextMismatchError
-from alignment.types import TokenAlignment
+from alignment.types import BatchAlignment, TokenAlignment
 from tests.strategies import span_pairs, span_pairs_any_coverage, span_pairs_with_extras
 
 needs_numba = pytest.mark.skipif(not _numba.enabled(), reason="numba is not installed (the `test` extra has it)")
@@ -31,12 +31,12 @@ needs_numba = pytest.mark.skipif(not _numba.enabled(), reason="numba is not inst
 @contextmanager
 def numpy_only() -> Iterator[None]:
     """Run ``align_spans`` on its numpy path for the duration."""
-    saved = _numba._kernel
-    _numba._kernel = lambda: None  # type: ignore[assignment]
+    saved = _numba._kernels
+    _numba._kernels = lambda: None  # type: ignore[assignment]
     try:
         yield
     finally:
-        _numba._kernel = saved
+        _numba._kernels = saved
 
 
 def same(a: TokenAlignment, b: TokenAlignment) -> None:
@@ -167,9 +167,9 @@ def test_compiles_without_a_cache_directory(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(numba, "njit", njit)
-    kernel = _numba._kernel.__wrapped__()
-    assert kernel is not None
-    count, out = kernel(np.array([[0, 1], [1, 3]]), np.array([[0, 3]]))
+    kernels = _numba._kernels.__wrapped__()
+    assert kernels is not None
+    count, out = kernels[0](np.array([[0, 1], [1, 3]]), np.array([[0, 3]]))
     assert count == 1 and out[0, :1].tolist() == [[1, 0]]
 
 
@@ -182,4 +182,65 @@ def test_a_failing_compile_falls_back_to_numpy_with_a_warning(monkeypatch):
 
     monkeypatch.setattr(numba, "njit", njit)
     with pytest.warns(RuntimeWarning, match=r"compiled merge failed \(ValueError: no LLVM here\).*ALIGNMENT_NUMBA=0"):
-        assert _numba._kernel.__wrapped__() is None
+        assert _numba._kernels.__wrapped__() is None
+
+
+def batch_outcome(pairs: list[tuple[np.ndarray, np.ndarray]]) -> BatchAlignment | Exception:
+    try:
+        return align_spans_batch([s for s, _ in pairs], [t for _, t in pairs])
+    except (ValueError, TypeError) as exc:
+        return exc
+
+
+@needs_numba
+@given(st.lists(st.one_of(span_pairs(), span_pairs_with_extras(), span_pairs_any_coverage()), max_size=5))
+def test_a_batch_is_the_same_with_and_without_the_kernel(batch):
+    # Tilings of the same bytes are walked in one compiled call; anything else sends the batch to numpy, example
+    # by example: the same results, or the same error naming the same example.
+    got = batch_outcome(batch)
+    with numpy_only():
+        expected = batch_outcome(batch)
+    if isinstance(expected, Exception):
+        assert type(got) is type(expected) and str(got) == str(expected)
+        return
+    assert isinstance(got, BatchAlignment) and len(got) == len(batch)
+    for b, (student, teacher) in enumerate(batch):
+        same(got[b], expected[b])
+        same(got[b], align_spans(student, teacher))
+
+
+@needs_numba
+@given(st.lists(span_pairs(), min_size=1, max_size=5), st.integers(0, 2**40))
+def test_a_batch_of_tilings_is_answered_by_the_kernel(batch, offset):
+    batch = [(s + offset, t + offset) for s, t in batch if len(s)]
+    if not batch:
+        return
+    compiled = _numba.align_tiled_batch([s for s, _ in batch], [t for _, t in batch])
+    assert compiled is not None, "tilings of the same bytes must be answered by the kernel"
+    for b, (student, teacher) in enumerate(batch):
+        same(compiled[b], align_spans(student, teacher))
+    for array in (compiled.pairs, compiled.pair_offsets, compiled.chunks.byte_spans, compiled.num_student):
+        assert array.dtype == np.int64 and not array.flags.writeable
+
+
+@given(st.lists(span_pairs(), min_size=1, max_size=4))
+def test_the_walk_run_as_python_writes_each_example_after_the_last(batch):
+    batch = [(s, t) for s, t in batch if len(s)]
+    out = np.full((4, sum(min(len(s), len(t)) for s, t in batch), 2), -7, dtype=np.int64)
+    base = 0
+    for student, teacher in batch:
+        count = _numba._walk(student, teacher, out, base)
+        expected_count, alone = _numba._merge(student, teacher)
+        assert count == expected_count
+        assert out[:, base : base + count].tolist() == alone[:, :count].tolist()
+        base += count
+    assert (out[:, base:] == -7).all()  # nothing written past the last example
+
+
+@needs_numba
+def test_a_batch_with_an_example_the_walk_declines_goes_to_numpy():
+    tiled = (np.array([[0, 1], [1, 3]]), np.array([[0, 3]]))
+    zero_width = (np.array([[0, 1], [1, 1], [1, 3]]), np.array([[0, 3]]))
+    assert _numba.align_tiled_batch([tiled[0], zero_width[0]], [tiled[1], zero_width[1]]) is None
+    batch = align_spans_batch([tiled[0], zero_width[0]], [tiled[1], zero_width[1]])
+    assert batch.pairs.tolist() == [[1, 0], [2, 0]] and batch.pair_offsets.tolist() == [0, 1, 2]

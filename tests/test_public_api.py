@@ -18,6 +18,7 @@ API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 PUBLIC_NAMES = [
     "AlignmentError",
+    "BatchAlignment",
     "ByteFrames",
     "ByteVocab",
     "ChatMessage",
@@ -38,6 +39,7 @@ PUBLIC_NAMES = [
     "__version__",
     "align_renderings",
     "align_spans",
+    "align_spans_batch",
     "align_teacher_logits",
     "byte_logprobs",
     "byte_vocab",
