@@ -90,18 +90,21 @@ def _kernels() -> tuple[Kernel, Walk] | None:
         return None
     try:
         import numba
+        from numba import types
         from numba.extending import register_jitable
 
         register_jitable(_walk)  # callable from _merge compiled, and still plain Python for the tests
 
-        def compiled(function: Callable[..., Any], signature: str) -> Any:
+        def compiled(function: Callable[..., Any], signature: Any) -> Any:
             try:
                 return numba.njit(signature, cache=True, nogil=True)(function)
             except RuntimeError:  # numba found no writable cache directory: compile for this process only
                 return numba.njit(signature, nogil=True)(function)
 
-        merge = compiled(_merge, "Tuple((int64, int64[:, :, ::1]))(int64[:, ::1], int64[:, ::1])")
-        walk = compiled(_walk, "int64(int64[:, ::1], int64[:, ::1], int64[:, :, ::1], int64)")
+        # spans typed read-only, so that frozen arrays (a Rendering's byte_offsets) are taken as they are
+        spans, out = types.Array(types.int64, 2, "C", readonly=True), types.Array(types.int64, 3, "C")
+        merge = compiled(_merge, types.Tuple((types.int64, out))(spans, spans))  # type: ignore[no-untyped-call]
+        walk = compiled(_walk, types.int64(spans, spans, out, types.int64))
     except Exception as exc:  # an optional speed-up must not break alignment: numpy gives the same answers
         warnings.warn(
             f"alignment: numba is installed but its compiled merge failed ({type(exc).__name__}: {exc}); "

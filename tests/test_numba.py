@@ -244,3 +244,15 @@ def test_a_batch_with_an_example_the_walk_declines_goes_to_numpy():
     assert _numba.align_tiled_batch([tiled[0], zero_width[0]], [tiled[1], zero_width[1]]) is None
     batch = align_spans_batch([tiled[0], zero_width[0]], [tiled[1], zero_width[1]])
     assert batch.pairs.tolist() == [[1, 0], [2, 0]] and batch.pair_offsets.tolist() == [0, 1, 2]
+
+
+@needs_numba
+def test_read_only_spans_are_taken_as_they_are():
+    # A Rendering's byte_offsets and a TokenAlignment's arrays are frozen: the kernels read them without a copy.
+    student, teacher = np.array([[0, 1], [1, 3]]), np.array([[0, 3]])
+    for array in (student, teacher):
+        array.setflags(write=False)
+    assert _numba.align_tiled(student, teacher) is not None
+    assert align_spans(student, teacher).pairs.tolist() == [[1, 0]]
+    batch = _numba.align_tiled_batch([student, student], [teacher, teacher])
+    assert batch is not None and batch.pairs.tolist() == [[1, 0], [1, 0]]
