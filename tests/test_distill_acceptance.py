@@ -127,3 +127,31 @@ def test_with_matched_teachers_each_pair_is_measured_against_its_own_same_family
         "| deepseek->llama | matched | aligned | 0 | 0.050 ± 0.000 | 0.050 ± 0.000 | 1.000 | yes | yes | n/a |",
         "| qwen->llama | matched | aligned | 0 | 0.100 ± 0.000 | 0.100 ± 0.000 | 1.000 | yes | yes | n/a |",
     ]
+
+
+def test_baselines_files_give_only_their_same_family_and_naive_runs(tmp_path: Path) -> None:
+    earlier = write(
+        tmp_path,
+        "earlier",
+        [
+            run("qwen->llama", "same-family", 0, 0.10),
+            run("qwen->llama", "naive", 0, 0.0),
+            run("qwen->llama", "aligned", 0, 0.10),  # the arm as an earlier version of the code ran it
+        ],
+    )
+    rerun = write(tmp_path, "rerun", [run("qwen->llama", "aligned", 0, 0.05)])
+    with pytest.raises(SystemExit, match="the same run should give the same result"):
+        combine([rerun, earlier])
+    _, records = combine([rerun], [earlier])
+    assert sorted((r["arm"], r["final_eval"]) for r in records) == [
+        ("aligned", 0.05),
+        ("naive", 0.0),
+        ("same-family", 0.10),
+    ]
+    means = "| 0.100 ± 0.000 | 0.050 ± 0.000 | 0.500 |"
+    assert f"| qwen->llama | final | aligned | 0 {means} no | yes | 0.000 (1 of 1 seeds) |" in table(records)
+    other = write(
+        tmp_path, "other", [run("qwen->llama", "same-family", 0, 0.10)], setting=SETTING.replace("0.0", "0.5")
+    )
+    with pytest.raises(SystemExit, match="another setting"):
+        combine([rerun], [other])

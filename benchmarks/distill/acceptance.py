@@ -7,7 +7,9 @@ Run from the repo root::
 Each ``.json`` is read with the ``.md`` beside it, whose ``Configuration:`` line says how its runs were made. Files
 made with different settings (β, steps, warm-up, model size, ...) are refused: only the pairs, arms, seeds and
 choices of teachers may differ. A run present in two files (same pair, arm, teachers and seed) must have the same
-final eval in both, or the files are refused too.
+final eval in both, or the files are refused too. With ``--baselines FILES`` only the same-family and naive runs of
+those files are read (held to the same setting): an aligned arm rerun with other code is then held to the
+baselines of the earlier command without its earlier runs of that arm.
 
 Each aligned arm's seed is compared with the same-family run of its pair, teachers and seed; with final teachers,
 where the same-family student learns from its family's last checkpoint whatever the cross pair, with that of any
@@ -45,11 +47,16 @@ def read_setting(json_path: Path) -> dict[str, str]:
     raise SystemExit(f"{page}: no 'Configuration:' line")
 
 
-def combine(paths: Sequence[Path]) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """The shared setting of ``paths`` and their runs, each once; raises ``SystemExit`` where they disagree."""
+BASELINE_ARMS = ("same-family", "naive")
+
+
+def combine(paths: Sequence[Path], baselines: Sequence[Path] = ()) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The shared setting of ``paths`` and ``baselines`` and their runs, each once (of ``baselines`` only the
+    :data:`BASELINE_ARMS`); raises ``SystemExit`` where they disagree."""
     setting: dict[str, str] | None = None
     runs: dict[tuple[str, str, str, int], dict[str, Any]] = {}
-    for path in paths:
+    for path in [*paths, *baselines]:
+        only_baselines = path in baselines and path not in paths
         here = {k: v for k, v in read_setting(path).items() if k not in VARYING}
         if setting is None:
             setting = here
@@ -58,7 +65,7 @@ def combine(paths: Sequence[Path]) -> tuple[dict[str, str], list[dict[str, Any]]
             differ = ", ".join(f"{k}: {setting.get(k)} vs {here.get(k)}" for k in keys)
             raise SystemExit(f"{path} was made with another setting than {paths[0]} ({differ})")
         for record in json.loads(path.read_text(encoding="utf-8")):
-            if "error" in record:
+            if "error" in record or (only_baselines and record["arm"] not in BASELINE_ARMS):
                 continue
             key = (record["pair"], record["arm"], record.get("teachers", "final"), int(record["seed"]))
             if key in runs and runs[key]["final_eval"] != record["final_eval"]:
@@ -132,10 +139,19 @@ def _seeds(seeds: list[int]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="distill result files (.json, with their .md beside)")
+    parser.add_argument(
+        "--baselines",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="result files of which only the same-family and naive runs are read",
+    )
     args = parser.parse_args(argv)
-    setting, records = combine(args.files)
+    setting, records = combine(args.files, args.baselines)
     print("Setting: " + ", ".join(f"{k}={v}" for k, v in sorted(setting.items())))
     print("Files: " + ", ".join(f"`{p}`" for p in args.files))
+    if args.baselines:
+        print("Same-family and naive runs also from: " + ", ".join(f"`{p}`" for p in args.baselines))
     print()
     print("\n".join(table(records)))
 
