@@ -59,6 +59,13 @@ class TeacherPath:
     entries: np.ndarray
     nodes: tuple[bytes, ...]
 
+    def __post_init__(self) -> None:
+        count = len(self.nodes)
+        shapes = (tuple(self.student.shape), tuple(self.teacher.shape), tuple(self.weights.shape), self.entries.shape)
+        if shapes != ((count, STOP + 1), (count, STOP + 1), (count,), (count,)):
+            raise ValueError(f"a TeacherPath of {count} nodes needs (N, 258), (N, 258), (N,) and (N,), got {shapes}")
+        self.entries.setflags(write=False)
+
     def __len__(self) -> int:
         return len(self.nodes)
 
@@ -84,8 +91,9 @@ def teacher_path_logprobs(
     student's frame read after :math:`u` (with :data:`~alignment.nextbyte.STOP`), the teacher's next byte after
     :math:`u` folded into the student's classes, and the weight :math:`P_{\text{teacher}}(u)`, the product of the
     teacher's next-byte probabilities along the path. With the entries of :func:`~alignment.byte_logprobs` weighed
-    by :func:`~alignment.prefix_weights`, the sum is the chain rule of the token-level KL over the sampled token's
-    prefixes and the teacher's likeliest ones:
+    by :func:`~alignment.prefix_weights`, the sum follows the chain rule of the token-level KL over the sampled
+    token's prefixes and the teacher's likeliest ones (with ``beta=0``; exactly where those cover every prefix and
+    the teacher is read in the student's classes, as with one vocabulary):
 
     .. math::
         \mathcal{L} = \frac{1}{P}\Big(\sum_{\text{sampled}} w_i\,D(s_i, t_i)

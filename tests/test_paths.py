@@ -496,3 +496,22 @@ def test_restrict_records_the_ids_of_the_units() -> None:
     assert vocab.token_ids is None
     with pytest.raises(AlignmentError, match=r"token_ids must give one id per unit \(2\), got 1"):
         ByteVocab(token_bytes=(b"a", b"b"), ends=frozenset(), token_ids=(0,))
+
+
+def test_a_teacher_path_checks_its_shapes_and_freezes_its_entries() -> None:
+    path = teacher_path_logprobs(
+        one_token(b"78"),
+        torch.zeros(1, 1, 6),
+        torch.tensor([[[0.0, 0.0, 4.0, 1.0, 0.0, 0.0]]]),
+        student_vocab=DIGITS,
+        teacher_vocab=DIGITS,
+    )
+    assert not path.entries.flags.writeable
+    with pytest.raises(ValueError, match=r"a TeacherPath of 1 nodes needs \(N, 258\)"):
+        TeacherPath(
+            student=path.student,
+            teacher=path.teacher,
+            weights=path.weights,
+            entries=np.zeros(1, np.int64),
+            nodes=(b"4",),
+        )
