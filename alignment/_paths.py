@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,9 +19,7 @@ import torch
 from alignment._byteframes import ByteFrames, check_frame_logits
 from alignment.errors import AlignmentError
 from alignment.nextbyte import STOP, ByteVocab, _next_byte_mass, _normalised_log, fold_next_bytes
-
-if TYPE_CHECKING:
-    from alignment.teacher import TeacherBatch
+from alignment.teacher import TeacherBatch, as_mask_dtype, check_mask_dtype
 
 __all__ = ["TeacherPath", "teacher_path_logprobs"]
 
@@ -155,8 +152,7 @@ def teacher_path_logprobs(
     check_frame_logits(frames, student_logits, teacher_logits)
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
-    if not (mask_dtype.is_floating_point or mask_dtype == torch.bool):
-        raise ValueError(f"mask_dtype must be a floating dtype or torch.bool, got {mask_dtype}")
+    check_mask_dtype(mask_dtype)
     same = student_vocab.token_bytes == teacher_vocab.token_bytes
     if not same and (batch is None or teacher_forward is None):
         raise ValueError(
@@ -391,6 +387,4 @@ def _tree_inputs(
         mask[r, slot] = mask[r, parent]
         mask[r, slot, slot] = True  # and itself, before its children copy its row
     mask[:, extra, extra] = True  # padding sees itself
-    if mask_dtype != torch.bool:
-        mask = torch.zeros(mask.shape, dtype=mask_dtype, device=device).masked_fill_(~mask, torch.finfo(mask_dtype).min)
-    return {"input_ids": ids, "attention_mask": mask[:, None], "position_ids": positions}
+    return {"input_ids": ids, "attention_mask": as_mask_dtype(mask, mask_dtype)[:, None], "position_ids": positions}

@@ -105,8 +105,7 @@ class TeacherBatch:
         Raises:
             ValueError: ``mask_dtype`` is neither floating point nor ``torch.bool``.
         """
-        if not (mask_dtype.is_floating_point or mask_dtype == torch.bool):
-            raise ValueError(f"mask_dtype must be a floating dtype or torch.bool, got {mask_dtype}")
+        check_mask_dtype(mask_dtype)
         batch, length = self.input_ids.shape
         count = self.branch_ids.shape[1]
         total = length + count
@@ -117,14 +116,29 @@ class TeacherBatch:
         used = torch.arange(count)[None, :] < self.branch_count[:, None]  # (B, E)
         mask[:, length:, :length] = (keys[None, None, :length] < self.branch_positions[..., None]) & used[..., None]
         mask[:, length:, length:] = torch.eye(count, dtype=torch.bool)  # and itself
-        if mask_dtype != torch.bool:
-            mask = torch.zeros(mask.shape, dtype=mask_dtype).masked_fill_(~mask, torch.finfo(mask_dtype).min)
+        mask = as_mask_dtype(mask, mask_dtype)
         positions = torch.cat([torch.arange(length).expand(batch, length), self.branch_positions], dim=1)
         return {
             "input_ids": torch.cat([self.input_ids, self.branch_ids], dim=1),
             "attention_mask": mask[:, None],
             "position_ids": positions,
         }
+
+
+def check_mask_dtype(mask_dtype: torch.dtype) -> None:
+    """Raise unless ``mask_dtype`` is floating (an additive 4-D attention mask) or ``torch.bool``."""
+    if not (mask_dtype.is_floating_point or mask_dtype == torch.bool):
+        raise ValueError(f"mask_dtype must be a floating dtype or torch.bool, got {mask_dtype}")
+
+
+def as_mask_dtype(allowed: torch.Tensor, mask_dtype: torch.dtype) -> torch.Tensor:
+    """A boolean attention mask (``True`` where a position may attend) in ``mask_dtype``: itself for ``torch.bool``,
+    else additive (0 where it may attend, the dtype's most negative number elsewhere)."""
+    if mask_dtype == torch.bool:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=mask_dtype, device=allowed.device).masked_fill_(
+        ~allowed, torch.finfo(mask_dtype).min
+    )
 
 
 def same_template(

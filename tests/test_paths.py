@@ -39,15 +39,15 @@ from tests.test_teacher import NAMES, tokenizer
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 
 
-def one_token(sampled: bytes, *, position: int = 0) -> ByteFrames:
-    """The entries of one student token ``sampled`` read at frame 0, the teacher reading the same bytes at
-    ``position`` (the same vocabulary on both sides): each byte, then the token's end."""
+def one_token(sampled: bytes) -> ByteFrames:
+    """The entries of one student token ``sampled`` read at frame 0, the teacher reading the same bytes at position
+    0 (the same vocabulary on both sides): each byte, then the token's end."""
     prefixes = tuple(sampled[:k] for k in range(len(sampled) + 1))
     return ByteFrames(
         rows=np.zeros(len(prefixes), dtype=np.int64),
         student_frames=np.zeros(len(prefixes), dtype=np.int64),
         student_prefixes=prefixes,
-        teacher_positions=np.full(len(prefixes), position, dtype=np.int64),
+        teacher_positions=np.zeros(len(prefixes), dtype=np.int64),
         teacher_prefixes=prefixes,
         targets=np.array([*sampled, ord(" ")], dtype=np.int64),
         token_ends=np.array([False] * len(sampled) + [True]),

@@ -541,12 +541,12 @@ def teacher_forward(model: TinyLM, batch: Any, *, branched: bool = False) -> tor
     tokens, then its branches, in one pass; SDPA reads the boolean mask)."""
     if not branched:
         return model(batch.input_ids, batch.attention_mask)
-    inputs = batch.branched_inputs(mask_dtype=torch.bool)
-    return model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
+    return tree_forward(model, batch.branched_inputs(mask_dtype=torch.bool))
 
 
 def tree_forward(model: TinyLM, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The teacher's logits over the tree-masked inputs of ``teacher_path_logprobs`` (SDPA reads the boolean mask)."""
+    """The teacher's logits over inputs with a 4-D mask, those of ``TeacherBatch.branched_inputs()`` or of
+    ``teacher_path_logprobs``'s steps (SDPA reads the boolean mask)."""
     return model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
 
 
