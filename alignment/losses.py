@@ -29,6 +29,7 @@ from alignment._checks import (
     check_same_shape,
     upcast,
 )
+from alignment._workspace import Workspace
 from alignment.errors import AlignmentError
 
 __all__ = ["TopK", "forward_kl", "generalized_jsd", "masked_kl", "reverse_kl"]
@@ -447,18 +448,20 @@ def _rows_and_grads(
     rows = torch.zeros(student.shape[0], dtype=dtype, device=student.device)
     cpu = student.device.type == "cpu"
     scale = float(weight) if cpu else weight  # a Python number costs nothing on CPU and would sync a GPU
+    work = Workspace(dtype, student.device)
     for part in _chunks(student.shape[0], chunk):
         keep = mask[part, None]
         if ids is None:
-            value, grad_q, grad_p = _dense_chunk(student[part], teacher[part], beta, temperature, dtype, need)
+            value, grad_q, grad_p = _dense_chunk(student[part], teacher[part], beta, temperature, need, work)
         else:
             value, grad_q, grad_p = _sparse_chunk(student[part], teacher[part], ids[part], beta, temperature, dtype)
         rows[part] = value.masked_fill_(~keep[:, 0], 0.0)
         every = cpu and bool(keep.all())  # nothing to zero; testing costs nothing on CPU (no device to sync)
-        if grad_student is not None and grad_q is not None:
-            grad_student[part] = grad_q.mul_(scale) if every else grad_q.mul_(scale).masked_fill_(~keep, 0.0)
-        if grad_teacher is not None and grad_p is not None:
-            grad_teacher[part] = grad_p.mul_(scale) if every else grad_p.mul_(scale).masked_fill_(~keep, 0.0)
+        for grad, out in ((grad_q, grad_student), (grad_p, grad_teacher)):
+            if grad is not None and out is not None:  # scaled straight into place: no copy
+                scaled = torch.mul(grad, scale, out=out[part])
+                if not every:
+                    scaled.masked_fill_(~keep, 0.0)
     return rows, grad_student, grad_teacher
 
 
@@ -475,30 +478,44 @@ def _dense_chunk(
     teacher: torch.Tensor,
     beta: float,
     temperature: float,
-    dtype: torch.dtype,
     need: tuple[bool, bool],
+    work: Workspace,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    r"""Row values of :math:`\mathrm{JSD}_\beta` and their gradients with respect to both sides' logits.
+    r"""Row values of :math:`\mathrm{JSD}_\beta` and their gradients with respect to both sides' logits, computed in
+    ``work``'s temporaries (the gradients returned are views of them).
 
     With :math:`L = \beta\,\mathrm{KL}(p\|m) + (1-\beta)\,\mathrm{KL}(q\|m)` the terms through the mixture
     cancel: :math:`\partial L / \partial z_q = (1-\beta)\, q \odot (\log q - \log m - \mathrm{KL}(q\|m)) / \tau`;
     at the end points, :math:`\partial \mathrm{KL}(p\|q) / \partial z_q = (q - p) / \tau`.
     """
-    student, teacher = _scaled(student, temperature, dtype), _scaled(teacher, temperature, dtype)
-    log_q, log_p = torch.log_softmax(student, dim=-1), torch.log_softmax(teacher, dim=-1)
-    q, p = torch.softmax(student, dim=-1), torch.softmax(teacher, dim=-1)  # fused: faster than exp on CPU
+    log_q, log_p, q, p, spare = (work(k, *student.shape) for k in range(5))
+    torch.log_softmax(_scaled_into(student, temperature, work, 5), dim=-1, out=log_q)
+    torch.softmax(_scaled_into(student, temperature, work, 5), dim=-1, out=q)  # fused: faster than exp on CPU
+    torch.log_softmax(_scaled_into(teacher, temperature, work, 5), dim=-1, out=log_p)
+    torch.softmax(_scaled_into(teacher, temperature, work, 5), dim=-1, out=p)
     if beta == 0.0 or beta == 1.0:
         (x, log_x, y, log_y) = (p, log_p, q, log_q) if beta == 0.0 else (q, log_q, p, log_p)
-        terms, value = _terms(x, log_x - log_y)
+        terms, value = _terms(x, torch.sub(log_x, log_y, out=spare))
         grad_x = _over(terms.addcmul_(x, value[:, None], value=-1.0), temperature) if need[beta == 0.0] else None
         grad_y = _over(y.sub_(x), temperature) if need[beta == 1.0] else None
         return (value, grad_y, grad_x) if beta == 0.0 else (value, grad_x, grad_y)
-    log_m = torch.lerp(q, p, beta).log_()
-    (terms_q, kl_q), (terms_p, kl_p) = _terms(q, log_q - log_m), _terms(p, log_p - log_m)
+    log_m = torch.lerp(q, p, beta, out=spare).log_()
+    (terms_q, kl_q), (terms_p, kl_p) = _terms(q, log_q.sub_(log_m)), _terms(p, log_p.sub_(log_m))
     value = beta * kl_p + (1.0 - beta) * kl_q
     grad_q = terms_q.addcmul_(q, kl_q[:, None], value=-1.0).mul_((1.0 - beta) / temperature) if need[0] else None
     grad_p = terms_p.addcmul_(p, kl_p[:, None], value=-1.0).mul_(beta / temperature) if need[1] else None
     return value, grad_q, grad_p
+
+
+def _scaled_into(logits: torch.Tensor, temperature: float, work: Workspace, slot: int) -> torch.Tensor:
+    """``logits / temperature`` in ``work``'s dtype: ``logits`` itself when that changes nothing, else in temporary
+    ``slot`` (converted first)."""
+    if logits.dtype == work.dtype and temperature == 1.0:
+        return logits
+    out = work(slot, *logits.shape)
+    if logits.dtype != out.dtype:
+        logits = out.copy_(logits)
+    return logits if temperature == 1.0 else torch.div(logits, temperature, out=out)
 
 
 def _over(values: torch.Tensor, temperature: float) -> torch.Tensor:

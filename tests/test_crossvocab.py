@@ -214,6 +214,27 @@ def test_project_gradients_match_reference() -> None:
     torch.testing.assert_close(grad_t, expected[1], atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("temperature", [1.0, 1.5])
+@pytest.mark.parametrize("chunk", [1, 4, 100])
+def test_project_in_chunks_equals_one_chunk(
+    dtype: torch.dtype, temperature: float, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of rows (a smaller last chunk included) give the values and gradients of one chunk, bit for bit."""
+    classes_s, classes_t, c = [0, 1, 1, 2, 0, 3, 1], [2, 0, 1, 3, 3], 5
+
+    def run(rows: int) -> tuple[torch.Tensor, ...]:
+        monkeypatch.setattr("alignment.crossvocab._default_chunk", lambda width, device: rows)
+        student = random_logits((3, 7, 7), seed=8, dtype=dtype).requires_grad_()
+        teacher = random_logits((3, 7, 5), seed=9, dtype=dtype).requires_grad_()
+        s, t = project_logprobs(student, teacher, projection(classes_s, classes_t, c), temperature=temperature)
+        weights = random_logits((3, 7, c), seed=10, dtype=s.dtype)
+        return s, t, *torch.autograd.grad(((s + 2 * t) * weights).sum(), (student, teacher))
+
+    for got, expected in zip(run(chunk), run(10_000), strict=True):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
 def test_project_gradcheck() -> None:
     p = projection([0, 1, 1, 0], [1, 2, 0], 4)  # class 3 empty; the student logits carry one padded column
     student = random_logits((2, 5), seed=8).requires_grad_()

@@ -13,6 +13,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from alignment._workspace import Workspace
 from alignment.errors import AlignmentError
 from alignment.losses import TopK, forward_kl, generalized_jsd, masked_kl, reverse_kl
 from tests import reference
@@ -579,3 +580,13 @@ def test_value_errors_are_value_errors() -> None:
     assert issubclass(AlignmentError, ValueError)
     with pytest.raises(ValueError, match="beta"):
         generalized_jsd(S, S, beta=2.0)
+
+
+def test_workspace_hands_out_one_buffer_per_slot_and_grows_it() -> None:
+    work = Workspace(torch.float32, torch.device("cpu"))
+    first = work(0, 4, 3)
+    smaller, other = work(0, 2, 3), work(1, 4, 3)
+    assert first.shape == (4, 3) and smaller.shape == (2, 3) and smaller.data_ptr() == first.data_ptr()
+    assert other.data_ptr() != first.data_ptr() and other.dtype == torch.float32
+    grown = work(0, 5, 3)
+    assert grown.shape == (5, 3) and work(0, 4, 3).data_ptr() == grown.data_ptr()
