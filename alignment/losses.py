@@ -454,7 +454,7 @@ def _rows_and_grads(
         if ids is None:
             value, grad_q, grad_p = _dense_chunk(student[part], teacher[part], beta, temperature, need, work)
         else:
-            value, grad_q, grad_p = _sparse_chunk(student[part], teacher[part], ids[part], beta, temperature, dtype)
+            value, grad_q, grad_p = _sparse_chunk(student[part], teacher[part], ids[part], beta, temperature, work)
         rows[part] = value.masked_fill_(~keep[:, 0], 0.0)
         every = cpu and bool(keep.all())  # nothing to zero; testing costs nothing on CPU (no device to sync)
         for grad, out in ((grad_q, grad_student), (grad_p, grad_teacher)):
@@ -522,11 +522,6 @@ def _over(values: torch.Tensor, temperature: float) -> torch.Tensor:
     return values if temperature == 1.0 else values.div_(temperature)
 
 
-def _scaled(logits: torch.Tensor, temperature: float, dtype: torch.dtype) -> torch.Tensor:
-    logits = logits.to(dtype)
-    return logits if temperature == 1.0 else logits / temperature
-
-
 def _terms(x: torch.Tensor, log_ratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The terms ``x * log_ratio`` of a KL, in place of ``log_ratio``, and their row sums; a term is exactly 0
     where ``x`` is 0. On CPU the zeroing runs only for a chunk whose sums came out NaN (``0 * inf``, which needs a
@@ -544,14 +539,15 @@ def _times(x: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
 
 
 def _sparse_chunk(
-    student: torch.Tensor, teacher: torch.Tensor, ids: torch.Tensor, beta: float, temperature: float, dtype: torch.dtype
+    student: torch.Tensor, teacher: torch.Tensor, ids: torch.Tensor, beta: float, temperature: float, work: Workspace
 ) -> tuple[torch.Tensor, torch.Tensor, None]:
     """Row values and student gradients against a top-k teacher's ``k + 1`` bucket log-probs (the student is
-    reduced to the same buckets: the listed ids, and a tail holding the rest, a floored log-sum-exp)."""
-    log_q_all = torch.log_softmax(_scaled(student, temperature, dtype), dim=-1)
-    log_p = teacher.to(dtype)
-    tail = log_q_all.scatter(-1, ids, -math.inf).logsumexp(dim=-1, keepdim=True)
-    log_q = torch.cat([log_q_all.gather(-1, ids), _floor(tail)], dim=-1)
+    reduced to the same buckets: the listed ids, and a tail holding the rest, floored), computed in ``work``'s
+    temporaries (the gradient returned is a view of one)."""
+    log_q_all = torch.log_softmax(_scaled_into(student, temperature, work, 2), dim=-1, out=work(0, *student.shape))
+    log_p = teacher.to(work.dtype)
+    rest = torch.exp(log_q_all, out=work(1, *student.shape)).scatter_(-1, ids, 0.0)  # the unlisted ids' mass
+    log_q = torch.cat([log_q_all.gather(-1, ids), _floor(rest.sum(dim=-1, keepdim=True).log_())], dim=-1)
     if beta == 0.0:
         value, grad_buckets = _kl(log_p, log_q), log_q.exp() - log_p.exp()
     elif beta == 1.0:
@@ -560,7 +556,7 @@ def _sparse_chunk(
         log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
         value = beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
         grad_buckets = (1.0 - beta) * _kl_grad(log_q, log_m)
-    return value, _unbucket(grad_buckets, log_q_all, log_q, ids) / temperature, None
+    return value, _over(_unbucket(grad_buckets, rest, log_q, ids), temperature), None
 
 
 def _kl(log_x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:
@@ -573,13 +569,12 @@ def _kl_grad(log_x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:
     return _times(x, log_x - log_y - _kl(log_x, log_y)[..., None])
 
 
-def _unbucket(
-    grad_buckets: torch.Tensor, log_q_all: torch.Tensor, log_q: torch.Tensor, ids: torch.Tensor
-) -> torch.Tensor:
-    """Spread gradients with respect to bucket logits over the vocabulary: a listed id takes its bucket's,
-    an unlisted id ``j`` the share ``q_j / q_tail`` (at most 1) of the tail bucket's."""
-    share = (log_q_all - log_q[..., -1:]).clamp_max(0.0).exp()
-    return (share * grad_buckets[..., -1:]).scatter(-1, ids, grad_buckets[..., :-1])
+def _unbucket(grad_buckets: torch.Tensor, rest: torch.Tensor, log_q: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Spread gradients with respect to bucket logits over the vocabulary, in place of ``rest`` (the student's
+    probabilities, 0 at the listed ids): a listed id takes its bucket's, an unlisted id ``j`` the share
+    ``q_j / q_tail`` (at most 1) of the tail bucket's."""
+    share = rest.mul_(torch.exp(-log_q[..., -1:])).clamp_max_(1.0)
+    return share.mul_(grad_buckets[..., -1:]).scatter_(-1, ids, grad_buckets[..., :-1])
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
