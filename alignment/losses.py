@@ -489,10 +489,10 @@ def _dense_chunk(
     at the end points, :math:`\partial \mathrm{KL}(p\|q) / \partial z_q = (q - p) / \tau`.
     """
     log_q, log_p, q, p, spare = (work(k, *student.shape) for k in range(5))
-    torch.log_softmax(_scaled_into(student, temperature, work, 5), dim=-1, out=log_q)
-    torch.softmax(_scaled_into(student, temperature, work, 5), dim=-1, out=q)  # fused: faster than exp on CPU
-    torch.log_softmax(_scaled_into(teacher, temperature, work, 5), dim=-1, out=log_p)
-    torch.softmax(_scaled_into(teacher, temperature, work, 5), dim=-1, out=p)
+    for logits, log_x, x in ((student, log_q, q), (teacher, log_p, p)):
+        scaled = _scaled_into(logits, temperature, work, 5)
+        torch.log_softmax(scaled, dim=-1, out=log_x)
+        torch.softmax(scaled, dim=-1, out=x)  # fused: faster than exp on CPU
     if beta == 0.0 or beta == 1.0:
         (x, log_x, y, log_y) = (p, log_p, q, log_q) if beta == 0.0 else (q, log_q, p, log_p)
         terms, value = _terms(x, torch.sub(log_x, log_y, out=spare))
