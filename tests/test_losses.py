@@ -590,3 +590,21 @@ def test_workspace_hands_out_one_buffer_per_slot_and_grows_it() -> None:
     assert other.data_ptr() != first.data_ptr() and other.dtype == torch.float32
     grown = work(0, 5, 3)
     assert grown.shape == (5, 3) and work(0, 4, 3).data_ptr() == grown.data_ptr()
+
+
+def _large_allocations(teacher_kind: str, beta: float, chunk: int) -> int:
+    """How many operators of one forward + backward allocate at least half of a 4-row chunk's temporary."""
+    student, dense, _ = draw((64, 4096), seed=21, dtype=torch.float32)
+    teacher = top_k(dense, 5) if teacher_kind == "top-k" else dense
+    student.requires_grad_()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        generalized_jsd(student, teacher, beta=beta, chunk_size=chunk).backward()
+    return sum(event.self_cpu_memory_usage >= 4 * 4096 * 4 // 2 for event in profile.events())
+
+
+@pytest.mark.parametrize("teacher_kind", ["dense", "top-k"])
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_chunks_reuse_their_temporaries(teacher_kind: str, beta: float) -> None:
+    """Sixteen chunks allocate no more large tensors than one: a chunk's temporaries are allocated once per call
+    (allocated per chunk, on CPU they were faulted in afresh by every chunk, which cost more than the arithmetic)."""
+    assert _large_allocations(teacher_kind, beta, chunk=4) == _large_allocations(teacher_kind, beta, chunk=64)
