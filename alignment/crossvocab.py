@@ -5,7 +5,9 @@ Two ways to compare a student and a teacher that do not share a vocabulary, at t
 
 * :func:`project_logprobs` maps both next-token distributions onto the classes of a
   :class:`~alignment.VocabProjection`; any same-vocabulary loss (:func:`~alignment.generalized_jsd`,
-  :func:`~alignment.masked_kl`) then applies. Needs the teacher's full distribution (dense logits).
+  :func:`~alignment.masked_kl`) then applies. Needs the teacher's full distribution (dense logits). For those two
+  losses, passing the projection to the loss (``generalized_jsd(student_logits, teacher_logits, mask,
+  projection=projection)``) computes the same in one call, with less memory and time.
 * :func:`chunk_likelihood_loss` compares, chunk by chunk, how likely each model finds the same piece of text
   (ALM-style). Needs only the log-probabilities of the tokens actually read, so it works with an inference
   server that returns only the sampled tokens' logprobs.
@@ -25,20 +27,10 @@ import torch
 
 from alignment._checks import check_dtype, check_floating, check_in_range, upcast
 from alignment.errors import AlignmentError
-from alignment.losses import Reduction, _default_chunk
+from alignment.losses import Reduction, _class_index, _default_chunk
 from alignment.types import VocabProjection
 
 __all__ = ["chunk_likelihood_loss", "project_logprobs", "token_logprobs"]
-
-
-def _class_index(classes: torch.Tensor, width: int, num_classes: int, name: str) -> torch.Tensor:
-    if width < len(classes):
-        raise AlignmentError(
-            f"{name} have {width} entries in the last axis but the tokenizer has {len(classes)} tokens; "
-            "the logits must cover the whole vocabulary"
-        )
-    padding = torch.full((width - len(classes),), num_classes - 1, dtype=torch.int64)  # padded rows: "other"
-    return torch.cat([classes, padding])
 
 
 def _project(logits: torch.Tensor, index: torch.Tensor, num_classes: int, temperature: float) -> torch.Tensor:
@@ -107,6 +99,8 @@ def project_logprobs(
     Feed the pair to any same-vocabulary loss with ``temperature=1`` (the temperature is applied here); with a
     ``"prefix"`` projection the KL between them is the KL between the two models' probabilities of how the next
     text begins. Logits wider than the tokenizer (a padded embedding) put the extra entries in the "other" class.
+    For :func:`~alignment.generalized_jsd` and :func:`~alignment.masked_kl`, pass ``projection=`` to the loss
+    instead: the same result without the two ``(..., C)`` tensors.
 
     Args:
         student_logits: ``(..., V')`` float student logits, ``V' >= V``.
@@ -142,12 +136,8 @@ def project_logprobs(
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
     count = projection.num_classes
-    student_index = _class_index(
-        torch.tensor(projection.student_classes), student_logits.shape[-1], count, "student_logits"
-    )
-    teacher_index = _class_index(
-        torch.tensor(projection.teacher_classes), teacher_logits.shape[-1], count, "teacher_logits"
-    )
+    student_index = _class_index(projection.student_classes, student_logits.shape[-1], count, "student_logits")
+    teacher_index = _class_index(projection.teacher_classes, teacher_logits.shape[-1], count, "teacher_logits")
     return (
         _project(student_logits, student_index, count, temperature),
         _project(teacher_logits, teacher_index, count, temperature),

@@ -4,9 +4,11 @@ Every loss compares, at each position, :math:`q = \mathrm{softmax}(z_s/\tau)` (s
 :math:`p = \mathrm{softmax}(z_t/\tau)` (teacher) and shares one contract: logits are ``(..., V)``; ``mask`` is
 ``(...)`` bool, ``True`` where a position counts; masked positions are exactly ``0`` and have no influence, not even
 through NaN logits; ``-inf`` logits are probability ``0`` (``0 \log 0 = 0``). The teacher may also be sparse,
-a :class:`TopK` as inference servers return it. Positions are processed in chunks inside one autograd function that
-computes each chunk's value and gradient together and keeps only the gradient, so the memory beyond the inputs is
-one tensor the size of the logits that need a gradient (which the backward returns anyway) plus a chunk's temporaries.
+a :class:`TopK` as inference servers return it, or speak another vocabulary, summed with the student's into the
+classes of a :class:`~alignment.VocabProjection` (``projection=``). Positions are processed in chunks inside one
+autograd function that computes each chunk's value and gradient together and keeps only the gradient, so the memory
+beyond the inputs is one tensor the size of the logits that need a gradient (which the backward returns anyway) plus
+a chunk's temporaries.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from alignment._checks import (
 )
 from alignment._workspace import Workspace
 from alignment.errors import AlignmentError
+from alignment.types import VocabProjection
 
 __all__ = ["TopK", "forward_kl", "generalized_jsd", "masked_kl", "reverse_kl"]
 
@@ -85,6 +88,7 @@ def generalized_jsd(
     num_items: int | torch.Tensor | None = None,
     check_finite: bool = True,
     chunk_size: int | None = None,
+    projection: VocabProjection | None = None,
 ) -> torch.Tensor:
     r"""Generalized Jensen-Shannon divergence between teacher and student, with the KLs at the end points.
 
@@ -100,8 +104,9 @@ def generalized_jsd(
     Args:
         student_logits: ``(..., V)`` float logits of the student.
         teacher_logits: ``(..., V)`` float logits of the teacher on the student's positions and vocabulary,
-            or a :class:`TopK` with ``(..., k)`` ids and log-probabilities (``temperature`` must then be ``1``).
-            Teacher gradients are computed when dense teacher logits require them.
+            or a :class:`TopK` with ``(..., k)`` ids and log-probabilities (``temperature`` must then be ``1``);
+            with ``projection``, ``(..., W)`` dense logits over the teacher's own vocabulary. Teacher gradients are
+            computed when dense teacher logits require them.
         mask: ``(...)`` bool, ``True`` where a position counts; ``None`` counts every position.
         beta: weight of the teacher in the mixture, in ``[0, 1]``.
         temperature: :math:`\tau > 0` dividing both sides' logits; no :math:`\tau^2` rescaling.
@@ -113,17 +118,24 @@ def generalized_jsd(
             (one device synchronisation); turn off in hot loops, where such rows give NaN. The ids of a
             :class:`TopK` teacher are always checked (an out-of-range id would fault the device).
         chunk_size: positions per chunk; ``None`` picks about :math:`2^{18}/V` on CPU (each float32 temporary
-            near 1 MiB, in cache) and :math:`2^{24}/V` on an accelerator (near 64 MiB).
+            near 1 MiB, in cache) and :math:`2^{24}/V` on an accelerator (near 64 MiB), ``V`` the wider side.
+        projection: a :class:`~alignment.VocabProjection` of the two tokenizers (from
+            :func:`~alignment.vocab_projection`) when they differ: both distributions are summed into its classes
+            and compared there, as ``generalized_jsd(*project_logprobs(student_logits, teacher_logits, projection,
+            temperature=temperature), mask, beta=beta)`` compares them (equal up to rounding), but chunk by chunk,
+            so no ``(..., C)`` class tensor is returned or kept: one call takes less memory and time than two.
 
     Returns:
         ``(...)`` per-position values for ``"none"``, exactly ``0.0`` where ``mask`` is False, else a scalar;
         float32 for half, bfloat16 and float32 inputs, float64 for float64.
 
     Raises:
-        TypeError: a logits tensor is not floating point, or ``mask`` is not ``torch.bool``.
+        TypeError: a logits tensor is not floating point, ``mask`` is not ``torch.bool``, or ``projection`` is not
+            a :class:`~alignment.VocabProjection`.
         AlignmentError: (a ``ValueError``) shapes disagree, ``beta``, ``temperature`` or an option is out of
-            range, a counted position has NaN or ``+inf`` logits or only ``-inf``, or a top-k id is outside
-            ``[0, V)`` or repeated.
+            range, a counted position has NaN or ``+inf`` logits or only ``-inf``, a top-k id is outside
+            ``[0, V)`` or repeated, or ``projection`` comes with a :class:`TopK` teacher or with logits narrower
+            than its vocabularies.
 
     Examples:
         >>> s, t = torch.tensor([[[0.0, 1.0], [2.0, 0.0]]]), torch.tensor([[[1.0, 0.0], [9.0, 9.0]]])
@@ -147,6 +159,7 @@ def generalized_jsd(
         num_items=num_items,
         check_finite=check_finite,
         chunk_size=chunk_size,
+        projection=projection,
     )
 
 
@@ -161,6 +174,7 @@ def masked_kl(
     num_items: int | torch.Tensor | None = None,
     check_finite: bool = True,
     chunk_size: int | None = None,
+    projection: VocabProjection | None = None,
 ) -> torch.Tensor:
     r"""Kullback-Leibler divergence between teacher and student at the counted positions.
 
@@ -182,6 +196,7 @@ def masked_kl(
         num_items: as in :func:`generalized_jsd`.
         check_finite: as in :func:`generalized_jsd`.
         chunk_size: as in :func:`generalized_jsd`.
+        projection: as in :func:`generalized_jsd`: compare the two distributions over its classes.
 
     Returns:
         ``(...)`` per-position values for ``"none"``, exactly ``0.0`` where ``mask`` is False, else a scalar;
@@ -213,6 +228,7 @@ def masked_kl(
         num_items=num_items,
         check_finite=check_finite,
         chunk_size=chunk_size,
+        projection=projection,
     )
 
 
@@ -226,6 +242,7 @@ def forward_kl(
     num_items: int | torch.Tensor | None = None,
     check_finite: bool = True,
     chunk_size: int | None = None,
+    projection: VocabProjection | None = None,
 ) -> torch.Tensor:
     r"""KL(teacher ‖ student): :func:`masked_kl` with ``direction="forward"``; arguments as there.
 
@@ -243,6 +260,7 @@ def forward_kl(
         num_items=num_items,
         check_finite=check_finite,
         chunk_size=chunk_size,
+        projection=projection,
     )
 
 
@@ -256,6 +274,7 @@ def reverse_kl(
     num_items: int | torch.Tensor | None = None,
     check_finite: bool = True,
     chunk_size: int | None = None,
+    projection: VocabProjection | None = None,
 ) -> torch.Tensor:
     r"""KL(student ‖ teacher): :func:`masked_kl` with ``direction="reverse"``; arguments as there.
 
@@ -273,6 +292,7 @@ def reverse_kl(
         num_items=num_items,
         check_finite=check_finite,
         chunk_size=chunk_size,
+        projection=projection,
     )
 
 
@@ -287,6 +307,7 @@ def _loss(
     num_items: int | torch.Tensor | None,
     check_finite: bool,
     chunk_size: int | None,
+    projection: VocabProjection | None,
 ) -> torch.Tensor:
     """Validate the shared arguments, run the chunked divergence over flattened positions, then reduce."""
     check_floating("student_logits", student_logits)
@@ -303,11 +324,20 @@ def _loss(
         mask = torch.ones(batch_shape, dtype=torch.bool, device=student_logits.device)
     check_mask(mask, batch_shape)
     ids: torch.Tensor | None
+    classes: _Classes | None = None
     if isinstance(teacher_logits, TopK):
+        if projection is not None:
+            raise AlignmentError(
+                "projection needs the teacher's dense logits over its own vocabulary, got a TopK teacher; "
+                "a top-k list cannot be summed into classes (its tail is unknown)"
+            )
         teacher, ids = _topk_teacher(teacher_logits, mask, vocab=vocab, temperature=temperature)
     elif isinstance(teacher_logits, torch.Tensor):
         check_floating("teacher_logits", teacher_logits)
-        check_same_shape("teacher_logits", teacher_logits, student_logits.shape, like="student_logits")
+        if projection is None:
+            check_same_shape("teacher_logits", teacher_logits, student_logits.shape, like="student_logits")
+        else:
+            classes = _classes(projection, student_logits, teacher_logits)
         teacher, ids = teacher_logits, None
     else:
         raise TypeError(f"teacher_logits must be a torch.Tensor or a TopK, got {type(teacher_logits).__name__}")
@@ -327,10 +357,50 @@ def _loss(
         weight,
         beta,
         temperature,
-        chunk_size or _default_chunk(vocab, student_logits.device),
+        chunk_size or _default_chunk(max(vocab, teacher.shape[-1]), student_logits.device),
         torch.is_grad_enabled(),
+        classes,
     )
     return _reduce(rows.reshape(batch_shape), reduction, denominator)
+
+
+@dataclass(frozen=True, slots=True)
+class _Classes:
+    """A :class:`~alignment.types.VocabProjection` on the logits' device: each logit's class on either side (logits
+    wider than the tokenizer put the extra entries in the last class, "other"), and the number of classes."""
+
+    student: torch.Tensor
+    teacher: torch.Tensor
+    count: int
+
+
+def _classes(projection: VocabProjection, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> _Classes:
+    """Check logits against a projection and return its classes as index tensors on their device."""
+    if not isinstance(projection, VocabProjection):
+        kind = type(projection).__name__
+        raise TypeError(f"projection must be a VocabProjection (from vocab_projection), got {kind}")
+    if student_logits.shape[:-1] != teacher_logits.shape[:-1]:
+        raise AlignmentError(
+            f"student_logits and teacher_logits must agree in all but the last axis, got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    count, device = projection.num_classes, student_logits.device
+    student = _class_index(projection.student_classes, student_logits.shape[-1], count, "student_logits")
+    teacher = _class_index(projection.teacher_classes, teacher_logits.shape[-1], count, "teacher_logits")
+    return _Classes(student.to(device), teacher.to(device), count)
+
+
+def _class_index(classes: Any, width: int, num_classes: int, name: str) -> torch.Tensor:
+    """``(width,)`` int64 class of each logit: the tokenizer's ``classes``, then the last class ("other") for the
+    entries of a padded embedding beyond them. Raises :class:`AlignmentError` when the logits are narrower."""
+    if width < len(classes):
+        raise AlignmentError(
+            f"{name} have {width} entries in the last axis but the tokenizer has {len(classes)} tokens; "
+            "the logits must cover the whole vocabulary"
+        )
+    index = torch.full((width,), num_classes - 1, dtype=torch.int64)
+    index[: len(classes)] = torch.tensor(classes, dtype=torch.int64)
+    return index
 
 
 def _topk_teacher(
@@ -392,11 +462,12 @@ class _ChunkedDivergence(torch.autograd.Function):
         temperature: float,
         chunk: int,
         grad_enabled: bool,
+        classes: _Classes | None,
     ) -> torch.Tensor:
         ctx.save_for_backward(student, teacher, ids, mask, weight)
-        ctx.options = (beta, temperature, chunk)
+        ctx.options = (beta, temperature, chunk, classes)
         need = (grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1])
-        rows, *grads = _rows_and_grads(student, teacher, ids, mask, weight, beta, temperature, chunk, need=need)
+        rows, *grads = _rows_and_grads(student, teacher, ids, mask, weight, *ctx.options, need=need)
         ctx.grads = grads
         return rows
 
@@ -412,7 +483,7 @@ class _ChunkedDivergence(torch.autograd.Function):
             for grad in grads:  # by chunks: a low-precision gradient times a float32 scale makes float32 temporaries
                 for part in [] if grad is None else _chunks(grad.shape[0], ctx.options[2]):
                     grad[part].mul_(scale[part])
-        return grads[0], grads[1], None, None, None, None, None, None, None
+        return grads[0], grads[1], None, None, None, None, None, None, None, None
 
 
 def _rows_and_grads(
@@ -424,16 +495,18 @@ def _rows_and_grads(
     beta: float,
     temperature: float,
     chunk: int,
+    classes: _Classes | None,
     *,
     need: tuple[bool, bool],
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Per-row divergences (``0`` where masked) and, where ``need`` asks, their gradients with respect to the
     student's and the teacher's logits times ``weight`` (a 0-d tensor), row by row (``0`` where masked), chunk by
-    chunk."""
+    chunk; over the projection's classes when ``classes`` is given."""
     dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
     grad_student = torch.empty_like(student) if need[0] else None
     grad_teacher = torch.empty_like(teacher) if need[1] else None
-    if ids is None and student.dtype == teacher.dtype and _triton.available(student):  # one fused kernel per row
+    fusable = ids is None and classes is None and student.dtype == teacher.dtype
+    if fusable and _triton.available(student):  # one fused kernel per row
         rows = _triton.jsd_rows(
             _rows_contiguous(student),
             _rows_contiguous(teacher),
@@ -451,7 +524,11 @@ def _rows_and_grads(
     work = Workspace(dtype, student.device)
     for part in _chunks(student.shape[0], chunk):
         keep = mask[part, None]
-        if ids is None:
+        if classes is not None:
+            value, grad_q, grad_p = _projected_chunk(
+                student[part], teacher[part], classes, beta, temperature, need, work
+            )
+        elif ids is None:
             value, grad_q, grad_p = _dense_chunk(student[part], teacher[part], beta, temperature, need, work)
         else:
             value, grad_q, grad_p = _sparse_chunk(student[part], teacher[part], ids[part], beta, temperature, work)
@@ -493,6 +570,21 @@ def _dense_chunk(
         scaled = _scaled_into(logits, temperature, work, 5)
         torch.log_softmax(scaled, dim=-1, out=log_x)
         torch.softmax(scaled, dim=-1, out=x)  # fused: faster than exp on CPU
+    return _divergence(q, log_q, p, log_p, spare, beta, temperature, need)
+
+
+def _divergence(
+    q: torch.Tensor,
+    log_q: torch.Tensor,
+    p: torch.Tensor,
+    log_p: torch.Tensor,
+    spare: torch.Tensor,
+    beta: float,
+    temperature: float,
+    need: tuple[bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`_dense_chunk` from both sides' probabilities and log-probabilities, which it overwrites, as it does
+    ``spare``; the gradients returned are views of them."""
     if beta == 0.0 or beta == 1.0:
         (x, log_x, y, log_y) = (p, log_p, q, log_q) if beta == 0.0 else (q, log_q, p, log_p)
         terms, value = _terms(x, torch.sub(log_x, log_y, out=spare))
@@ -505,6 +597,50 @@ def _dense_chunk(
     grad_q = terms_q.addcmul_(q, kl_q[:, None], value=-1.0).mul_((1.0 - beta) / temperature) if need[0] else None
     grad_p = terms_p.addcmul_(p, kl_p[:, None], value=-1.0).mul_(beta / temperature) if need[1] else None
     return value, grad_q, grad_p
+
+
+def _projected_chunk(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    classes: _Classes,
+    beta: float,
+    temperature: float,
+    need: tuple[bool, bool],
+    work: Workspace,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    r"""Row values and gradients of the divergence between both sides' class distributions
+    :math:`Q_c = \sum_{v \in c} q_v` and :math:`P_c`, computed in ``work``'s temporaries.
+
+    The class probabilities are floored at the dtype's smallest normal number, as :func:`project_logprobs`
+    floors them, and the divergence on them is :func:`_dense_chunk`'s, so the values are those of
+    ``generalized_jsd(*project_logprobs(...))`` up to rounding (the classes are not normalised a second time).
+    With :math:`h_c` its gradient with respect to the class log-probabilities as logits, the gradient with respect
+    to a logit is
+    :math:`\partial L / \partial z_v = q_v\,(h_{c(v)} / Q_{c(v)} - \sum_c h_c) / \tau`, over the classes whose mass
+    was not floored (the floor passes no gradient).
+    """
+    tiny = torch.finfo(work.dtype).tiny
+    rows, count = student.shape[0], classes.count
+    sides = ((student, classes.student, 6), (teacher, classes.teacher, 9))
+    probs, mass, log_mass, floored, inverse = [], [], [], [], []
+    for side, (logits, index, slot) in enumerate(sides):
+        x = torch.softmax(_scaled_into(logits, temperature, work, slot), dim=-1, out=work(slot + 1, *logits.shape))
+        m = work(slot + 2, rows, count).zero_().index_add_(-1, index, x)
+        floored.append(m <= tiny)
+        probs.append(x)
+        mass.append(m.clamp_min_(tiny))
+        log_mass.append(torch.log(m, out=work(side, rows, count)))
+        inverse.append(torch.reciprocal(m, out=work(12 + side, rows, count)).masked_fill_(floored[-1], 0.0))
+    value, *class_grads = _divergence(mass[0], log_mass[0], mass[1], log_mass[1], work(2, rows, count), beta, 1.0, need)
+    grads: list[torch.Tensor | None] = []
+    for h, x, skip, inv, (_, index, slot) in zip(class_grads, probs, floored, inverse, sides, strict=True):
+        if h is None:
+            grads.append(None)
+            continue
+        total = h.masked_fill(skip, 0.0).sum(dim=-1, keepdim=True)
+        spread = torch.index_select(h.mul_(inv), -1, index, out=work(slot, *x.shape))
+        grads.append(_over(spread.sub_(total).mul_(x), temperature))
+    return value, grads[0], grads[1]
 
 
 def _scaled_into(logits: torch.Tensor, temperature: float, work: Workspace, slot: int) -> torch.Tensor:

@@ -16,7 +16,8 @@ append it, exact UTF-8 byte offsets of every token, and seeded random logits as 
   (:func:`alignment.align_spans`) of each row, the gather of the teacher logits onto the student's frames (what
   :func:`alignment.align_teacher_logits` does), :func:`alignment.project_logprobs` with a
   :func:`alignment.vocab_projection` built once outside the timed region, and :func:`alignment.generalized_jsd`
-  (beta 0.5) over the aligned frames.
+  (beta 0.5) over the aligned frames: in one call (``generalized_jsd(..., projection=)``, the first row of ours),
+  and in two (``project_logprobs`` first; ``--profile`` profiles this one, stage by stage).
 
 The two are different losses over the same alignment; before timing, the script checks that GOLD's byte-offset
 groups end exactly at our aligned pairs. Each case runs in its own process (:mod:`benchmarks._measure`): median
@@ -217,6 +218,16 @@ def our_step(projection: Any, student_name: str, teacher_name: str, batch: Batch
         return generalized_jsd(student, teacher, mask, beta=BETA, check_finite=False)
 
 
+def one_call_step(projection: Any, student_name: str, teacher_name: str, batch: Batch) -> torch.Tensor:
+    """The same loss in one call: :func:`alignment.generalized_jsd` with ``projection=``, which sums each chunk's
+    probabilities into the classes inside the loss instead of returning both sides' class log-probabilities."""
+    from alignment import generalized_jsd
+
+    teacher_logits, mask = align(student_name, teacher_name, batch)
+    student_logits = batch.student_logits[:, : mask.shape[1]]
+    return generalized_jsd(student_logits, teacher_logits, mask, beta=BETA, check_finite=False, projection=projection)
+
+
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -238,6 +249,27 @@ def trl(
 def ours(
     *, student: str, teacher: str, batch: int, seq: int, threads: int | None = None, device: str = "cpu"
 ) -> Callable[[], None]:
+    """The projection in two calls: ``project_logprobs``, then the loss."""
+    return projected(our_step, student, teacher, batch, seq, threads, device)
+
+
+def one_call(
+    *, student: str, teacher: str, batch: int, seq: int, threads: int | None = None, device: str = "cpu"
+) -> Callable[[], None]:
+    """The projection inside the loss: ``generalized_jsd(..., projection=)``."""
+    return projected(one_call_step, student, teacher, batch, seq, threads, device)
+
+
+def projected(
+    loss: Callable[[Any, str, str, Batch], torch.Tensor],
+    student: str,
+    teacher: str,
+    batch: int,
+    seq: int,
+    threads: int | None,
+    device: str,
+) -> Callable[[], None]:
+    """A case timing ``loss`` (``our_step`` or ``one_call_step``), forward and backward, on one batch."""
     from alignment import vocab_projection
 
     set_threads(threads)
@@ -246,7 +278,7 @@ def ours(
 
     def step() -> None:
         inputs.student_logits.grad = None
-        our_step(projection, student, teacher, inputs).backward()
+        loss(projection, student, teacher, inputs).backward()
 
     return step
 
@@ -351,7 +383,8 @@ def next_byte(
 
 CASES = {
     "TRL GOLD cross-vocab ULD, hybrid": "trl",
-    "ours: align + project + generalized_jsd": "ours",
+    "ours: align + generalized_jsd(projection=)": "one_call",
+    "ours, two calls: align + project_logprobs + generalized_jsd": "ours",
     "ours, next-byte: prepare + byte_logprobs + generalized_jsd": "next_byte",
     "ours, stage: align + gather": "ours_align",
     "ours, stage: project_logprobs": "ours_project",
@@ -473,7 +506,8 @@ def main() -> None:
             print(f"| {name} | {result['error']} | | | |")
             continue
         ms, mib = result["ms"], result["peak_mib"]
-        compared = CASES[name] in ("ours", "next_byte") and "error" not in peer  # a stage alone is not comparable
+        stage = CASES[name].startswith("ours_")  # a stage alone is not comparable
+        compared = CASES[name] != "trl" and not stage and "error" not in peer
         speed = f"{peer['ms'] / ms:.1f}x" if compared else ""
         memory = f"{mib / max(peer['peak_mib'], 1e-9):.3f}" if compared else ""
         print(f"| {name} | {ms:.1f} | {mib:.0f} | {speed} | {memory} |")

@@ -346,6 +346,194 @@ def test_real_llama_numbers_share_qwen_digit_class() -> None:
     assert masked_kl(s, t) > LARGE_KL
 
 
+# --- the losses with projection=: the projection inside the loss ----------------------------------------------------
+
+
+def one_call_and_two(
+    student: torch.Tensor, teacher: torch.Tensor, proj: VocabProjection, loss: str, **options: Any
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Value and gradients (student, teacher) of ``loss`` with ``projection=``, and of the same loss on
+    ``project_logprobs``' output; the teacher gets a gradient too."""
+    results = []
+    temperature = options.pop("temperature", 1.0)
+    for one_call in (True, False):
+        s, t = student.detach().clone().requires_grad_(), teacher.detach().clone().requires_grad_()
+        function = {"jsd": generalized_jsd, "kl": masked_kl}[loss]
+        if one_call:
+            value = function(s, t, projection=proj, temperature=temperature, **options)
+        else:
+            value = function(*project_logprobs(s, t, proj, temperature=temperature), **options)
+        weights = torch.linspace(0.5, 2.0, value.numel(), dtype=value.dtype).reshape(value.shape)
+        grads = torch.autograd.grad((value * weights).sum(), (s, t))  # weighted: not the plain mean's backward
+        results.append((value.detach(), *grads))
+    return results[0], results[1]
+
+
+@given(
+    rows=st.integers(1, 7),
+    widths=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    extra=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    num_classes=st.integers(1, 6),
+    beta=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
+    temperature=st.sampled_from(TEMPERATURES),
+    reduction=st.sampled_from(REDUCTIONS),
+    chunk_size=st.sampled_from([None, 1, 3]),
+    seed=st.integers(0, 2**16),
+)
+def test_loss_with_projection_equals_the_loss_of_projected_logprobs(
+    rows: int,
+    widths: tuple[int, int],
+    extra: tuple[int, int],
+    num_classes: int,
+    beta: float,
+    temperature: float,
+    reduction: str,
+    chunk_size: int | None,
+    seed: int,
+) -> None:
+    """In float64, for any classes (empty ones too), padded logits, masks, reductions and chunkings: the same
+    values and gradients on both sides as projecting first."""
+    generator = np.random.default_rng(seed)
+    classes = [generator.integers(0, num_classes, width).tolist() for width in widths]
+    proj = projection(classes[0], classes[1], num_classes)
+    student = random_logits((rows, widths[0] + extra[0]), seed)
+    teacher = random_logits((rows, widths[1] + extra[1]), seed + 1)
+    mask = torch.from_numpy(generator.random(rows) < 0.7)
+    options = {"beta": beta, "temperature": temperature, "reduction": reduction, "chunk_size": chunk_size}
+    one, two = one_call_and_two(student, teacher, proj, "jsd", mask=mask, **options)
+    for actual, expected in zip(one, two, strict=True):
+        torch.testing.assert_close(actual, expected, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+    assert one[1][~mask].eq(0).all() and one[2][~mask].eq(0).all()  # masked rows pass no gradient
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_masked_kl_with_projection_equals_the_kl_of_projected_logprobs(direction: str) -> None:
+    proj = projection([0, 0, 1, 2, 2], [1, 0, 0, 2], 4)  # class 3, "other", is empty on both sides
+    student, teacher = random_logits((2, 3, 5), seed=3), random_logits((2, 3, 4), seed=4)
+    one, two = one_call_and_two(student, teacher, proj, "kl", direction=direction, reduction="none")
+    for actual, expected in zip(one, two, strict=True):
+        torch.testing.assert_close(actual, expected, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_loss_with_projection_in_low_precision(dtype: torch.dtype) -> None:
+    """Low-precision logits are converted chunk by chunk and computed in float32: as projecting the float32 logits."""
+    proj = projection([0, 1, 1, 2, 3, 3], [0, 0, 1, 2, 3], 5)
+    student, teacher = random_logits((4, 6), seed=5).to(dtype), random_logits((4, 5), seed=6).to(dtype)
+    one, two = one_call_and_two(student, teacher, proj, "jsd", temperature=2.0)
+    one_fp32, two_fp32 = one_call_and_two(student.float(), teacher.float(), proj, "jsd", temperature=2.0)
+    assert one[0].dtype == torch.float32 and one[1].dtype == one[2].dtype == dtype  # gradients as the logits
+    torch.testing.assert_close(one[0], two_fp32[0], atol=1e-6, rtol=1e-5)
+    for actual, expected in zip(one, two, strict=True):
+        torch.testing.assert_close(actual.float(), expected.float(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(one_fp32[1], two_fp32[1], atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_loss_with_projection_floors_as_project_logprobs_floors(beta: float) -> None:
+    """A class whose float32 mass is below the smallest normal number (its only token at a subnormal probability)
+    is floored and passes no gradient, as in two calls; read through the unfloored mass instead, its token's
+    gradient would be of order ``q / tiny``, here about 1e-4."""
+    proj = projection([0, 1, 2], [0, 1, 2], 3)
+    student = torch.tensor([[0.0, 0.0, -95.0]])  # exp(-95) = 5.5e-42, subnormal in float32
+    teacher = torch.tensor([[0.0, 0.0, 0.0]])
+    one, two = one_call_and_two(student, teacher, proj, "jsd", beta=beta)
+    for actual, expected in zip(one, two, strict=True):
+        torch.testing.assert_close(actual, expected, atol=1e-7, rtol=1e-6)
+    assert one[1][0, 2].abs() < 1e-30
+
+
+def test_loss_with_an_identity_projection_is_the_loss() -> None:
+    student, teacher = random_logits((3, 4, 7), seed=7), random_logits((3, 4, 7), seed=8)
+    identity = projection(list(range(7)), list(range(7)), 8)  # class 7, "other", is empty
+    mask = torch.tensor([[True, True, False, True]] * 3)
+    for beta in (0.0, 0.5, 1.0):
+        expected = generalized_jsd(student, teacher, mask, beta=beta, reduction="none")
+        actual = generalized_jsd(student, teacher, mask, beta=beta, reduction="none", projection=identity)
+        torch.testing.assert_close(actual, expected, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
+
+
+def test_loss_with_projection_ignores_masked_positions_with_nan_logits() -> None:
+    proj = projection([0, 1, 1], [0, 1], 3)
+    student, teacher = random_logits((3, 3), seed=9), random_logits((3, 2), seed=10)
+    student[1], teacher[2] = math.nan, math.nan
+    mask = torch.tensor([True, False, False])
+    student.requires_grad_()
+    value = generalized_jsd(student, teacher, mask, projection=proj)
+    value.backward()
+    expected = generalized_jsd(*project_logprobs(student[:1], teacher[:1], proj))
+    torch.testing.assert_close(value, expected)
+    assert student.grad is not None and student.grad[1:].eq(0).all() and student.grad[0].isfinite().all()
+
+
+def test_loss_with_projection_credits_a_token_the_teacher_lacks() -> None:
+    """The X-Token case in one call: the student's "123" and the teacher's "1" share the prefix class."""
+    student, teacher = ALL_ON.clone(), torch.tensor([0.0, -INF, -INF])
+    prefix = projection(DIGIT_CLASSES["prefix"], [0, 1, 2], 5)
+    exact = projection(DIGIT_CLASSES["exact"], [0, 1, 2], 5, "exact")
+    torch.testing.assert_close(masked_kl(student, teacher, projection=prefix), torch.zeros(()), atol=1e-7, rtol=0)
+    assert masked_kl(student, teacher, projection=exact) > LARGE_KL
+
+
+def test_loss_with_projection_rejects_bad_input() -> None:
+    from alignment.losses import TopK, forward_kl, reverse_kl
+
+    proj = projection([0, 1, 1], [0, 1], 3)
+    student, teacher = torch.zeros(2, 3), torch.zeros(2, 2)
+    with pytest.raises(AlignmentError, match="all but the last axis"):
+        generalized_jsd(student, torch.zeros(3, 2), projection=proj)
+    with pytest.raises(AlignmentError, match="teacher_logits have 1 entries"):
+        forward_kl(student, teacher[:, :1], projection=proj)
+    with pytest.raises(AlignmentError, match="student_logits have 2 entries"):
+        reverse_kl(student[:, :2], teacher, projection=proj)
+    top = TopK(ids=torch.zeros(2, 1, dtype=torch.int64), logprobs=torch.zeros(2, 1))
+    with pytest.raises(AlignmentError, match="dense logits"):
+        generalized_jsd(student, top, projection=proj)
+    with pytest.raises(TypeError, match="VocabProjection"):
+        generalized_jsd(student, teacher, projection=(proj.student_classes, proj.teacher_classes))  # type: ignore[arg-type]
+    with pytest.raises(AlignmentError, match="teacher_logits must have shape"):
+        generalized_jsd(student, teacher)  # different widths without a projection: still an error
+
+
+def _large_allocations_with_projection(chunk: int | None) -> int:
+    """How many operators of one forward + backward allocate at least half of an ``(N, C)`` float32 tensor (``N`` =
+    256 rows, ``C`` = 2,000 classes): with ``projection=`` in chunks of ``chunk`` rows, or (``None``) through
+    ``project_logprobs`` first."""
+    classes = np.arange(4096) % 2000
+    proj = projection(classes.tolist(), classes[:3000].tolist(), 2000)
+    student, teacher = random_logits((256, 4096), 11, torch.float32), random_logits((256, 3000), 12, torch.float32)
+    student.requires_grad_()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        if chunk is None:
+            generalized_jsd(*project_logprobs(student, teacher, proj)).backward()
+        else:
+            generalized_jsd(student, teacher, projection=proj, chunk_size=chunk).backward()
+    return sum(event.self_cpu_memory_usage >= 256 * 2000 * 4 // 2 for event in profile.events())
+
+
+def test_loss_with_projection_keeps_no_class_tensor_the_size_of_the_batch() -> None:
+    """The student's gradient is the one tensor as large as the batch's classes: no ``(N, C)`` class
+    log-probabilities are returned or kept, as two calls keep them, and chunks of 4 rows allocate no more than
+    chunks of 16 (each chunk's temporaries are allocated once per call)."""
+    assert _large_allocations_with_projection(chunk=4) == _large_allocations_with_projection(chunk=16) == 1
+    assert _large_allocations_with_projection(chunk=None) >= 4  # two outputs, their gradient, the logits' gradient
+
+
+@pytest.mark.integration
+def test_loss_with_projection_on_real_vocabularies() -> None:
+    """Vendored Mistral v0.3 / SmolLM2 (a fresh clone has them): one call and two agree in float32 on real classes."""
+    from alignment.vocab import vocab_projection
+    from tests.tokenizers import load_real
+
+    proj = vocab_projection(load_real("mistral_v3"), load_real("smollm2"))
+    width = (len(proj.student_classes), len(proj.teacher_classes))
+    student, teacher = random_logits((2, 5, width[0]), 13, torch.float32), random_logits((2, 5, width[1]), 14)
+    mask = torch.tensor([[True, True, False, True, True], [False, True, True, True, True]])
+    one, two = one_call_and_two(student, teacher.float(), proj, "jsd", mask=mask, beta=0.5)
+    for actual, expected in zip(one, two, strict=True):
+        torch.testing.assert_close(actual, expected, atol=1e-6, rtol=1e-4)
+
+
 # --- token_logprobs --------------------------------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ The layers, lowest first (see STYLE.md B.1)::
     _locate, _plans, render          messages found in a rendering; tokenizing located text; the render API
     vocab                            vocabularies matched by bytes (uses render to find end of turn)
     _triton_kernel, _triton          the fused CUDA kernel of the losses (triton imported lazily, optional)
-    _checks, _workspace, losses      torch; independent of the text layers
+    _checks, _workspace, losses      torch; independent of the text layers (the result types only)
     crossvocab                       torch losses across vocabularies (the result types, no text layers)
     nextbyte                         next-byte distributions: torch over the vocabularies' bytes
     _byteframes                      where both models' next bytes are read in a batch, and the loss's inputs
@@ -86,7 +86,7 @@ LAYERS: dict[str, Layer] = {
     "_workspace": allow(third_party=("torch",)),
     "_triton_kernel": allow(lazy=("triton",)),
     "_triton": allow("_triton_kernel", third_party=("torch",), lazy=("triton",)),
-    "losses": allow("errors", "_checks", "_workspace", "_triton", third_party=("torch",)),
+    "losses": allow("types", "errors", "_checks", "_workspace", "_triton", third_party=("torch",)),
     "crossvocab": allow("types", "errors", "_checks", "losses", third_party=("torch",)),
     "nextbyte": allow(*TEXT_CORE, "vocab", "_checks", "losses", third_party=("numpy", "torch")),
     "_byteframes": allow("errors", "_checks", "nextbyte", third_party=("numpy", "torch")),
