@@ -443,6 +443,21 @@ def test_loss_with_projection_floors_as_project_logprobs_floors(beta: float) -> 
     assert one[1][0, 2].abs() < 1e-30
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_loss_with_projection_gradcheck(beta: float) -> None:
+    """Both sides' analytic gradients against finite differences; gradcheck's repeated backward passes also run the
+    path that recomputes a gradient the first backward consumed."""
+    proj = projection([0, 0, 1, 2], [1, 0, 0, 2, 2], 4)  # class 3, "other", is empty
+    student = random_logits((3, 4), seed=15).requires_grad_()
+    teacher = random_logits((3, 5), seed=16).requires_grad_()
+    mask = torch.tensor([True, False, True])
+
+    def loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return generalized_jsd(s, t, mask, beta=beta, temperature=2.0, reduction="none", projection=proj)
+
+    assert torch.autograd.gradcheck(loss, (student, teacher))
+
+
 def test_loss_with_an_identity_projection_is_the_loss() -> None:
     student, teacher = random_logits((3, 4, 7), seed=7), random_logits((3, 4, 7), seed=8)
     identity = projection(list(range(7)), list(range(7)), 8)  # class 7, "other", is empty

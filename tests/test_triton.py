@@ -265,3 +265,26 @@ def test_available(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_interpreter_runs_the_kernel_itself() -> None:
     assert isinstance(_triton._kernel(True), InterpretedFunction)
     assert _triton._kernel(True).fn.__name__ == "jsd_rows_kernel"
+
+
+def test_a_projection_stays_on_the_torch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel compares two rows of one vocabulary; with ``projection=`` the loss must run its chunked torch path
+    (the two sides' widths differ), where the kernel would otherwise be taken."""
+    import numpy as np
+
+    from alignment import generalized_jsd, project_logprobs
+    from alignment.types import VocabProjection
+
+    calls = []
+    kernel = _triton.jsd_rows
+    monkeypatch.setattr(_triton, "jsd_rows", lambda *args, **kwargs: calls.append(1) or kernel(*args, **kwargs))
+    generator = torch.Generator().manual_seed(5)
+    student = torch.randn(3, 6, generator=generator).to(DEVICE)
+    teacher = torch.randn(3, 4, generator=generator).to(DEVICE)
+    classes = np.array([0, 0, 1, 2, 2, 3]), np.array([1, 0, 2, 3])
+    projection = VocabProjection(student_classes=classes[0], teacher_classes=classes[1], num_classes=4, kind="prefix")
+    one_call = generalized_jsd(student, teacher, projection=projection)
+    assert not calls
+    two_calls = generalized_jsd(*project_logprobs(student, teacher, projection))
+    assert calls == [1]  # the same loss on one vocabulary takes the kernel here
+    torch.testing.assert_close(one_call, two_calls, rtol=ROWS_RTOL, atol=ROWS_ATOL)
