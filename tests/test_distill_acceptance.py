@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from benchmarks.distill.acceptance import combine, main, table
+from benchmarks.distill.acceptance import combine, main, ratio_interval, table
 
 SETTING = "beta=0.0, eval=400, lr=0.003, student_steps=1200, warmup_steps=300"
 
@@ -62,8 +63,9 @@ def test_seeds_run_by_separate_commands_are_compared_seed_by_seed(tmp_path: Path
     assert setting == {"beta": "0.0", "eval": "400", "lr": "0.003", "student_steps": "1200", "warmup_steps": "300"}
     assert len(records) == 7
     assert table(records)[2:] == [
-        "| deepseek->llama | final | aligned | 0 | 0.100 ± 0.000 | 0.120 ± 0.000 | 1.200 | yes | yes | n/a |",
-        "| qwen->llama | final | aligned | 0, 1 | 0.090 ± 0.010 | 0.090 ± 0.000 | 1.000 | yes | no "
+        "| deepseek->llama | final | aligned | 0 | 0.100 ± 0.000 | 0.120 ± 0.000 | 1.200 | 1.200 to 1.200 | yes | yes "
+        "| n/a |",
+        "| qwen->llama | final | aligned | 0, 1 | 0.090 ± 0.010 | 0.090 ± 0.000 | 1.000 | 0.900 to 1.125 | yes | no "
         "| 0.000 (1 of 2 seeds) |",
     ]
 
@@ -76,7 +78,8 @@ def test_a_ratio_below_the_bar_is_not_within(tmp_path: Path) -> None:
         + [run("qwen->llama", "aligned-chain", s, 0.094) for s in range(3)],
     )
     assert table(combine([path])[1])[2:] == [
-        "| qwen->llama | final | aligned-chain | 0 to 2 | 0.100 ± 0.000 | 0.094 ± 0.000 | 0.940 | no | yes | n/a |"
+        "| qwen->llama | final | aligned-chain | 0 to 2 | 0.100 ± 0.000 | 0.094 ± 0.000 | 0.940 | 0.940 to 0.940 | no "
+        "| yes | n/a |"
     ]
 
 
@@ -106,7 +109,10 @@ def test_the_command_prints_the_setting_and_the_table(tmp_path: Path, capsys: py
     main([str(path)])
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Setting: beta=0.0, eval=400, lr=0.003, student_steps=1200, warmup_steps=300"
-    assert out[-1] == "| qwen->llama | final | aligned | 0 | 0.100 ± 0.000 | 0.100 ± 0.000 | 1.000 | yes | yes | n/a |"
+    assert out[-1] == (
+        "| qwen->llama | final | aligned | 0 | 0.100 ± 0.000 | 0.100 ± 0.000 | 1.000 | 1.000 to 1.000 | yes | yes "
+        "| n/a |"
+    )
 
 
 def test_with_matched_teachers_each_pair_is_measured_against_its_own_same_family_runs(tmp_path: Path) -> None:
@@ -124,8 +130,10 @@ def test_with_matched_teachers_each_pair_is_measured_against_its_own_same_family
         ],
     )
     assert table(combine([path])[1])[2:] == [
-        "| deepseek->llama | matched | aligned | 0 | 0.050 ± 0.000 | 0.050 ± 0.000 | 1.000 | yes | yes | n/a |",
-        "| qwen->llama | matched | aligned | 0 | 0.100 ± 0.000 | 0.100 ± 0.000 | 1.000 | yes | yes | n/a |",
+        "| deepseek->llama | matched | aligned | 0 | 0.050 ± 0.000 | 0.050 ± 0.000 | 1.000 | 1.000 to 1.000 | yes "
+        "| yes | n/a |",
+        "| qwen->llama | matched | aligned | 0 | 0.100 ± 0.000 | 0.100 ± 0.000 | 1.000 | 1.000 to 1.000 | yes | yes "
+        "| n/a |",
     ]
 
 
@@ -148,10 +156,25 @@ def test_baselines_files_give_only_their_same_family_and_naive_runs(tmp_path: Pa
         ("naive", 0.0),
         ("same-family", 0.10),
     ]
-    means = "| 0.100 ± 0.000 | 0.050 ± 0.000 | 0.500 |"
+    means = "| 0.100 ± 0.000 | 0.050 ± 0.000 | 0.500 | 0.500 to 0.500 |"
     assert f"| qwen->llama | final | aligned | 0 {means} no | yes | 0.000 (1 of 1 seeds) |" in table(records)
     other = write(
         tmp_path, "other", [run("qwen->llama", "same-family", 0, 0.10)], setting=SETTING.replace("0.0", "0.5")
     )
     with pytest.raises(SystemExit, match="another setting"):
         combine([rerun], [other])
+
+
+def test_the_interval_resamples_seeds_with_both_their_runs() -> None:
+    """Two seeds, aligned 0.1 and 0 against 0.1 and 0.1: a resample holds seed 1 twice (ratio 0) a quarter of the
+    time, seed 0 twice (ratio 1) a quarter, and one of each (0.5) half, so the interval runs from 0 to 1."""
+    assert ratio_interval(np.array([0.1, 0.0]), np.array([0.1, 0.1])) == (0.0, 1.0)
+    # the same ratio on every seed, whatever the seeds' level: no spread at all
+    base = np.array([0.05, 0.1, 0.2, 0.08])
+    low, high = ratio_interval(0.9 * base, base)
+    assert low == pytest.approx(0.9, abs=1e-12) and high == pytest.approx(0.9, abs=1e-12)
+    # seeds paired, not pooled: the same values with the seeds' pairing broken give a wider interval
+    aligned = np.array([0.05, 0.1, 0.2, 0.08]) * 0.9
+    shuffled = ratio_interval(aligned[::-1].copy(), base)
+    assert shuffled[0] < 0.9 < shuffled[1]
+    assert all(np.isnan(ratio_interval(np.array([0.1, 0.2]), np.array([0.0, 0.0]))))  # no same-family mean above 0
