@@ -103,7 +103,7 @@ def main() -> None:
     batch = distill.teacher_batch(student, teacher, examples, texts, prompts, rendered=args.rendered)
     with torch.no_grad():
         teacher_logits = distill.teacher_forward(teacher_model, batch)
-    frames = batch.byte_frames
+    frames = batch.byte_frames.select(distill.spelled_by_head(batch.byte_frames, batch, teacher))  # as run.py
     vocabs = (
         byte_vocab(student.tokenizer).restrict(student.head_ids),
         byte_vocab(teacher.tokenizer).restrict(teacher.head_ids),
