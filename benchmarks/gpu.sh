@@ -24,7 +24,7 @@ step env.txt 30 bash -c "nvidia-smi; $python -c 'import torch, triton, trl, tran
 print(torch.__version__, triton.__version__, trl.__version__, t.__version__, torch.cuda.get_device_name())'"
 step tests.txt 90 "$python" -m pytest -q -p no:cacheprovider tests/test_triton.py tests/test_losses.py
 step losses.md 180 "$python" -m benchmarks.bench_losses --device cuda
-step crossvocab.md 120 "$python" -m benchmarks.bench_crossvocab --device cuda --pair llama3,qwen3 --shape 4,2048 \
+step crossvocab.md 170 "$python" -m benchmarks.bench_crossvocab --device cuda --pair llama3,qwen3 --shape 4,2048 \
     --no-stages --trl-repeats 2
 step scaling.md 150 "$python" -m benchmarks.bench_scaling --device cuda --plot "$out/scaling-gpu.png"
-step sweep.md 170 "$python" -m benchmarks.sweep_triton
+step sweep.md 120 "$python" -m benchmarks.sweep_triton
