@@ -118,7 +118,7 @@ def generalized_jsd(
             (one device synchronisation); turn off in hot loops, where such rows give NaN. The ids of a
             :class:`TopK` teacher are always checked (an out-of-range id would fault the device).
         chunk_size: positions per chunk; ``None`` picks about :math:`2^{18}/V` on CPU (each float32 temporary
-            near 1 MiB, in cache) and :math:`2^{24}/V` on an accelerator (near 64 MiB), ``V`` the wider side.
+            near 1 MiB, in cache) and :math:`2^{24}/V` on an accelerator (near 64 MiB), ``V`` the student's.
         projection: a :class:`~alignment.VocabProjection` of the two tokenizers (from
             :func:`~alignment.vocab_projection`) when they differ: both distributions are summed into its classes
             and compared there, as ``generalized_jsd(*project_logprobs(student_logits, teacher_logits, projection,
@@ -357,7 +357,7 @@ def _loss(
         weight,
         beta,
         temperature,
-        chunk_size or _default_chunk(max(vocab, teacher.shape[-1]), student_logits.device),
+        chunk_size or _default_chunk(vocab, student_logits.device),  # the student's width, also with a projection
         torch.is_grad_enabled(),
         classes,
     )
