@@ -350,8 +350,8 @@ def _loss(
     if denominator is not None:  # computed as the backward of `total / denominator` computes it: the same bits
         weight = weight / denominator
     rows: torch.Tensor = _ChunkedDivergence.apply(  # type: ignore[no-untyped-call]  # torch leaves apply untyped
-        student_logits.reshape(-1, vocab),
-        teacher.reshape(-1, teacher.shape[-1]),
+        _as_rows(student_logits),
+        _as_rows(teacher),
         None if ids is None else ids.reshape(-1, ids.shape[-1]),
         mask.reshape(-1),
         weight,
@@ -481,8 +481,8 @@ class _ChunkedDivergence(torch.autograd.Function):
         if bool(torch.where(mask, grad_rows != weight, False).any()):  # not the plain mean or sum: scale
             scale = torch.where(mask, grad_rows / weight, 0.0)[:, None]
             for grad in grads:  # by chunks: a low-precision gradient times a float32 scale makes float32 temporaries
-                for part in [] if grad is None else _chunks(grad.shape[0], ctx.options[2]):
-                    grad[part].mul_(scale[part])
+                for part in [] if grad is None else _chunks(len(mask), ctx.options[2], _block(grad)):
+                    _take(grad, part).mul_(scale[part])
         return grads[0], grads[1], None, None, None, None, None, None, None, None
 
 
@@ -501,53 +501,93 @@ def _rows_and_grads(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Per-row divergences (``0`` where masked) and, where ``need`` asks, their gradients with respect to the
     student's and the teacher's logits times ``weight`` (a 0-d tensor), row by row (``0`` where masked), chunk by
-    chunk; over the projection's classes when ``classes`` is given."""
+    chunk; over the projection's classes when ``classes`` is given. ``student`` and ``teacher`` are ``(N, ·)`` rows
+    or ``(N / T, T, ·)`` blocks of them (:func:`_as_rows`); the gradients have their shapes."""
     dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
-    grad_student = torch.empty_like(student) if need[0] else None
-    grad_teacher = torch.empty_like(teacher) if need[1] else None
     fusable = ids is None and classes is None and student.dtype == teacher.dtype
-    if fusable and _triton.available(student):  # one fused kernel per row
+    if fusable and _triton.available(student):  # one fused kernel per row, over (N, V) rows: blocks are copied
+        flat = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
+        grads = [torch.empty_like(x) if wanted else None for x, wanted in zip(flat, need, strict=True)]
         rows = _triton.jsd_rows(
-            _rows_contiguous(student),
-            _rows_contiguous(teacher),
+            _rows_contiguous(flat[0]),
+            _rows_contiguous(flat[1]),
             mask,
             beta=beta,
             temperature=temperature,
-            grad_student=grad_student,
-            grad_teacher=grad_teacher,
+            grad_student=grads[0],
+            grad_teacher=grads[1],
             grad_scale=weight.float(),
         )
-        return rows, grad_student, grad_teacher
-    rows = torch.zeros(student.shape[0], dtype=dtype, device=student.device)
+        shaped = [None if g is None else g.view(x.shape) for g, x in zip(grads, (student, teacher), strict=True)]
+        return rows, shaped[0], shaped[1]
+    grad_student = torch.empty_like(student) if need[0] else None
+    grad_teacher = torch.empty_like(teacher) if need[1] else None
+    rows = torch.zeros(len(mask), dtype=dtype, device=student.device)
     cpu = student.device.type == "cpu"
     scale = float(weight) if cpu else weight  # a Python number costs nothing on CPU and would sync a GPU
     work = Workspace(dtype, student.device)
-    for part in _chunks(student.shape[0], chunk):
+    for part in _chunks(len(mask), chunk, _block(student, teacher)):
         keep = mask[part, None]
+        s, t = _take(student, part), _take(teacher, part)
         if classes is not None:
-            value, grad_q, grad_p = _projected_chunk(
-                student[part], teacher[part], classes, beta, temperature, need, work
-            )
+            value, grad_q, grad_p = _projected_chunk(s, t, classes, beta, temperature, need, work)
         elif ids is None:
-            value, grad_q, grad_p = _dense_chunk(student[part], teacher[part], beta, temperature, need, work)
+            value, grad_q, grad_p = _dense_chunk(s, t, beta, temperature, need, work)
         else:
-            value, grad_q, grad_p = _sparse_chunk(student[part], teacher[part], ids[part], beta, temperature, work)
+            value, grad_q, grad_p = _sparse_chunk(s, t, ids[part], beta, temperature, work)
         rows[part] = value.masked_fill_(~keep[:, 0], 0.0)
         every = cpu and bool(keep.all())  # nothing to zero; testing costs nothing on CPU (no device to sync)
         for grad, out in ((grad_q, grad_student), (grad_p, grad_teacher)):
             if grad is not None and out is not None:  # scaled straight into place: no copy
-                scaled = torch.mul(grad, scale, out=out[part])
+                scaled = torch.mul(grad, scale, out=_take(out, part))
                 if not every:
                     scaled.masked_fill_(~keep, 0.0)
     return rows, grad_student, grad_teacher
+
+
+def _as_rows(logits: torch.Tensor) -> torch.Tensor:
+    """``(..., V)`` logits as ``(N, V)`` rows, a view where the leading axes merge; otherwise, where only the axes
+    before the last two do (a slice along the positions, such as ``logits[:, :-1]``), as a view of ``(N / T, T, V)``
+    blocks of rows, so the loss reads them in place instead of copying them all; else a copy."""
+    width = logits.shape[-1]
+    try:
+        return logits.view(-1, width)
+    except RuntimeError:  # the leading axes do not merge without a copy
+        pass
+    if logits.ndim >= 3:
+        try:
+            return logits.view(-1, logits.shape[-2], width)
+        except RuntimeError:
+            pass
+    return logits.reshape(-1, width)
+
+
+def _block(*tensors: torch.Tensor) -> int | None:
+    """Rows per block of the ``(N / T, T, ·)`` tensors among ``tensors`` (``T``), None where all are ``(N, ·)``."""
+    return next((x.shape[1] for x in tensors if x.ndim == 3), None)
+
+
+def _take(logits: torch.Tensor, part: slice) -> torch.Tensor:
+    """Rows ``part`` of ``(N, ·)`` rows or of ``(N / T, T, ·)`` blocks, as a 2-D view; a part of a block lies in
+    one block (:func:`_chunks`)."""
+    if logits.ndim == 2:
+        return logits[part]
+    block, start = divmod(part.start, logits.shape[1])
+    return logits[block, start : start + part.stop - part.start]
 
 
 def _rows_contiguous(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.stride(-1) == 1 else logits.contiguous()
 
 
-def _chunks(rows: int, chunk: int) -> list[slice]:
-    return [slice(start, start + chunk) for start in range(0, rows, chunk)]
+def _chunks(rows: int, chunk: int, block: int | None = None) -> list[slice]:
+    """Slices of at most ``chunk`` of ``rows`` rows, none across a boundary of ``block`` rows (when given)."""
+    block = block or max(rows, 1)
+    return [
+        slice(start, min(start + chunk, base + block, rows))
+        for base in range(0, rows, block)
+        for start in range(base, min(base + block, rows), chunk)
+    ]
 
 
 def _dense_chunk(

@@ -438,7 +438,7 @@ def test_the_backward_of_a_plain_mean_or_sum_does_not_scale_the_kept_gradient(
 
     passes: list[int] = []
     chunks = losses._chunks
-    monkeypatch.setattr(losses, "_chunks", lambda rows, chunk: passes.append(rows) or chunks(rows, chunk))
+    monkeypatch.setattr(losses, "_chunks", lambda rows, *args: passes.append(rows) or chunks(rows, *args))
     student, teacher, mask = draw(ODD_SHAPE, seed=36, dtype=dtype)
     kw: dict[str, Any] = {"reduction": reduction} if reduction != "num_items" else {"num_items": 40}
     for factor, scaling_passes in ((1.0, 0), (2.0, 1)):
@@ -608,3 +608,63 @@ def test_chunks_reuse_their_temporaries(teacher_kind: str, beta: float) -> None:
     """Sixteen chunks allocate no more large tensors than one: a chunk's temporaries are allocated once per call
     (allocated per chunk, on CPU they were faulted in afresh by every chunk, which cost more than the arithmetic)."""
     assert _large_allocations(teacher_kind, beta, chunk=4) == _large_allocations(teacher_kind, beta, chunk=64)
+
+
+# --- logits sliced along the positions (``logits[:, :-1]``): read in place, not copied --------------------------------
+
+
+def _sliced_and_copied(
+    shape: tuple[int, ...], teacher_kind: str, seed: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The same student and teacher logits as slices ``[..., :-1, :]`` of longer tensors (their leading axes do not
+    merge without a copy) and as contiguous copies, each a leaf that needs a gradient."""
+    longer = (*shape[:-2], shape[-2] + 1, shape[-1])
+    student, teacher, _ = draw(longer, seed)
+    sliced = student.requires_grad_(), teacher.requires_grad_()
+    copied = tuple(x.detach()[..., :-1, :].contiguous().requires_grad_() for x in sliced)
+    return (sliced[0], sliced[1]), (copied[0], copied[1])
+
+
+@pytest.mark.parametrize("teacher_kind", ["dense", "top-k"])
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 2, 4, 6)], ids=str)
+@pytest.mark.parametrize("chunk", [None, 1, 3, 8])
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_logits_sliced_along_positions_give_what_their_copies_give(
+    teacher_kind: str, shape: tuple[int, ...], chunk: int | None, beta: float
+) -> None:
+    """Values and both gradients as for contiguous copies, with chunks that would cross from one sequence's rows to
+    the next (3 and 8 rows against 5 or 4 positions) and a weighted backward (the path that rescales the kept
+    gradients)."""
+    (s, t), (s_copy, t_copy) = _sliced_and_copied(shape, teacher_kind, seed=31)
+    mask = torch.rand(shape[:-1], generator=torch.Generator().manual_seed(32)) < 0.7
+    results = []
+    for student, teacher_logits in ((s, t), (s_copy, t_copy)):
+        view = student[..., :-1, :] if student is s else student
+        teacher_view = teacher_logits[..., :-1, :] if teacher_logits is t else teacher_logits
+        teacher: torch.Tensor | TopK = teacher_view if teacher_kind == "dense" else top_k(teacher_view.detach(), 3)
+        values = generalized_jsd(view, teacher, mask, beta=beta, reduction="none", chunk_size=chunk)
+        weights = torch.linspace(0.5, 2.0, values.numel(), dtype=values.dtype).reshape(values.shape)
+        wanted = (student, teacher_logits) if teacher_kind == "dense" else (student,)
+        grads = torch.autograd.grad((values * weights).sum(), wanted)
+        results.append((values, *(g[..., :-1, :] if student is s else g for g in grads)))
+    for actual, expected in zip(*results, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+def _large_forward_allocations(logits: torch.Tensor, teacher: torch.Tensor) -> int:
+    """Operators of a forward without gradients that allocate at least half of the student's logits."""
+    with (
+        torch.no_grad(),
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile,
+    ):
+        generalized_jsd(logits, teacher)
+    return sum(event.self_cpu_memory_usage >= logits.numel() * logits.element_size() // 2 for event in profile.events())
+
+
+def test_logits_sliced_along_positions_are_not_copied() -> None:
+    """``logits[:, :-1]`` of ``(4, 65, 4096)`` logits is read in place: no allocation of its size, where flattening
+    it to rows would copy it. Logits whose batch axes do not merge either (two of them, swapped) are still copied."""
+    student, teacher, _ = draw((4, 65, 4096), seed=33, dtype=torch.float32)
+    assert _large_forward_allocations(student[:, :-1], teacher[:, :-1]) == 0
+    swapped = [x.reshape(2, 2, 65, 4096).transpose(0, 1) for x in (student, teacher)]
+    assert _large_forward_allocations(*swapped) >= 1
