@@ -27,23 +27,23 @@ import torch
 
 from alignment._checks import check_dtype, check_floating, check_in_range, upcast
 from alignment.errors import AlignmentError
-from alignment.losses import Reduction, _class_index, _default_chunk
+from alignment.losses import Reduction, _as_rows, _block, _chunks, _class_index, _default_chunk, _take
 from alignment.types import VocabProjection
 
 __all__ = ["chunk_likelihood_loss", "project_logprobs", "token_logprobs"]
 
 
 def _project(logits: torch.Tensor, index: torch.Tensor, num_classes: int, temperature: float) -> torch.Tensor:
-    width = logits.shape[-1]
-    chunk = _default_chunk(width, logits.device)
-    flat = logits.reshape(-1, width)
-    out: torch.Tensor = _Projection.apply(flat, index.to(logits.device), num_classes, temperature, chunk)  # type: ignore[no-untyped-call]
+    chunk = _default_chunk(logits.shape[-1], logits.device)
+    rows = _as_rows(logits)  # read in place where only the batch axes do not merge, as the losses read them
+    out: torch.Tensor = _Projection.apply(rows, index.to(logits.device), num_classes, temperature, chunk)  # type: ignore[no-untyped-call]
     return out.reshape(*logits.shape[:-1], num_classes)
 
 
 class _Projection(torch.autograd.Function):
-    r"""``(N, W)`` logits to ``(N, C)`` class log-probabilities, ``chunk`` rows at a time; saves the logits and the
-    (small) output, and recomputes the softmax in the backward, so no ``(N, W)`` float32 copy outlives a chunk.
+    r"""``(N, W)`` logits (or ``(N / T, T, W)`` blocks of rows) to ``(N, C)`` class log-probabilities, ``chunk`` rows
+    at a time; saves the logits and the (small) output, and recomputes the softmax in the backward, so no ``(N, W)``
+    float32 copy outlives a chunk.
 
     With :math:`P_c = \sum_{v \in c} p_v` and incoming :math:`g_c = \partial L / \partial \log P_c`:
     :math:`\partial L / \partial z_v = p_v\,(g_{c(v)} / P_{c(v)} - \sum_c g_c) / \tau`, over the classes whose mass
@@ -55,12 +55,13 @@ class _Projection(torch.autograd.Function):
         ctx: Any, logits: torch.Tensor, index: torch.Tensor, num_classes: int, temperature: float, chunk: int
     ) -> torch.Tensor:
         dtype = torch.promote_types(logits.dtype, torch.float32)
-        out = torch.empty((logits.shape[0], num_classes), dtype=dtype, device=logits.device)
+        rows = logits.shape[:-1].numel()
+        out = torch.empty((rows, num_classes), dtype=dtype, device=logits.device)
         tiny = torch.finfo(dtype).tiny
-        for start in range(0, logits.shape[0], chunk):
-            probs = _softmax(logits[start : start + chunk], temperature, dtype)
+        for part in _chunks(rows, chunk, _block(logits)):
+            probs = _softmax(_take(logits, part), temperature, dtype)
             mass = probs.new_zeros((probs.shape[0], num_classes)).index_add_(-1, index, probs)
-            out[start : start + chunk] = mass.clamp_min_(tiny).log_()
+            out[part] = mass.clamp_min_(tiny).log_()
         ctx.save_for_backward(logits, index, out)
         ctx.options = (temperature, chunk)
         return out
@@ -71,12 +72,11 @@ class _Projection(torch.autograd.Function):
         temperature, chunk = ctx.options
         floored = out <= math.log(torch.finfo(out.dtype).tiny)
         grad = torch.empty_like(logits)
-        for start in range(0, logits.shape[0], chunk):
-            part = slice(start, start + chunk)
-            probs = _softmax(logits[part], temperature, out.dtype)
+        for part in _chunks(len(out), chunk, _block(logits)):
+            probs = _softmax(_take(logits, part), temperature, out.dtype)
             per_mass = (grad_out[part] * torch.exp(-out[part])).masked_fill_(floored[part], 0.0)
             total = grad_out[part].masked_fill(floored[part], 0.0).sum(dim=-1, keepdim=True)
-            grad[part] = probs.mul_(per_mass.index_select(-1, index).sub_(total)).div_(temperature)
+            _take(grad, part).copy_(probs.mul_(per_mass.index_select(-1, index).sub_(total)).div_(temperature))
         return grad, None, None, None, None
 
 

@@ -534,6 +534,47 @@ def test_loss_with_projection_keeps_no_class_tensor_the_size_of_the_batch() -> N
     assert _large_allocations_with_projection(chunk=None) >= 4  # two outputs, their gradient, the logits' gradient
 
 
+@pytest.mark.parametrize("one_call", [True, False], ids=["projection=", "project_logprobs"])
+def test_logits_sliced_along_positions_project_as_their_copies(one_call: bool) -> None:
+    """``logits[:, :-1]`` is read in place by both ways of projecting, with chunks that would cross from one
+    sequence to the next: the values and gradients of contiguous copies, and no forward allocation of its size."""
+    proj = projection([0, 1, 1, 2, 2, 3, 0], [1, 1, 0, 2, 3], 5)
+    student, teacher = random_logits((3, 6, 7), seed=41), random_logits((3, 6, 5), seed=42)
+    mask = torch.rand(3, 5, generator=torch.Generator().manual_seed(43)) < 0.7
+
+    def loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if one_call:
+            return generalized_jsd(s, t, mask, projection=proj, chunk_size=4, reduction="none")
+        return generalized_jsd(*project_logprobs(s, t, proj), mask, reduction="none")
+
+    results = []
+    for sliced in (True, False):
+        if sliced:
+            leaves = (student.clone().requires_grad_(), teacher.clone().requires_grad_())
+            views = (leaves[0][:, :-1], leaves[1][:, :-1])
+        else:
+            leaves = views = (student[:, :-1].clone().requires_grad_(), teacher[:, :-1].clone().requires_grad_())
+        values = loss(*views)
+        weights = torch.linspace(0.5, 2.0, values.numel(), dtype=values.dtype).reshape(values.shape)
+        grads = torch.autograd.grad((values * weights).sum(), leaves)
+        results.append((values, *(g[:, :-1] if sliced else g for g in grads)))
+    for actual, expected in zip(*results, strict=True):
+        torch.testing.assert_close(actual, expected, atol=1e-12, rtol=1e-12)
+    big_s, big_t = random_logits((4, 257, 8192), 44, torch.float32), random_logits((4, 257, 4096), 45, torch.float32)
+    classes = np.arange(8192) % 500
+    wide = projection(classes.tolist(), classes[:4096].tolist(), 500)
+    with (
+        torch.no_grad(),
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile,
+    ):
+        if one_call:
+            generalized_jsd(big_s[:, :-1], big_t[:, :-1], projection=wide)
+        else:
+            project_logprobs(big_s[:, :-1], big_t[:, :-1], wide)
+    half = 4 * 256 * 4096 * 4 // 2  # half of the teacher's sliced logits; a chunk's temporaries are 1 MiB
+    assert not any(event.self_cpu_memory_usage >= half for event in profile.events())
+
+
 @pytest.mark.integration
 def test_loss_with_projection_on_real_vocabularies() -> None:
     """Vendored Mistral v0.3 / SmolLM2 (a fresh clone has them): one call and two agree in float32 on real classes."""
