@@ -27,7 +27,7 @@ import torch
 
 from alignment._checks import check_dtype, check_floating, check_in_range, upcast
 from alignment.errors import AlignmentError
-from alignment.losses import Reduction, _as_rows, _block, _chunks, _class_index, _default_chunk, _take
+from alignment.losses import Reduction, _as_rows, _block, _chunks, _classes, _default_chunk, _take
 from alignment.types import VocabProjection
 
 __all__ = ["chunk_likelihood_loss", "project_logprobs", "token_logprobs"]
@@ -116,7 +116,7 @@ def project_logprobs(
     Raises:
         AlignmentError: the logits are narrower than the vocabularies, the leading shapes differ, or
             ``temperature`` is not positive.
-        TypeError: logits are not floating point.
+        TypeError: logits are not floating point, or ``projection`` is not a :class:`~alignment.VocabProjection`.
 
     Examples:
         >>> from alignment.types import VocabProjection
@@ -130,17 +130,10 @@ def project_logprobs(
     check_floating("student_logits", student_logits)
     check_floating("teacher_logits", teacher_logits)
     check_in_range("temperature", temperature, low=0.0, high=math.inf, low_open=True)
-    if student_logits.shape[:-1] != teacher_logits.shape[:-1]:
-        raise AlignmentError(
-            f"student_logits and teacher_logits must agree in all but the last axis, got "
-            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
-        )
-    count = projection.num_classes
-    student_index = _class_index(projection.student_classes, student_logits.shape[-1], count, "student_logits")
-    teacher_index = _class_index(projection.teacher_classes, teacher_logits.shape[-1], count, "teacher_logits")
+    classes = _classes(projection, student_logits, teacher_logits)  # the checks of the losses' projection=
     return (
-        _project(student_logits, student_index, count, temperature),
-        _project(teacher_logits, teacher_index, count, temperature),
+        _project(student_logits, classes.student, classes.count, temperature),
+        _project(teacher_logits, classes.teacher, classes.count, temperature),
     )
 
 

@@ -661,6 +661,8 @@ def _projected_chunk(
     """
     tiny = torch.finfo(work.dtype).tiny
     rows, count = student.shape[0], classes.count
+    # work's slots, student/teacher: 6/9 scaled logits, later the gradient spread over them; 7/10 probabilities;
+    # 8/11 class mass; 0/1 its log; 12/13 its inverse; 2 the divergence's spare
     sides = ((student, classes.student, 6), (teacher, classes.teacher, 9))
     probs, mass, log_mass, floored, inverse = [], [], [], [], []
     for side, (logits, index, slot) in enumerate(sides):

@@ -506,6 +506,8 @@ def test_loss_with_projection_rejects_bad_input() -> None:
         generalized_jsd(student, top, projection=proj)
     with pytest.raises(TypeError, match="VocabProjection"):
         generalized_jsd(student, teacher, projection=(proj.student_classes, proj.teacher_classes))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="VocabProjection"):  # the same check, shared with project_logprobs
+        project_logprobs(student, teacher, (proj.student_classes, proj.teacher_classes))  # type: ignore[arg-type]
     with pytest.raises(AlignmentError, match="teacher_logits must have shape"):
         generalized_jsd(student, teacher)  # different widths without a projection: still an error
 
