@@ -137,6 +137,35 @@ def test_with_matched_teachers_each_pair_is_measured_against_its_own_same_family
     ]
 
 
+def test_with_matched_teachers_a_pair_borrows_same_family_runs_of_the_checkpoint_its_own_runs_name(
+    tmp_path: Path,
+) -> None:
+    """When both pairs' matched same-family teacher is the same checkpoint (its step in the records), a seed the
+    pair did not run is measured against the other pair's same-family run; another step is never borrowed."""
+
+    def at(record: dict, step: int) -> dict:
+        return {**record, "teacher_step": step}
+
+    path = write(
+        tmp_path,
+        "a",
+        [
+            at(run("qwen->llama", "same-family", 0, 0.10, teachers="matched"), 6000),
+            at(run("qwen->llama", "same-family", 1, 0.20, teachers="matched"), 6000),
+            at(run("qwen->llama", "same-family", 2, 0.30, teachers="matched"), 6000),
+            at(run("deepseek->llama", "same-family", 0, 0.10, teachers="matched"), 6000),
+            at(run("deepseek->llama", "aligned", 0, 0.10, teachers="matched"), 750),
+            at(run("deepseek->llama", "aligned", 1, 0.10, teachers="matched"), 750),
+            at(run("gpt2->llama", "same-family", 0, 0.40, teachers="matched"), 5000),
+            at(run("gpt2->llama", "aligned", 1, 0.20, teachers="matched"), 250),
+        ],
+    )
+    assert table(combine([path])[1])[2:] == [
+        "| deepseek->llama | matched | aligned | 0, 1 | 0.150 ± 0.050 | 0.100 ± 0.000 | 0.667 | 0.500 to 1.000 | no "
+        "| yes | n/a |",
+    ]
+
+
 def test_baselines_files_give_only_their_same_family_and_naive_runs(tmp_path: Path) -> None:
     earlier = write(
         tmp_path,

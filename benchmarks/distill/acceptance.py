@@ -11,13 +11,14 @@ final eval in both, or the files are refused too. With ``--baselines FILES`` onl
 those files are read (held to the same setting): an aligned arm rerun with other code is then held to the
 baselines of the earlier command without its earlier runs of that arm.
 
-Each aligned arm's seed is compared with the same-family run of its pair, teachers and seed; with final teachers,
-where the same-family student learns from its family's last checkpoint whatever the cross pair, with that of any
-pair with the same student and seed. The table gives, per pair, choice of teachers and arm held to the bar
-(``report.ACCEPTED_ARMS``), the seeds both ran, the two means ± std (population, as the run's own pages), their
-ratio, a 95 % interval of that ratio (:func:`ratio_interval`: how far other seeds could move it), whether it is
-within 5 % (an aligned mean above the same-family one counts as within), whether every aligned loss curve stayed
-finite and never rose above twice its lowest point, and the naive arm's mean on the same seeds where it ran.
+Each aligned arm's seed is compared with the same-family run of its pair, teachers and seed; failing that, with that of
+another pair with the same student and seed whose same-family teacher is the same checkpoint: with final teachers always
+(each family's last), with matched ones when the records name the same step (so a pair needs one same-family run of its
+own, at any seed, to borrow the others). The table gives, per pair, choice of teachers and arm held to the bar
+(``report.ACCEPTED_ARMS``), the seeds both ran, the two means ± std (population, as the run's own pages), their ratio, a
+95 % interval of that ratio (:func:`ratio_interval`: how far other seeds could move it), whether it is within 5 % (an
+aligned mean above the same-family one counts as within), whether every aligned loss curve stayed finite and never rose
+above twice its lowest point, and the naive arm's mean on the same seeds where it ran.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def combine(paths: Sequence[Path], baselines: Sequence[Path] = ()) -> tuple[dict
 
 
 def _baseline(records: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any] | None:
-    """The same-family run ``run`` is measured against: that of its pair, teachers and seed, or with final teachers
-    any pair's with the same student and seed (each family's last checkpoint teaches it, whatever the cross pair)."""
+    """The same-family run ``run`` is measured against: that of its pair, teachers and seed, or else any pair's
+    with the same student and seed that learnt from the same checkpoint: with final teachers each family's last
+    one teaches it whatever the cross pair; with matched ones the records must name the same step."""
     teachers, seed = run.get("teachers", "final"), int(run["seed"])
     candidates = [
         r for r in records if r["arm"] == "same-family" and r.get("teachers", "final") == teachers and r["seed"] == seed
@@ -87,10 +89,22 @@ def _baseline(records: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, A
     for r in candidates:
         if r["pair"] == run["pair"]:
             return r
-    if teachers == "final":
-        for r in candidates:
-            if r["student"] == run["student"]:
-                return r
+    own_step = next(
+        (
+            r.get("teacher_step")
+            for r in records
+            if r["arm"] == "same-family"
+            and r["pair"] == run["pair"]
+            and r.get("teachers", "final") == teachers
+            and r.get("teacher_step") is not None
+        ),
+        None,
+    )
+    for r in candidates:
+        if r["student"] != run["student"]:
+            continue
+        if teachers == "final" or (own_step is not None and r.get("teacher_step") == own_step):
+            return r
     return None
 
 
