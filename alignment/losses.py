@@ -349,8 +349,9 @@ def _loss(
     weight = torch.ones((), dtype=dtype, device=student_logits.device)  # what the reduction multiplies each row by
     if denominator is not None:  # computed as the backward of `total / denominator` computes it: the same bits
         weight = weight / denominator
+    window = _window(student_logits)
     rows: torch.Tensor = _ChunkedDivergence.apply(  # type: ignore[no-untyped-call]  # torch leaves apply untyped
-        _as_rows(student_logits),
+        _as_rows(student_logits) if window is None else window[0],
         _as_rows(teacher),
         None if ids is None else ids.reshape(-1, ids.shape[-1]),
         mask.reshape(-1),
@@ -360,8 +361,41 @@ def _loss(
         chunk_size or _default_chunk(vocab, student_logits.device),  # the student's width, also with a projection
         torch.is_grad_enabled(),
         classes,
+        None if window is None else window[1],
     )
     return _reduce(rows.reshape(batch_shape), reduction, denominator)
+
+
+def _window(logits: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """``(base, (start, length))`` where ``logits`` is ``base.narrow(-2, start, length)`` made by one slice along the
+    positions of a ``base`` that needs a gradient (``logits[:, :-1]`` in a training loop), so that the loss can hand
+    autograd the base's gradient itself; None otherwise.
+
+    Autograd would build the base's gradient from the slice's by zero-filling a tensor as large as the base and
+    copying into it: a second gradient-sized tensor and two passes over it. The loss writes its gradient into the
+    positions of a base-sized tensor instead and zeroes only the positions the slice leaves out. Only a slice whose
+    rows the loss reads in place (:func:`_as_rows`) qualifies, so that the gradient is written where it belongs.
+    """
+    base, node = logits._base, logits.grad_fn
+    if base is None or node is None or type(node).__name__ != "SliceBackward0" or not torch.is_grad_enabled():
+        return None
+    parent = node.next_functions[0][0]
+    if parent is None or (parent is not base.grad_fn and getattr(parent, "variable", None) is not base):
+        return None  # a slice of a slice, or of a view: autograd's own path
+    if logits.ndim != base.ndim or logits.ndim < 2 or logits.stride() != base.stride():
+        return None
+    step = base.stride(-2)
+    start, rest = divmod(int(logits.storage_offset() - base.storage_offset()), step) if step else (0, 1)
+    if rest or start < 0 or start + logits.shape[-2] > base.shape[-2]:
+        return None
+    window = (start, logits.shape[-2])
+    narrowed = base.narrow(-2, *window)
+    if narrowed.shape != logits.shape or narrowed.storage_offset() != logits.storage_offset():
+        return None
+    rows = _as_rows(logits)
+    if rows.data_ptr() != logits.data_ptr() or rows._base is None:
+        return None  # read through a copy: autograd's own path
+    return base, window
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,11 +497,13 @@ class _ChunkedDivergence(torch.autograd.Function):
         chunk: int,
         grad_enabled: bool,
         classes: _Classes | None,
+        window: tuple[int, int] | None,
     ) -> torch.Tensor:
         ctx.save_for_backward(student, teacher, ids, mask, weight)
         ctx.options = (beta, temperature, chunk, classes)
+        ctx.window = window
         need = (grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1])
-        rows, *grads = _rows_and_grads(student, teacher, ids, mask, weight, *ctx.options, need=need)
+        rows, *grads = _windowed(student, teacher, ids, mask, weight, ctx.options, window, need)
         ctx.grads = grads
         return rows
 
@@ -476,14 +512,45 @@ class _ChunkedDivergence(torch.autograd.Function):
         grads, ctx.grads = ctx.grads, None
         student, teacher, ids, mask, weight = ctx.saved_tensors
         if grads is None:  # a second backward: the kept gradients may have been scaled in place by the first
-            need = tuple(ctx.needs_input_grad[:2])
-            _, *grads = _rows_and_grads(student, teacher, ids, mask, weight, *ctx.options, need=need)
+            need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+            _, *grads = _windowed(student, teacher, ids, mask, weight, ctx.options, ctx.window, need)
+        grad_student, grad_teacher, student_rows = grads
         if bool(torch.where(mask, grad_rows != weight, False).any()):  # not the plain mean or sum: scale
             scale = torch.where(mask, grad_rows / weight, 0.0)[:, None]
-            for grad in grads:  # by chunks: a low-precision gradient times a float32 scale makes float32 temporaries
-                for part in [] if grad is None else _chunks(len(mask), ctx.options[2], _block(grad)):
-                    _take(grad, part).mul_(scale[part])
-        return grads[0], grads[1], None, None, None, None, None, None, None, None
+            for grad in (student_rows, grad_teacher):  # by chunks: a low-precision gradient times a float32 scale
+                for part in [] if grad is None else _chunks(len(mask), ctx.options[2], _block(grad)):  # makes
+                    _take(grad, part).mul_(scale[part])  # float32 temporaries
+        return grad_student, grad_teacher, None, None, None, None, None, None, None, None, None
+
+
+def _windowed(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    ids: torch.Tensor | None,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    options: tuple[float, float, int, _Classes | None],
+    window: tuple[int, int] | None,
+    need: tuple[bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`_rows_and_grads`, where ``window`` says ``student`` is the base whose positions ``window`` the loss
+    reads (:func:`_window`): then the student's gradient is as large as the base, zero outside the window. Returns
+    the rows, both gradients as autograd takes them, and the student's gradient as rows (in place of its own)."""
+    if window is None:
+        rows, grad_student, grad_teacher = _rows_and_grads(student, teacher, ids, mask, weight, *options, need=need)
+        return rows, grad_student, grad_teacher, grad_student
+    full = torch.empty_like(student) if need[0] else None
+    inside = None
+    if full is not None:
+        start, length = window
+        full.narrow(-2, 0, start).zero_()
+        full.narrow(-2, start + length, full.shape[-2] - start - length).zero_()
+        inside = _as_rows(full.narrow(-2, start, length))
+    rows_of = _as_rows(student.narrow(-2, *window))
+    rows, student_rows, grad_teacher = _rows_and_grads(
+        rows_of, teacher, ids, mask, weight, *options, need=need, student_out=inside
+    )
+    return rows, full, grad_teacher, student_rows
 
 
 def _rows_and_grads(
@@ -498,11 +565,13 @@ def _rows_and_grads(
     classes: _Classes | None,
     *,
     need: tuple[bool, bool],
+    student_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Per-row divergences (``0`` where masked) and, where ``need`` asks, their gradients with respect to the
     student's and the teacher's logits times ``weight`` (a 0-d tensor), row by row (``0`` where masked), chunk by
     chunk; over the projection's classes when ``classes`` is given. ``student`` and ``teacher`` are ``(N, ·)`` rows
-    or ``(N / T, T, ·)`` blocks of them (:func:`_as_rows`); the gradients have their shapes."""
+    or ``(N / T, T, ·)`` blocks of them (:func:`_as_rows`); the gradients have their shapes, the student's written
+    into ``student_out`` where given."""
     dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
     fusable = ids is None and classes is None and student.dtype == teacher.dtype
     if fusable and _triton.available(student):  # one fused kernel per row, over (N, V) rows: blocks are copied
@@ -519,8 +588,10 @@ def _rows_and_grads(
             grad_scale=weight.float(),
         )
         shaped = [None if g is None else g.view(x.shape) for g, x in zip(grads, (student, teacher), strict=True)]
+        if student_out is not None and shaped[0] is not None:
+            shaped[0] = student_out.copy_(shaped[0])
         return rows, shaped[0], shaped[1]
-    grad_student = torch.empty_like(student) if need[0] else None
+    grad_student = (torch.empty_like(student) if student_out is None else student_out) if need[0] else None
     grad_teacher = torch.empty_like(teacher) if need[1] else None
     rows = torch.zeros(len(mask), dtype=dtype, device=student.device)
     cpu = student.device.type == "cpu"
@@ -529,19 +600,22 @@ def _rows_and_grads(
     for part in _chunks(len(mask), chunk, _block(student, teacher)):
         keep = mask[part, None]
         s, t = _take(student, part), _take(teacher, part)
-        if classes is not None:
-            value, grad_q, grad_p = _projected_chunk(s, t, classes, beta, temperature, need, work)
+        outs = [None if out is None else _take(out, part) for out in (grad_student, grad_teacher)]
+        if classes is not None:  # writes the scaled gradients into outs itself
+            value = _projected_chunk(s, t, classes, beta, temperature, need, work, (outs[0], outs[1]), scale)
+            unscaled: list[torch.Tensor | None] = [None, None]
         elif ids is None:
-            value, grad_q, grad_p = _dense_chunk(s, t, beta, temperature, need, work)
+            value, *unscaled = _dense_chunk(s, t, beta, temperature, need, work)
         else:
-            value, grad_q, grad_p = _sparse_chunk(s, t, ids[part], beta, temperature, work)
+            value, *unscaled = _sparse_chunk(s, t, ids[part], beta, temperature, work)
         rows[part] = value.masked_fill_(~keep[:, 0], 0.0)
         every = cpu and bool(keep.all())  # nothing to zero; testing costs nothing on CPU (no device to sync)
-        for grad, out in ((grad_q, grad_student), (grad_p, grad_teacher)):
+        for grad, out in zip(unscaled, outs, strict=True):
             if grad is not None and out is not None:  # scaled straight into place: no copy
-                scaled = torch.mul(grad, scale, out=_take(out, part))
-                if not every:
-                    scaled.masked_fill_(~keep, 0.0)
+                torch.mul(grad, scale, out=out)
+        for out in outs:
+            if out is not None and not every:
+                out.masked_fill_(~keep, 0.0)
     return rows, grad_student, grad_teacher
 
 
@@ -647,9 +721,12 @@ def _projected_chunk(
     temperature: float,
     need: tuple[bool, bool],
     work: Workspace,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    r"""Row values and gradients of the divergence between both sides' class distributions
-    :math:`Q_c = \sum_{v \in c} q_v` and :math:`P_c`, computed in ``work``'s temporaries.
+    outs: tuple[torch.Tensor | None, torch.Tensor | None],
+    scale: float | torch.Tensor,
+) -> torch.Tensor:
+    r"""Row values of the divergence between both sides' class distributions :math:`Q_c = \sum_{v \in c} q_v` and
+    :math:`P_c`, computed in ``work``'s temporaries; the gradients ``need`` asks for, times ``scale``, are written
+    into ``outs`` (the chunk's rows of the gradient tensors).
 
     The class probabilities are floored at the dtype's smallest normal number, as :func:`project_logprobs`
     floors them, and the divergence on them is :func:`_dense_chunk`'s, so the values are those of
@@ -657,32 +734,42 @@ def _projected_chunk(
     With :math:`h_c` its gradient with respect to the class log-probabilities as logits, the gradient with respect
     to a logit is
     :math:`\partial L / \partial z_v = q_v\,(h_{c(v)} / Q_{c(v)} - \sum_c h_c) / \tau`, over the classes whose mass
-    was not floored (the floor passes no gradient).
+    was not floored (the floor passes no gradient). ``scale / τ`` multiplies the class terms, not the logits' row.
     """
     tiny = torch.finfo(work.dtype).tiny
     rows, count = student.shape[0], classes.count
-    # work's slots, student/teacher: 6/9 scaled logits, later the gradient spread over them; 7/10 probabilities;
+    on_cpu = student.device.type == "cpu"
+    # work's slots, student/teacher: 6/9 scaled logits (in low precision, later the gradient); 7/10 probabilities;
     # 8/11 class mass; 0/1 its log; 12/13 its inverse; 2 the divergence's spare
     sides = ((student, classes.student, 6), (teacher, classes.teacher, 9))
     probs, mass, log_mass, floored, inverse = [], [], [], [], []
     for side, (logits, index, slot) in enumerate(sides):
         x = torch.softmax(_scaled_into(logits, temperature, work, slot), dim=-1, out=work(slot + 1, *logits.shape))
         m = work(slot + 2, rows, count).zero_().index_add_(-1, index, x)
-        floored.append(m <= tiny)
+        # on CPU reading the lowest mass back costs nothing, and the floor's passes run only where a class needs it
+        low = None if on_cpu and float(m.amin()) > tiny else m <= tiny
+        if low is not None:
+            m.clamp_min_(tiny)
         probs.append(x)
-        mass.append(m.clamp_min_(tiny))
+        mass.append(m)
+        floored.append(low)
         log_mass.append(torch.log(m, out=work(side, rows, count)))
-        inverse.append(torch.reciprocal(m, out=work(12 + side, rows, count)).masked_fill_(floored[-1], 0.0))
+        # the divergence may overwrite the mass, so its inverse is taken first, for a side whose gradient is asked
+        inverse.append(torch.reciprocal(m, out=work(12 + side, rows, count)) if need[side] else None)
     value, *class_grads = _divergence(mass[0], log_mass[0], mass[1], log_mass[1], work(2, rows, count), beta, 1.0, need)
-    grads: list[torch.Tensor | None] = []
-    for h, x, skip, inv, (_, index, slot) in zip(class_grads, probs, floored, inverse, sides, strict=True):
-        if h is None:
-            grads.append(None)
+    factor = scale / temperature
+    for h, x, low, inv, out, (_, index, slot) in zip(class_grads, probs, floored, inverse, outs, sides, strict=True):
+        if h is None or inv is None or out is None:
             continue
-        total = h.masked_fill(skip, 0.0).sum(dim=-1, keepdim=True)
-        spread = torch.index_select(h.mul_(inv), -1, index, out=work(slot, *x.shape))
-        grads.append(_over(spread.sub_(total).mul_(x), temperature))
-    return value, grads[0], grads[1]
+        if low is not None:
+            h.masked_fill_(low, 0.0)
+        total = h.sum(dim=-1, keepdim=True)
+        per_class = h.mul_(inv).sub_(total).mul_(factor)  # all but the factor q_v, over the classes
+        grad = out if out.dtype == x.dtype else work(slot, *x.shape)  # low-precision logits: converted at the end
+        torch.index_select(per_class, -1, index, out=grad).mul_(x)
+        if grad is not out:
+            out.copy_(grad)
+    return value
 
 
 def _scaled_into(logits: torch.Tensor, temperature: float, work: Workspace, slot: int) -> torch.Tensor:

@@ -668,3 +668,79 @@ def test_logits_sliced_along_positions_are_not_copied() -> None:
     assert _large_forward_allocations(student[:, :-1], teacher[:, :-1]) == 0
     swapped = [x.reshape(2, 2, 65, 4096).transpose(0, 1) for x in (student, teacher)]
     assert _large_forward_allocations(*swapped) >= 1
+
+
+# --- a slice's gradient written into its base: no second gradient as large as the logits -------------------------
+
+WINDOWS = {  # slices along the positions of (B, 7, V) or (B, H, 7, V) logits
+    ":-1": lambda x: x[..., :-1, :],
+    "1:": lambda x: x[..., 1:, :],
+    "2:5": lambda x: x[..., 2:5, :],
+    "narrow": lambda x: x.narrow(-2, 1, 5),
+    "slice of a slice": lambda x: x[..., :-1, :][..., 1:, :],
+    "every other": lambda x: x[..., ::2, :],
+    "all": lambda x: x[..., :, :],
+}
+
+
+def _base_gradients(
+    base: torch.Tensor, slicer: Callable[[torch.Tensor], torch.Tensor], *, non_leaf: bool, **kw: Any
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Values and the gradient of the base (a leaf, or a tensor computed from one) through ``slicer``'s view, and
+    through a copy of that view (autograd's own path: the copy's gradient goes back through the slice), for a
+    weighted backward."""
+    results = []
+    for copied in (False, True):
+        leaf = base.detach().requires_grad_()
+        view = slicer(leaf * 1.5 if non_leaf else leaf)
+        view = view.contiguous() if copied else view
+        teacher = torch.randn(view.shape, generator=torch.Generator().manual_seed(5), dtype=view.dtype)
+        mask = torch.rand(view.shape[:-1], generator=torch.Generator().manual_seed(6)) < 0.7
+        values = generalized_jsd(view, teacher, mask, reduction="none", **kw)
+        weights = torch.linspace(0.5, 2.0, values.numel(), dtype=values.dtype).reshape(values.shape)
+        (grad,) = torch.autograd.grad((values * weights).sum(), leaf)
+        results.append((values, grad))
+    return results
+
+
+@pytest.mark.parametrize("window", list(WINDOWS))
+@pytest.mark.parametrize("shape", [(3, 7, 6), (2, 2, 7, 5)], ids=str)
+@pytest.mark.parametrize("non_leaf", [False, True], ids=["leaf", "non-leaf"])
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_a_slices_base_gets_the_gradient_autograd_would_give_it(
+    window: str, shape: tuple[int, ...], non_leaf: bool, beta: float
+) -> None:
+    """Values and the base's gradient (zero at the positions the slice leaves out) equal those through a copy of
+    the slice, for every kind of slice, of a leaf and of a computed tensor, 3-D and 4-D, with chunks that would
+    cross from one sequence to the next."""
+    base = torch.randn(shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ours, theirs = _base_gradients(base, WINDOWS[window], non_leaf=non_leaf, beta=beta, chunk_size=4)
+    for actual, expected in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_slices_base_gets_its_gradient_again_in_a_second_backward() -> None:
+    """``retain_graph=True``: the second backward recomputes the base-sized gradient, zeros included, and it
+    equals the first."""
+    base = torch.randn(2, 7, 6, dtype=torch.float64, requires_grad=True)
+    loss = generalized_jsd(base[:, 1:-1], torch.randn(2, 5, 6, dtype=torch.float64))
+    (first,) = torch.autograd.grad(loss * 3.0, base, retain_graph=True)
+    (second,) = torch.autograd.grad(loss * 3.0, base)
+    assert first[:, [0, -1]].abs().max() == 0.0
+    torch.testing.assert_close(first, second, rtol=0.0, atol=0.0)
+
+
+def _large_backward_allocations(logits: torch.Tensor, teacher: torch.Tensor) -> int:
+    """Operators of a forward and backward that allocate at least half as much as ``logits`` (a slice)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        generalized_jsd(logits, teacher).backward()
+    return sum(event.self_cpu_memory_usage >= logits.numel() * logits.element_size() // 2 for event in profile.events())
+
+
+def test_a_slices_backward_allocates_one_gradient_as_large_as_its_base() -> None:
+    """The base's gradient is the only large tensor a forward and backward of ``logits[:, :-1]`` allocate: autograd
+    would allocate the slice's gradient and then a zero-filled one of the base's size to copy it into, as it still
+    does for a slice of a slice (once per slice)."""
+    student, teacher, _ = draw((4, 65, 4096), seed=34, dtype=torch.float32)
+    assert _large_backward_allocations(student.requires_grad_()[:, :-1], teacher[:, :-1]) == 1
+    assert _large_backward_allocations(student[:, 1:][:, :-1], teacher[:, 1:-1]) == 3

@@ -288,3 +288,26 @@ def test_a_projection_stays_on_the_torch_path(monkeypatch: pytest.MonkeyPatch) -
     two_calls = generalized_jsd(*project_logprobs(student, teacher, projection))
     assert calls == [1]  # the same loss on one vocabulary takes the kernel here
     torch.testing.assert_close(one_call, two_calls, rtol=ROWS_RTOL, atol=ROWS_ATOL)
+
+
+def test_a_slices_base_gets_the_kernels_gradient_at_its_positions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``logits[:, :-1]``: the kernel reads a copy of the slice's rows, and its gradient is written into the base's
+    positions of the slice, zero at the one left out, as the torch path writes it."""
+    from alignment import generalized_jsd
+
+    calls = []
+    kernel = _triton.jsd_rows
+    monkeypatch.setattr(_triton, "jsd_rows", lambda *args, **kwargs: calls.append(1) or kernel(*args, **kwargs))
+    generator = torch.Generator().manual_seed(6)
+    base = torch.randn(2, 5, 7, generator=generator).to(DEVICE)
+    teacher = torch.randn(2, 4, 7, generator=generator).to(DEVICE)
+    grads = []
+    for on_kernel in (True, False):
+        if not on_kernel:
+            monkeypatch.setattr(_triton, "available", lambda *_: False)
+        leaf = base.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(generalized_jsd(leaf[:, :-1], teacher, beta=0.5) * 3.0, leaf)
+        grads.append(grad)
+    assert calls == [1]
+    assert grads[0][:, -1].abs().max() == 0.0
+    torch.testing.assert_close(grads[0], grads[1], rtol=GRAD_RTOL[torch.float32], atol=GRAD_SCALE_ATOL)
