@@ -27,7 +27,17 @@ import torch
 
 from alignment._checks import check_dtype, check_floating, check_in_range, upcast
 from alignment.errors import AlignmentError
-from alignment.losses import Reduction, _as_rows, _block, _chunks, _classes, _default_chunk, _take
+from alignment.losses import (
+    Reduction,
+    _as_rows,
+    _base_gradient,
+    _block,
+    _chunks,
+    _classes,
+    _default_chunk,
+    _take,
+    _window,
+)
 from alignment.types import VocabProjection
 
 __all__ = ["chunk_likelihood_loss", "project_logprobs", "token_logprobs"]
@@ -35,15 +45,18 @@ __all__ = ["chunk_likelihood_loss", "project_logprobs", "token_logprobs"]
 
 def _project(logits: torch.Tensor, index: torch.Tensor, num_classes: int, temperature: float) -> torch.Tensor:
     chunk = _default_chunk(logits.shape[-1], logits.device)
-    rows = _as_rows(logits)  # read in place where only the batch axes do not merge, as the losses read them
-    out: torch.Tensor = _Projection.apply(rows, index.to(logits.device), num_classes, temperature, chunk)  # type: ignore[no-untyped-call]
+    window = _window(logits)  # a slice's gradient goes into its base, as the losses put it
+    source = _as_rows(logits) if window is None else window[0]  # read in place, as the losses read them
+    out: torch.Tensor = _Projection.apply(  # type: ignore[no-untyped-call]
+        source, index.to(logits.device), num_classes, temperature, chunk, None if window is None else window[1]
+    )
     return out.reshape(*logits.shape[:-1], num_classes)
 
 
 class _Projection(torch.autograd.Function):
-    r"""``(N, W)`` logits (or ``(N / T, T, W)`` blocks of rows) to ``(N, C)`` class log-probabilities, ``chunk`` rows
-    at a time; saves the logits and the (small) output, and recomputes the softmax in the backward, so no ``(N, W)``
-    float32 copy outlives a chunk.
+    r"""``(N, W)`` logits (or ``(N / T, T, W)`` blocks of rows, or the base of a slice whose positions ``window``
+    are read) to ``(N, C)`` class log-probabilities, ``chunk`` rows at a time; saves the logits and the (small)
+    output, and recomputes the softmax in the backward, so no ``(N, W)`` float32 copy outlives a chunk.
 
     With :math:`P_c = \sum_{v \in c} p_v` and incoming :math:`g_c = \partial L / \partial \log P_c`:
     :math:`\partial L / \partial z_v = p_v\,(g_{c(v)} / P_{c(v)} - \sum_c g_c) / \tau`, over the classes whose mass
@@ -52,32 +65,44 @@ class _Projection(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, logits: torch.Tensor, index: torch.Tensor, num_classes: int, temperature: float, chunk: int
+        ctx: Any,
+        logits: torch.Tensor,
+        index: torch.Tensor,
+        num_classes: int,
+        temperature: float,
+        chunk: int,
+        window: tuple[int, int] | None,
     ) -> torch.Tensor:
+        read = logits if window is None else _as_rows(logits.narrow(-2, *window))
         dtype = torch.promote_types(logits.dtype, torch.float32)
-        rows = logits.shape[:-1].numel()
+        rows = read.shape[:-1].numel()
         out = torch.empty((rows, num_classes), dtype=dtype, device=logits.device)
         tiny = torch.finfo(dtype).tiny
-        for part in _chunks(rows, chunk, _block(logits)):
-            probs = _softmax(_take(logits, part), temperature, dtype)
+        for part in _chunks(rows, chunk, _block(read)):
+            probs = _softmax(_take(read, part), temperature, dtype)
             mass = probs.new_zeros((probs.shape[0], num_classes)).index_add_(-1, index, probs)
             out[part] = mass.clamp_min_(tiny).log_()
         ctx.save_for_backward(logits, index, out)
-        ctx.options = (temperature, chunk)
+        ctx.options = (temperature, chunk, window)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         logits, index, out = ctx.saved_tensors
-        temperature, chunk = ctx.options
+        temperature, chunk, window = ctx.options
         floored = out <= math.log(torch.finfo(out.dtype).tiny)
-        grad = torch.empty_like(logits)
-        for part in _chunks(len(out), chunk, _block(logits)):
-            probs = _softmax(_take(logits, part), temperature, out.dtype)
+        if window is None:
+            read, grad = logits, torch.empty_like(logits)
+            rows_of_grad = grad
+        else:
+            read = _as_rows(logits.narrow(-2, *window))
+            grad, rows_of_grad = _base_gradient(logits, window)
+        for part in _chunks(len(out), chunk, _block(read)):
+            probs = _softmax(_take(read, part), temperature, out.dtype)
             per_mass = (grad_out[part] * torch.exp(-out[part])).masked_fill_(floored[part], 0.0)
             total = grad_out[part].masked_fill(floored[part], 0.0).sum(dim=-1, keepdim=True)
-            _take(grad, part).copy_(probs.mul_(per_mass.index_select(-1, index).sub_(total)).div_(temperature))
-        return grad, None, None, None, None
+            _take(rows_of_grad, part).copy_(probs.mul_(per_mass.index_select(-1, index).sub_(total)).div_(temperature))
+        return grad, None, None, None, None, None
 
 
 def _softmax(logits: torch.Tensor, temperature: float, dtype: torch.dtype) -> torch.Tensor:

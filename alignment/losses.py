@@ -539,18 +539,22 @@ def _windowed(
     if window is None:
         rows, grad_student, grad_teacher = _rows_and_grads(student, teacher, ids, mask, weight, *options, need=need)
         return rows, grad_student, grad_teacher, grad_student
-    full = torch.empty_like(student) if need[0] else None
-    inside = None
-    if full is not None:
-        start, length = window
-        full.narrow(-2, 0, start).zero_()
-        full.narrow(-2, start + length, full.shape[-2] - start - length).zero_()
-        inside = _as_rows(full.narrow(-2, start, length))
+    full, inside = _base_gradient(student, window) if need[0] else (None, None)
     rows_of = _as_rows(student.narrow(-2, *window))
     rows, student_rows, grad_teacher = _rows_and_grads(
         rows_of, teacher, ids, mask, weight, *options, need=need, student_out=inside
     )
     return rows, full, grad_teacher, student_rows
+
+
+def _base_gradient(base: torch.Tensor, window: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A gradient for ``base`` that is zero outside the positions ``window`` (:func:`_window`), and the rows of
+    those positions (:func:`_as_rows`, a view) for the caller to fill."""
+    full = torch.empty_like(base)
+    start, length = window
+    full.narrow(-2, 0, start).zero_()
+    full.narrow(-2, start + length, full.shape[-2] - start - length).zero_()
+    return full, _as_rows(full.narrow(-2, start, length))
 
 
 def _rows_and_grads(

@@ -539,7 +539,9 @@ def test_loss_with_projection_keeps_no_class_tensor_the_size_of_the_batch() -> N
 @pytest.mark.parametrize("one_call", [True, False], ids=["projection=", "project_logprobs"])
 def test_logits_sliced_along_positions_project_as_their_copies(one_call: bool) -> None:
     """``logits[:, :-1]`` is read in place by both ways of projecting, with chunks that would cross from one
-    sequence to the next: the values and gradients of contiguous copies, and no forward allocation of its size."""
+    sequence to the next: the values and gradients of contiguous copies (the base's gradient written by the loss,
+    zero at the position left out, equals the one autograd builds through a copy), and no forward allocation of
+    its size."""
     proj = projection([0, 1, 1, 2, 2, 3, 0], [1, 1, 0, 2, 3], 5)
     student, teacher = random_logits((3, 6, 7), seed=41), random_logits((3, 6, 5), seed=42)
     mask = torch.rand(3, 5, generator=torch.Generator().manual_seed(43)) < 0.7
@@ -551,15 +553,13 @@ def test_logits_sliced_along_positions_project_as_their_copies(one_call: bool) -
 
     results = []
     for sliced in (True, False):
-        if sliced:
-            leaves = (student.clone().requires_grad_(), teacher.clone().requires_grad_())
-            views = (leaves[0][:, :-1], leaves[1][:, :-1])
-        else:
-            leaves = views = (student[:, :-1].clone().requires_grad_(), teacher[:, :-1].clone().requires_grad_())
+        leaves = (student.clone().requires_grad_(), teacher.clone().requires_grad_())
+        views = tuple(x[:, :-1] if sliced else x[:, :-1].contiguous() for x in leaves)
         values = loss(*views)
         weights = torch.linspace(0.5, 2.0, values.numel(), dtype=values.dtype).reshape(values.shape)
         grads = torch.autograd.grad((values * weights).sum(), leaves)
-        results.append((values, *(g[:, :-1] if sliced else g for g in grads)))
+        results.append((values, *grads))
+    assert results[0][1][:, -1].abs().max() == 0.0
     for actual, expected in zip(*results, strict=True):
         torch.testing.assert_close(actual, expected, atol=1e-12, rtol=1e-12)
     big_s, big_t = random_logits((4, 257, 8192), 44, torch.float32), random_logits((4, 257, 4096), 45, torch.float32)
@@ -575,6 +575,13 @@ def test_logits_sliced_along_positions_project_as_their_copies(one_call: bool) -
             project_logprobs(big_s[:, :-1], big_t[:, :-1], wide)
     half = 4 * 256 * 4096 * 4 // 2  # half of the teacher's sliced logits; a chunk's temporaries are 1 MiB
     assert not any(event.self_cpu_memory_usage >= half for event in profile.events())
+    leaf = big_s.requires_grad_()  # forward and backward: the base's gradient is the one tensor of its size
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        if one_call:
+            generalized_jsd(leaf[:, :-1], big_t[:, :-1], projection=wide).backward()
+        else:
+            generalized_jsd(*project_logprobs(leaf[:, :-1], big_t[:, :-1], wide)).backward()
+    assert sum(event.self_cpu_memory_usage >= 2 * half for event in profile.events()) == 1
 
 
 @pytest.mark.integration
