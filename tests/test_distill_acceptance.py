@@ -90,6 +90,25 @@ def test_files_made_with_another_setting_are_refused(tmp_path: Path) -> None:
         combine([first, second])
 
 
+def test_the_byte_examples_setting_counts_only_with_byte_matched_teachers(tmp_path: Path) -> None:
+    """Pages written before ``byte_examples`` existed do not name it; it changes no run unless the teachers are
+    byte-matched, so only then must the files agree on it."""
+    matched = f"{SETTING}, teachers=['matched']"
+    older = write(tmp_path, "a", [run("qwen->llama", "aligned", 0, 0.1, teachers="matched")], matched)
+    newer = write(
+        tmp_path, "b", [run("qwen->llama", "aligned", 1, 0.2, teachers="matched")], f"{matched}, byte_examples=200"
+    )
+    assert sorted(r["seed"] for r in combine([older, newer])[1]) == [0, 1]
+    byte = write(
+        tmp_path,
+        "c",
+        [run("qwen->llama", "aligned", 2, 0.3, teachers="byte-matched")],
+        f"{SETTING}, teachers=['byte-matched'], byte_examples=200",
+    )
+    with pytest.raises(SystemExit, match=r"byte_examples: None vs 200"):
+        combine([older, byte])
+
+
 def test_one_run_with_two_results_is_refused(tmp_path: Path) -> None:
     first = write(tmp_path, "a", [run("qwen->llama", "aligned", 0, 0.1)])
     second = write(tmp_path, "b", [run("qwen->llama", "aligned", 0, 0.2)])

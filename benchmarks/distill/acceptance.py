@@ -35,6 +35,9 @@ import numpy as np
 from benchmarks.distill.report import ACCEPTED_ARMS, BAR, _smooth
 
 VARYING = {"arms", "pairs", "seeds", "teachers", "cache"}  # what may differ between the files combined
+# settings that change no run unless the file's teachers include this choice (pages written before such a setting
+# existed do not name it)
+ONLY_WITH_TEACHERS = {"byte_examples": "byte-matched"}
 
 
 def read_setting(json_path: Path) -> dict[str, str]:
@@ -58,7 +61,12 @@ def combine(paths: Sequence[Path], baselines: Sequence[Path] = ()) -> tuple[dict
     runs: dict[tuple[str, str, str, int], dict[str, Any]] = {}
     for path in [*paths, *baselines]:
         only_baselines = path in baselines and path not in paths
-        here = {k: v for k, v in read_setting(path).items() if k not in VARYING}
+        page = read_setting(path)
+        here = {
+            k: v
+            for k, v in page.items()
+            if k not in VARYING and (k not in ONLY_WITH_TEACHERS or ONLY_WITH_TEACHERS[k] in page.get("teachers", ""))
+        }
         if setting is None:
             setting = here
         elif here != setting:
