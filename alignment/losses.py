@@ -605,11 +605,11 @@ def _rows_and_grads(
         keep = mask[part, None]
         s, t = _take(student, part), _take(teacher, part)
         outs = [None if out is None else _take(out, part) for out in (grad_student, grad_teacher)]
-        if classes is not None:  # writes the scaled gradients into outs itself
+        unscaled: list[torch.Tensor | None] = [None, None]  # the dense and projected chunks scale into outs
+        if classes is not None:
             value = _projected_chunk(s, t, classes, beta, temperature, need, work, (outs[0], outs[1]), scale)
-            unscaled: list[torch.Tensor | None] = [None, None]
         elif ids is None:
-            value, *unscaled = _dense_chunk(s, t, beta, temperature, need, work)
+            value, *_ = _dense_chunk(s, t, beta, temperature, need, work, (outs[0], outs[1]), scale)
         else:
             value, *unscaled = _sparse_chunk(s, t, ids[part], beta, temperature, work)
         rows[part] = value.masked_fill_(~keep[:, 0], 0.0)
@@ -675,9 +675,11 @@ def _dense_chunk(
     temperature: float,
     need: tuple[bool, bool],
     work: Workspace,
+    outs: tuple[torch.Tensor | None, torch.Tensor | None],
+    scale: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     r"""Row values of :math:`\mathrm{JSD}_\beta` and their gradients with respect to both sides' logits, computed in
-    ``work``'s temporaries (the gradients returned are views of them).
+    ``work``'s temporaries; the gradients ``need`` asks for are written into ``outs`` times ``scale`` (and returned).
 
     With :math:`L = \beta\,\mathrm{KL}(p\|m) + (1-\beta)\,\mathrm{KL}(q\|m)` the terms through the mixture
     cancel: :math:`\partial L / \partial z_q = (1-\beta)\, q \odot (\log q - \log m - \mathrm{KL}(q\|m)) / \tau`;
@@ -688,7 +690,7 @@ def _dense_chunk(
         scaled = _scaled_into(logits, temperature, work, 5)
         torch.log_softmax(scaled, dim=-1, out=log_x)
         torch.softmax(scaled, dim=-1, out=x)  # fused: faster than exp on CPU
-    return _divergence(q, log_q, p, log_p, spare, beta, temperature, need)
+    return _divergence(q, log_q, p, log_p, spare, beta, temperature, need, outs, scale)
 
 
 def _divergence(
@@ -700,21 +702,37 @@ def _divergence(
     beta: float,
     temperature: float,
     need: tuple[bool, bool],
+    outs: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    scale: float | torch.Tensor = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """:func:`_dense_chunk` from both sides' probabilities and log-probabilities, which it overwrites, as it does
-    ``spare``; the gradients returned are views of them."""
+    ``spare``; each gradient is written times ``scale`` into its ``outs`` entry where one is given (one pass less
+    than scaling it afterwards), else into those temporaries, and returned."""
+    factor = scale / temperature
     if beta == 0.0 or beta == 1.0:
         (x, log_x, y, log_y) = (p, log_p, q, log_q) if beta == 0.0 else (q, log_q, p, log_p)
+        (out_x, out_y) = (outs[1], outs[0]) if beta == 0.0 else outs
         terms, value = _terms(x, torch.sub(log_x, log_y, out=spare))
-        grad_x = _over(terms.addcmul_(x, value[:, None], value=-1.0), temperature) if need[beta == 0.0] else None
-        grad_y = _over(y.sub_(x), temperature) if need[beta == 1.0] else None
+        grad_x = (
+            _times_into(terms.addcmul_(x, value[:, None], value=-1.0), factor, out_x) if need[beta == 0.0] else None
+        )
+        grad_y = _times_into(y.sub_(x), factor, out_y) if need[beta == 1.0] else None
         return (value, grad_y, grad_x) if beta == 0.0 else (value, grad_x, grad_y)
     log_m = torch.lerp(q, p, beta, out=spare).log_()
     (terms_q, kl_q), (terms_p, kl_p) = _terms(q, log_q.sub_(log_m)), _terms(p, log_p.sub_(log_m))
     value = beta * kl_p + (1.0 - beta) * kl_q
-    grad_q = terms_q.addcmul_(q, kl_q[:, None], value=-1.0).mul_((1.0 - beta) / temperature) if need[0] else None
-    grad_p = terms_p.addcmul_(p, kl_p[:, None], value=-1.0).mul_(beta / temperature) if need[1] else None
+    grad_q = (
+        _times_into(terms_q.addcmul_(q, kl_q[:, None], value=-1.0), (1.0 - beta) * factor, outs[0]) if need[0] else None
+    )
+    grad_p = _times_into(terms_p.addcmul_(p, kl_p[:, None], value=-1.0), beta * factor, outs[1]) if need[1] else None
     return value, grad_q, grad_p
+
+
+def _times_into(values: torch.Tensor, factor: float | torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``values * factor``, into ``out`` where given, else in place (no pass where ``factor`` is the number 1)."""
+    if out is not None:
+        return torch.mul(values, factor, out=out)
+    return values if isinstance(factor, float) and factor == 1.0 else values.mul_(factor)
 
 
 def _projected_chunk(
