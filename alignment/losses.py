@@ -549,8 +549,9 @@ def _windowed(
 
 def _base_gradient(base: torch.Tensor, window: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """A gradient for ``base`` that is zero outside the positions ``window`` (:func:`_window`), and the rows of
-    those positions (:func:`_as_rows`, a view) for the caller to fill."""
-    full = torch.empty_like(base)
+    those positions (:func:`_as_rows`, a view) for the caller to fill. Contiguous whatever the base's strides,
+    so that those rows are always a view."""
+    full = base.new_empty(base.shape)
     start, length = window
     full.narrow(-2, 0, start).zero_()
     full.narrow(-2, start + length, full.shape[-2] - start - length).zero_()

@@ -276,8 +276,9 @@ def align_teacher_logits(teacher_logits: torch.Tensor, batch: TeacherBatch) -> t
     start = _common_start(batch, teacher_logits.shape[1])
     if start is not None:
         return teacher_logits[:, start : start + batch.positions.shape[1]]
-    index = batch.positions.to(teacher_logits.device)[..., None].expand(-1, -1, teacher_logits.shape[-1])
-    return torch.gather(teacher_logits, 1, index)
+    positions = batch.positions.to(teacher_logits.device)
+    rows = torch.arange(len(positions), device=positions.device)[:, None]
+    return teacher_logits[rows, positions]  # whole rows copied: faster than a gather that reads an index per logit
 
 
 def _common_start(batch: TeacherBatch, length: int) -> int | None:

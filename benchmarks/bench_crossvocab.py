@@ -202,8 +202,8 @@ def align(student_name: str, teacher_name: str, batch: Batch) -> tuple[torch.Ten
         pairs = align_spans(s_spans, t_spans).pairs
         positions[b, pairs[:, 0]], mask[b, pairs[:, 0]] = pairs[:, 1], True
     device = batch.teacher_logits.device
-    index = torch.from_numpy(positions).to(device)[..., None].expand(-1, -1, batch.teacher_logits.shape[-1])
-    return torch.gather(batch.teacher_logits, 1, index), torch.from_numpy(mask).to(device)
+    rows_of = torch.arange(rows, device=device)[:, None]
+    return batch.teacher_logits[rows_of, torch.from_numpy(positions).to(device)], torch.from_numpy(mask).to(device)
 
 
 def our_step(projection: Any, student_name: str, teacher_name: str, batch: Batch) -> torch.Tensor:
