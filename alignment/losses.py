@@ -535,7 +535,8 @@ def _windowed(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """:func:`_rows_and_grads`, where ``window`` says ``student`` is the base whose positions ``window`` the loss
     reads (:func:`_window`): then the student's gradient is as large as the base, zero outside the window. Returns
-    the rows, both gradients as autograd takes them, and the student's gradient as rows (in place of its own)."""
+    the rows, both gradients as autograd takes them, and the student's gradient as the rows the loss wrote (with a
+    window, a view of the base-sized one), which a scaled backward rescales."""
     if window is None:
         rows, grad_student, grad_teacher = _rows_and_grads(student, teacher, ids, mask, weight, *options, need=need)
         return rows, grad_student, grad_teacher, grad_student
