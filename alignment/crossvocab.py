@@ -128,7 +128,8 @@ def project_logprobs(
     instead: the same result without the two ``(..., C)`` tensors.
 
     Args:
-        student_logits: ``(..., V')`` float student logits, ``V' >= V``.
+        student_logits: ``(..., V')`` float student logits, ``V' >= V``; a slice along the positions passes its
+            gradient straight to the tensor it slices, as for :func:`~alignment.generalized_jsd`.
         teacher_logits: ``(..., W')`` float teacher logits on the same positions (e.g. from
             :func:`~alignment.align_teacher_logits`), ``W' >= W``.
         projection: from :func:`~alignment.vocab_projection` of the same student and teacher tokenizers.

@@ -102,7 +102,10 @@ def generalized_jsd(
     The mixture is computed in log space (``logaddexp``, ``log1p(-beta)``).
 
     Args:
-        student_logits: ``(..., V)`` float logits of the student.
+        student_logits: ``(..., V)`` float logits of the student. A slice along the positions of a tensor that
+            needs a gradient (``logits[:, :-1]``) passes its gradient straight to that tensor, without the
+            base-sized copy autograd would make: take gradients with respect to that tensor, not the slice (a slice
+            with a hook or ``retain_grad()`` keeps autograd's way).
         teacher_logits: ``(..., V)`` float logits of the teacher on the student's positions and vocabulary,
             or a :class:`TopK` with ``(..., k)`` ids and log-probabilities (``temperature`` must then be ``1``);
             with ``projection``, ``(..., W)`` dense logits over the teacher's own vocabulary. Teacher gradients are
@@ -186,7 +189,8 @@ def masked_kl(
     where the reference side is ``0`` and the other is not (a ``-inf`` logit facing a finite one).
 
     Args:
-        student_logits: ``(..., V)`` float logits of the student (:math:`q`).
+        student_logits: ``(..., V)`` float logits of the student (:math:`q`); a slice along the positions passes
+            its gradient straight to the tensor it slices, as for :func:`generalized_jsd`.
         teacher_logits: ``(..., V)`` float logits of the teacher (:math:`p`), or a :class:`TopK`.
         mask: ``(...)`` bool, ``True`` where a position counts; ``None`` counts every position.
         direction: ``"forward"`` is KL(teacher ‖ student), mass-covering; ``"reverse"`` is KL(student ‖ teacher),
@@ -374,11 +378,15 @@ def _window(logits: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]] | None
     Autograd would build the base's gradient from the slice's by zero-filling a tensor as large as the base and
     copying into it: a second gradient-sized tensor and two passes over it. The loss writes its gradient into the
     positions of a base-sized tensor instead and zeroes only the positions the slice leaves out. Only a slice whose
-    rows the loss reads in place (:func:`_as_rows`) qualifies, so that the gradient is written where it belongs.
+    rows the loss reads in place (:func:`_as_rows`) qualifies, so that the gradient is written where it belongs,
+    and only one that asked nothing of its own gradient (no hook, no ``retain_grad``): the slice itself is then not
+    in the graph.
     """
     base, node = logits._base, logits.grad_fn
     if base is None or node is None or type(node).__name__ != "SliceBackward0" or not torch.is_grad_enabled():
         return None
+    if logits.retains_grad or logits._backward_hooks:
+        return None  # the caller wants the slice's own gradient
     parent = node.next_functions[0][0]
     if parent is None or (parent is not base.grad_fn and getattr(parent, "variable", None) is not base):
         return None  # a slice of a slice, or of a view: autograd's own path

@@ -744,3 +744,26 @@ def test_a_slices_backward_allocates_one_gradient_as_large_as_its_base() -> None
     student, teacher, _ = draw((4, 65, 4096), seed=34, dtype=torch.float32)
     assert _large_backward_allocations(student.requires_grad_()[:, :-1], teacher[:, :-1]) == 1
     assert _large_backward_allocations(student[:, 1:][:, :-1], teacher[:, 1:-1]) == 3
+
+
+def test_a_slice_that_asks_for_its_own_gradient_gets_it() -> None:
+    """A slice with ``retain_grad()`` or a hook keeps autograd's path, so its own gradient is there; a plain slice
+    passes its gradient to the base, and asking autograd for the slice's then fails loudly, never with a silent
+    zero."""
+    base = torch.randn(2, 6, 5, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(2, 5, 5, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(generalized_jsd(base[:, :-1].contiguous(), teacher), base)
+    kept = base[:, :-1]
+    kept.retain_grad()
+    generalized_jsd(kept, teacher).backward()
+    assert kept.grad is not None
+    torch.testing.assert_close(base.grad, expected, rtol=0.0, atol=1e-15)
+    torch.testing.assert_close(kept.grad, expected[:, :-1], rtol=0.0, atol=1e-15)
+    seen = []
+    hooked = base[:, :-1]
+    hooked.register_hook(lambda grad: seen.append(grad.shape))
+    generalized_jsd(hooked, teacher).backward()
+    assert seen == [torch.Size([2, 5, 5])]
+    plain = base[:, :-1]
+    with pytest.raises(RuntimeError, match="not have been used in the graph"):
+        torch.autograd.grad(generalized_jsd(plain, teacher), plain)
