@@ -614,19 +614,19 @@ def _rows_and_grads(
     for part in _chunks(len(mask), chunk, _block(student, teacher)):
         keep = mask[part, None]
         s, t = _take(student, part), _take(teacher, part)
-        outs = [None if out is None else _take(out, part) for out in (grad_student, grad_teacher)]
-        unscaled: list[torch.Tensor | None] = [None, None]  # the dense and projected chunks scale into outs
+        # every kind of chunk writes its gradients, times scale, straight into its rows of the gradients: no copy
+        outs = (
+            None if grad_student is None else _take(grad_student, part),
+            None if grad_teacher is None else _take(grad_teacher, part),
+        )
         if classes is not None:
-            value = _projected_chunk(s, t, classes, beta, temperature, need, work, (outs[0], outs[1]), scale)
+            value = _projected_chunk(s, t, classes, beta, temperature, need, work, outs, scale)
         elif ids is None:
-            value, *_ = _dense_chunk(s, t, beta, temperature, need, work, (outs[0], outs[1]), scale)
+            value = _dense_chunk(s, t, beta, temperature, need, work, outs, scale)
         else:
-            value, *unscaled = _sparse_chunk(s, t, ids[part], beta, temperature, work)
+            value = _sparse_chunk(s, t, ids[part], beta, temperature, work, outs[0], scale)
         rows[part] = value.masked_fill_(~keep[:, 0], 0.0)
         every = cpu and bool(keep.all())  # nothing to zero; testing costs nothing on CPU (no device to sync)
-        for grad, out in zip(unscaled, outs, strict=True):
-            if grad is not None and out is not None:  # scaled straight into place: no copy
-                torch.mul(grad, scale, out=out)
         for out in outs:
             if out is not None and not every:
                 out.masked_fill_(~keep, 0.0)
@@ -687,9 +687,9 @@ def _dense_chunk(
     work: Workspace,
     outs: tuple[torch.Tensor | None, torch.Tensor | None],
     scale: float | torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    r"""Row values of :math:`\mathrm{JSD}_\beta` and their gradients with respect to both sides' logits, computed in
-    ``work``'s temporaries; the gradients ``need`` asks for are written into ``outs`` times ``scale`` (and returned).
+) -> torch.Tensor:
+    r"""Row values of :math:`\mathrm{JSD}_\beta`, computed in ``work``'s temporaries; the gradients ``need`` asks
+    for, with respect to both sides' logits, are written into ``outs`` times ``scale``.
 
     With :math:`L = \beta\,\mathrm{KL}(p\|m) + (1-\beta)\,\mathrm{KL}(q\|m)` the terms through the mixture
     cancel: :math:`\partial L / \partial z_q = (1-\beta)\, q \odot (\log q - \log m - \mathrm{KL}(q\|m)) / \tau`;
@@ -700,7 +700,7 @@ def _dense_chunk(
         scaled = _scaled_into(logits, temperature, work, 5)
         torch.log_softmax(scaled, dim=-1, out=log_x)
         torch.softmax(scaled, dim=-1, out=x)  # fused: faster than exp on CPU
-    return _divergence(q, log_q, p, log_p, spare, beta, temperature, need, outs, scale)
+    return _divergence(q, log_q, p, log_p, spare, beta, temperature, need, outs, scale)[0]
 
 
 def _divergence(
@@ -815,10 +815,6 @@ def _scaled_into(logits: torch.Tensor, temperature: float, work: Workspace, slot
     return logits if temperature == 1.0 else torch.div(logits, temperature, out=out)
 
 
-def _over(values: torch.Tensor, temperature: float) -> torch.Tensor:
-    return values if temperature == 1.0 else values.div_(temperature)
-
-
 def _terms(x: torch.Tensor, log_ratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The terms ``x * log_ratio`` of a KL, in place of ``log_ratio``, and their row sums; a term is exactly 0
     where ``x`` is 0. On CPU the zeroing runs only for a chunk whose sums came out NaN (``0 * inf``, which needs a
@@ -836,11 +832,18 @@ def _times(x: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
 
 
 def _sparse_chunk(
-    student: torch.Tensor, teacher: torch.Tensor, ids: torch.Tensor, beta: float, temperature: float, work: Workspace
-) -> tuple[torch.Tensor, torch.Tensor, None]:
-    """Row values and student gradients against a top-k teacher's ``k + 1`` bucket log-probs (the student is
-    reduced to the same buckets: the listed ids, and a tail holding the rest, floored), computed in ``work``'s
-    temporaries (the gradient returned is a view of one)."""
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    ids: torch.Tensor,
+    beta: float,
+    temperature: float,
+    work: Workspace,
+    out: torch.Tensor | None,
+    scale: float | torch.Tensor,
+) -> torch.Tensor:
+    """Row values against a top-k teacher's ``k + 1`` bucket log-probs (the student is reduced to the same buckets:
+    the listed ids, and a tail holding the rest, floored), computed in ``work``'s temporaries; the student's
+    gradient, times ``scale``, is written into ``out`` where given."""
     log_q_all = torch.log_softmax(_scaled_into(student, temperature, work, 2), dim=-1, out=work(0, *student.shape))
     log_p = teacher.to(work.dtype)
     rest = torch.exp(log_q_all, out=work(1, *student.shape)).scatter_(-1, ids, 0.0)  # the unlisted ids' mass
@@ -853,7 +856,9 @@ def _sparse_chunk(
         log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
         value = beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
         grad_buckets = (1.0 - beta) * _kl_grad(log_q, log_m)
-    return value, _over(_unbucket(grad_buckets, rest, log_q, ids), temperature), None
+    if out is not None:
+        torch.mul(_unbucket(grad_buckets, rest, log_q, ids), scale / temperature, out=out)
+    return value
 
 
 def _kl(log_x: torch.Tensor, log_y: torch.Tensor) -> torch.Tensor:
