@@ -19,7 +19,10 @@ from typing import Any
 import torch
 
 _FORWARD, _REVERSE, _MIXTURE = 0, 1, 2  # the kernel's MODE: beta == 0, beta == 1, 0 < beta < 1
-_MAX_BLOCK = 4096  # columns per block; a row of any length is read in ceil(V / block) blocks
+# Columns per block and warps per program for long rows, by MODE (a row of any length is read in ceil(V / block)
+# blocks): the fastest settings of `python -m benchmarks.sweep_triton` on an H200 at V = 151,936, bfloat16
+# (docs/results/performance.md). The mixture, three passes with more arithmetic, runs best in more, smaller programs.
+_LONG_ROWS = {_FORWARD: (4096, 8), _REVERSE: (4096, 8), _MIXTURE: (2048, 4)}
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -72,8 +75,9 @@ def jsd_rows(
         grad_scale: a float32 0-d tensor on the logits' device that multiplies both gradients (read by the kernel,
             so the host never waits for it), or None for 1.
         block: columns a program reads at a time, a power of two (default: the one at or above ``V``, at most
-            4,096).
-        num_warps: warps per program (default: 8 for blocks of 2,048 columns or more, else 4).
+            2,048 for ``0 < beta < 1`` and 4,096 otherwise).
+        num_warps: warps per program (default: 4 for the mixture's 2,048 columns, else 8 for blocks of 2,048
+            columns or more and 4 below).
 
     Returns:
         ``(N,)`` float32, exactly ``0.0`` where ``mask`` is False; the gradient buffers hold zero rows there.
@@ -86,7 +90,9 @@ def jsd_rows(
         return rows
     mode = _FORWARD if beta == 0.0 else _REVERSE if beta == 1.0 else _MIXTURE
     teacher_weight, student_weight = {_FORWARD: (1.0, 0.0), _REVERSE: (0.0, 1.0)}.get(mode, (beta, 1.0 - beta))
-    block = block or min(_MAX_BLOCK, 1 << max(vocab - 1, 1).bit_length())  # the power of two at or above V, >= 2
+    longest, warps = _LONG_ROWS[mode]
+    block = block or min(longest, 1 << max(vocab - 1, 1).bit_length())  # the power of two at or above V, >= 2
+    warps = warps if block == longest else 8 if block >= 2048 else 4
     device = torch.cuda.device(student.device) if student.is_cuda else contextlib.nullcontext()
     if grad_scale is None:
         grad_scale = torch.ones((), dtype=torch.float32, device=student.device)
@@ -113,7 +119,7 @@ def jsd_rows(
             STUDENT_GRAD_PASS=0 if grad_student is None else 2 if mode == _FORWARD else 3,
             TEACHER_GRAD_PASS=0 if grad_teacher is None else 2 if mode == _REVERSE else 3,
             BLOCK=block,
-            num_warps=num_warps or (8 if block >= 2048 else 4),
+            num_warps=num_warps or warps,
         )
     return rows
 

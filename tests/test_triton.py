@@ -34,9 +34,12 @@ if not ON_GPU and not isinstance(triton.language.sum, InterpretedFunction):
         allow_module_level=True,
     )
 
-# The interpreter computes with numpy, which warns where the kernel forms NaN in lanes it then discards
+# The interpreter computes with numpy, which warns where the kernel forms NaN or -inf in lanes it then discards
 # (log m where p = q = 0, e.g. the ragged tail of a row).
-pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:divide by zero encountered in log2:RuntimeWarning"),  # log2 m where m = 0
+]
 
 BETAS = [0.0, 0.1, 0.5, 0.9, 1.0]
 TEMPERATURES = [0.7, 1.0, 2.0]
@@ -223,6 +226,20 @@ def test_neg_inf_on_one_side_where_the_kl_stays_finite(side: str, beta: float) -
     actual = fused(student, teacher, torch.ones(3, dtype=torch.bool, device=DEVICE), beta=beta, temperature=0.7)
     assert torch.isfinite(actual[0]).all()
     assert_matches(actual, closed_form(student, teacher, beta=beta, temperature=0.7))
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 0.9], ids=lambda b: f"beta={b}")
+def test_a_mixture_that_underflows_to_zero_adds_nothing(beta: float) -> None:
+    # Where the other side's logit is -inf, the mixture of a probability near the smallest subnormal is rounded
+    # to 0; its log must not be -inf, which would make q (log q - log m) infinite. (Compiled, the exponential
+    # flushes such a probability to 0 first; the interpreter computes it, so this runs the kernel's fallback.)
+    student, teacher = random_logits((2, 64), seed=9)
+    for side, other, column in ((student, teacher, 0), (teacher, student, 1)):  # each side once
+        side[:, column] = side[:, 2:].double().logsumexp(-1) - 103.6  # probability e^-103.6: 2^-149 in float32
+        other[:, column] = -math.inf
+    actual = fused(student, teacher, torch.ones(2, dtype=torch.bool, device=DEVICE), beta=beta, temperature=1.0)
+    assert torch.isfinite(actual[0]).all()
+    assert_matches(actual, closed_form(student, teacher, beta=beta, temperature=1.0))
 
 
 @pytest.mark.parametrize(("side", "beta"), [("student", 0.0), ("teacher", 1.0)], ids=str)
