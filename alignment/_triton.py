@@ -66,7 +66,8 @@ def jsd_rows(
     Args:
         student: ``(N, V)`` float32, bfloat16 or float16 student logits, rows contiguous (any row stride).
         teacher: ``(N, V)`` teacher logits, same dtype and device, rows contiguous.
-        mask: ``(N,)`` bool, ``True`` where a row counts; the logits of other rows are never read (may be NaN).
+        mask: ``(N,)`` bool, ``True`` where a row counts (any stride); the logits of other rows are never read (may
+            be NaN).
         beta: weight of the teacher in ``[0, 1]``.
         temperature: :math:`\tau > 0`, applied to both sides; no :math:`\tau^2` rescaling.
         grad_student: ``(N, V)`` buffer (any float dtype, rows contiguous) that receives
@@ -100,7 +101,7 @@ def jsd_rows(
         _kernel(_interpreting())[(num_rows,)](
             student,
             teacher,
-            mask,
+            mask.contiguous(),  # read at mask_ptr + row
             grad_scale,
             rows,
             rows if grad_student is None else grad_student,  # a stand-in pointer, never written

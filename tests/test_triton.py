@@ -328,3 +328,20 @@ def test_a_slices_base_gets_the_kernels_gradient_at_its_positions(monkeypatch: p
     assert calls == [1]
     assert grads[0][:, -1].abs().max() == 0.0
     torch.testing.assert_close(grads[0], grads[1], rtol=GRAD_RTOL[torch.float32], atol=GRAD_SCALE_ATOL)
+
+
+def test_a_strided_mask_is_read_as_given() -> None:
+    """A mask with a stride (every other entry of a longer one) means its own entries, on the kernel and in the
+    loss, as on the torch path."""
+    from alignment import generalized_jsd
+
+    student, teacher = random_logits((6, 9), seed=10)
+    longer = torch.tensor([1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1], dtype=torch.bool, device=DEVICE)
+    mask = longer[::2]
+    assert mask.stride() == (2,) and mask.tolist() == [True, False, True, True, False, True]
+    rows, grad_student, _ = fused(student, teacher, mask, beta=0.5, temperature=1.0)
+    expected_rows, expected_student, _ = closed_form(student, teacher, beta=0.5, temperature=1.0)
+    assert_matches((rows, grad_student, None), (expected_rows * mask, expected_student * mask[:, None], None))
+    leaf = student.clone().requires_grad_()
+    value = generalized_jsd(leaf, teacher, mask, beta=0.5, reduction="none")
+    torch.testing.assert_close(value.double(), expected_rows * mask, rtol=ROWS_RTOL, atol=ROWS_ATOL)
