@@ -98,7 +98,7 @@ def jsd_rows(
     if grad_scale is None:
         grad_scale = torch.ones((), dtype=torch.float32, device=student.device)
     with device:
-        _kernel(_interpreting())[(num_rows,)](
+        _kernel("jsd_rows_kernel", _interpreting())[(num_rows,)](
             student,
             teacher,
             mask.contiguous(),  # read at mask_ptr + row
@@ -125,21 +125,58 @@ def jsd_rows(
     return rows
 
 
+def scale_rows(grad: torch.Tensor, incoming: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> None:
+    """Multiply row ``i`` of ``grad`` by ``incoming[i] / weight`` in place, where ``mask[i]`` and ``incoming[i] !=
+    weight``, deciding row by row on the device: no value is read back to the host.
+
+    Args:
+        grad: ``(N, V)`` rows or ``(N / T, T, V)`` blocks of them, any float dtype, each row contiguous (any
+            strides before the last axis, e.g. a view of a larger tensor).
+        incoming: ``(N,)`` the gradient that reaches the per-row values (any stride: autograd hands the backward
+            of a sum a scalar expanded to ``(N,)``, stride 0).
+        weight: a 0-d tensor, what the kept gradient was already multiplied by.
+        mask: ``(N,)`` bool; the rows where it is False are not touched.
+
+    Private: the caller checks :func:`available` and the shapes.
+    """
+    num_rows, vocab = len(mask), grad.shape[-1]
+    if num_rows == 0 or vocab == 0:
+        return
+    rows_per_block, block_stride = (grad.shape[1], grad.stride(0)) if grad.ndim == 3 else (num_rows, 0)
+    block = min(4096, 1 << max(vocab - 1, 1).bit_length())
+    device = torch.cuda.device(grad.device) if grad.is_cuda else contextlib.nullcontext()
+    with device:
+        _kernel("scale_rows_kernel", _interpreting())[(num_rows,)](
+            grad,
+            incoming,
+            weight,
+            mask.contiguous(),
+            incoming.stride(0),
+            block_stride,
+            grad.stride(-2),
+            rows_per_block,
+            vocab,
+            BLOCK=block,
+            num_warps=8 if block >= 2048 else 4,
+        )
+
+
 def _interpreting() -> bool:
     """Whether ``TRITON_INTERPRET=1`` asks for Triton's CPU interpreter."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @functools.cache
-def _kernel(interpret: bool) -> Any:
-    """The kernel wrapped by ``triton.jit``: compiled, or interpreted when ``interpret`` (the cache key)."""
+def _kernel(name: str, interpret: bool) -> Any:
+    """The kernel ``name`` of :mod:`alignment._triton_kernel` wrapped by ``triton.jit``: compiled, or interpreted
+    when ``interpret`` (part of the cache key)."""
     import triton  # type: ignore[import-untyped, import-not-found, unused-ignore]
     import triton.language  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     from alignment import _triton_kernel
 
     _triton_kernel.tl = triton.language  # type: ignore[attr-defined]  # the kernel's `tl`, imported only for mypy
-    return triton.jit(_triton_kernel.jsd_rows_kernel)
+    return triton.jit(getattr(_triton_kernel, name))
 
 
 @functools.cache

@@ -164,3 +164,36 @@ def jsd_rows_kernel(
                     tl.store(grad_student_row + offs, zero.to(grad_student_ptr.dtype.element_ty), mask=offs < vocab)
                 if TEACHER_GRAD_PASS != 0:
                     tl.store(grad_teacher_row + offs, zero.to(grad_teacher_ptr.dtype.element_ty), mask=offs < vocab)
+
+
+def scale_rows_kernel(
+    grad_ptr: tl.tensor,
+    incoming_ptr: tl.tensor,
+    weight_ptr: tl.tensor,
+    mask_ptr: tl.tensor,
+    incoming_stride: int,
+    block_stride: int,
+    row_stride: int,
+    rows_per_block: int,
+    vocab: int,
+    BLOCK: tl.constexpr,
+) -> None:
+    """Row ``i`` of the gradient times ``incoming[i] / weight``, in place, where ``mask[i]`` and ``incoming[i]``
+    is not ``weight``; other rows are not touched. Row ``i`` starts ``(i // rows_per_block) * block_stride +
+    (i % rows_per_block) * row_stride`` elements into the gradient, its columns contiguous. The program of a row
+    that needs no scaling reads two scalars and stops: the backward of a plain mean or sum costs next to nothing,
+    and the host never waits to learn which it is."""
+    row = tl.program_id(0)
+    if tl.load(mask_ptr + row):
+        incoming = tl.load(incoming_ptr + row * incoming_stride)  # stride 0 where autograd expanded a scalar
+        weight = tl.load(weight_ptr)
+        if incoming != weight:
+            factor = incoming / weight
+            cols = tl.arange(0, BLOCK)
+            start_of_row = (row // rows_per_block).to(tl.int64) * block_stride
+            start_of_row += (row % rows_per_block).to(tl.int64) * row_stride
+            for start in range(0, vocab, BLOCK):
+                offs = start + cols
+                values = tl.load(grad_ptr + start_of_row + offs, mask=offs < vocab)
+                scaled = (values.to(factor.dtype) * factor).to(grad_ptr.dtype.element_ty)
+                tl.store(grad_ptr + start_of_row + offs, scaled, mask=offs < vocab)

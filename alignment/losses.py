@@ -488,7 +488,8 @@ class _ChunkedDivergence(torch.autograd.Function):
     a mean), and kept: one tensor the size of those logits, which the backward must return anyway. When the
     incoming per-row gradient is exactly ``weight`` on every row that counts (``loss.backward()`` on a mean or a
     sum), the backward returns it as it is: no pass over the logits; otherwise it scales it in place by the
-    incoming gradient over ``weight``. Telling the two apart reads one boolean back from the device. A second
+    incoming gradient over ``weight``. Where the fused kernel can run (CUDA with Triton), a kernel tells the two
+    apart row by row on the device, so the host never waits; elsewhere it reads one boolean back. A second
     backward through the same graph (``retain_graph=True``) recomputes the gradient from the saved inputs.
     """
 
@@ -523,11 +524,16 @@ class _ChunkedDivergence(torch.autograd.Function):
             need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
             _, *grads = _windowed(student, teacher, ids, mask, weight, ctx.options, ctx.window, need)
         grad_student, grad_teacher, student_rows = grads
-        if bool(torch.where(mask, grad_rows != weight, False).any()):  # not the plain mean or sum: scale
+        kept = [grad for grad in (student_rows, grad_teacher) if grad is not None]
+        on_device = all(_triton.available(grad) and grad.stride(-1) == 1 for grad in kept)  # rows contiguous
+        if kept and on_device:  # the device tells a plain mean or sum from the rest, row by row: no sync
+            for grad in kept:
+                _triton.scale_rows(grad, grad_rows, weight, mask)
+        elif kept and bool(torch.where(mask, grad_rows != weight, False).any()):  # not the plain mean or sum
             scale = torch.where(mask, grad_rows / weight, 0.0)[:, None]
-            for grad in (student_rows, grad_teacher):  # by chunks: a low-precision gradient times a float32 scale
-                for part in [] if grad is None else _chunks(len(mask), ctx.options[2], _block(grad)):  # makes
-                    _take(grad, part).mul_(scale[part])  # float32 temporaries
+            for grad in kept:  # by chunks: a low-precision gradient times a float32 scale makes float32 temporaries
+                for part in _chunks(len(mask), ctx.options[2], _block(grad)):
+                    _take(grad, part).mul_(scale[part])
         return grad_student, grad_teacher, None, None, None, None, None, None, None, None, None
 
 
