@@ -596,7 +596,11 @@ def _rows_and_grads(
     fusable = ids is None and classes is None and student.dtype == teacher.dtype
     if fusable and _triton.available(student):  # one fused kernel per row, over (N, V) rows: blocks are copied
         flat = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
-        grads = [torch.empty_like(x) if wanted else None for x, wanted in zip(flat, need, strict=True)]
+        # rows contiguous, as the kernel writes them: empty_like would copy the strides of transposed logits
+        grads = [
+            torch.empty(x.shape, dtype=x.dtype, device=x.device) if wanted else None
+            for x, wanted in zip(flat, need, strict=True)
+        ]
         rows = _triton.jsd_rows(
             _rows_contiguous(flat[0]),
             _rows_contiguous(flat[1]),

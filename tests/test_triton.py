@@ -447,3 +447,26 @@ def test_on_cuda_the_backward_never_synchronizes() -> None:
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+
+
+@pytest.mark.parametrize("outer", ["plain", "weighted"])
+def test_logits_whose_rows_are_not_contiguous_get_the_right_gradients(
+    monkeypatch: pytest.MonkeyPatch, outer: str
+) -> None:
+    """Transposed logits (each row strided): the kernel reads a contiguous copy, and its gradients go into
+    buffers of their own layout, not into ones with the logits' strides, which it would write out of place."""
+    from alignment import generalized_jsd
+
+    generator = torch.Generator().manual_seed(15)
+    student = torch.randn(9, 6, generator=generator).to(DEVICE)  # (V, N): .t() is (N, V) with stride (1, N)
+    teacher = torch.randn(9, 6, generator=generator).to(DEVICE)
+    weights = torch.arange(1.0, 7.0, device=DEVICE) if outer == "weighted" else torch.ones(6, device=DEVICE)
+    results = []
+    for on_kernel in (True, False):
+        if not on_kernel:
+            monkeypatch.setattr(_triton, "available", lambda *_: False)
+        leaves = student.clone().requires_grad_(), teacher.clone().requires_grad_()
+        value = generalized_jsd(leaves[0].t(), leaves[1].t(), beta=0.5, reduction="none")
+        results.append((value, *torch.autograd.grad((value * weights).sum(), leaves)))
+    for on_kernel, on_torch in zip(*results, strict=True):
+        torch.testing.assert_close(on_kernel, on_torch, rtol=GRAD_RTOL[torch.float32], atol=GRAD_SCALE_ATOL)
