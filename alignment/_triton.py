@@ -92,9 +92,7 @@ def jsd_rows(
         return rows
     mode = _FORWARD if beta == 0.0 else _REVERSE if beta == 1.0 else _MIXTURE
     teacher_weight, student_weight = {_FORWARD: (1.0, 0.0), _REVERSE: (0.0, 1.0)}.get(mode, (beta, 1.0 - beta))
-    longest, warps = _LONG_ROWS[mode]
-    block = block or min(longest, 1 << max(vocab - 1, 1).bit_length())  # the power of two at or above V, >= 2
-    warps = warps if block == longest else 8 if block >= 2048 else 4
+    block, warps = _launch_settings(vocab, block, *_LONG_ROWS[mode])
     device = torch.cuda.device(student.device) if student.is_cuda else contextlib.nullcontext()
     if grad_scale is None:
         grad_scale = torch.ones((), dtype=torch.float32, device=student.device)
@@ -144,7 +142,7 @@ def scale_rows(grad: torch.Tensor, incoming: torch.Tensor, weight: torch.Tensor,
     if num_rows == 0 or vocab == 0:
         return
     rows_per_block, block_stride = (grad.shape[1], grad.stride(0)) if grad.ndim == 3 else (num_rows, 0)
-    block = min(4096, 1 << max(vocab - 1, 1).bit_length())
+    block, warps = _launch_settings(vocab, None, 4096, 8)
     device = torch.cuda.device(grad.device) if grad.is_cuda else contextlib.nullcontext()
     with device:
         _kernel("scale_rows_kernel", _interpreting())[(num_rows,)](
@@ -158,8 +156,15 @@ def scale_rows(grad: torch.Tensor, incoming: torch.Tensor, weight: torch.Tensor,
             rows_per_block,
             vocab,
             BLOCK=block,
-            num_warps=8 if block >= 2048 else 4,
+            num_warps=warps,
         )
+
+
+def _launch_settings(vocab: int, block: int | None, longest: int, warps: int) -> tuple[int, int]:
+    """Columns per block (``block``, else the power of two at or above ``vocab``, at most ``longest``) and warps
+    per program (``warps`` for blocks of ``longest`` columns, else 8 from 2,048 columns and 4 below)."""
+    block = block or min(longest, 1 << max(vocab - 1, 1).bit_length())
+    return block, warps if block == longest else 8 if block >= 2048 else 4
 
 
 def _interpreting() -> bool:
