@@ -68,12 +68,17 @@ def check_mask(mask: torch.Tensor, batch_shape: Sequence[int]) -> None:
     check_same_shape("mask", mask, batch_shape, like="the logits without their last axis")
 
 
-def check_finite_rows(name: str, values: torch.Tensor, mask: torch.Tensor) -> None:
-    """Raise unless every row ``values[i]`` with ``mask[i]`` has no NaN, no ``+inf`` and one entry above ``-inf``.
+def check_finite_rows(
+    name: str, values: torch.Tensor, mask: torch.Tensor, *, index: torch.Tensor | None = None
+) -> None:
+    """Raise unless every row ``values[i]`` with ``mask[i]`` has no NaN, no ``+inf`` and one entry above ``-inf``;
+    with ``index`` (flat), position ``i`` of the mask reads row ``index[i]`` of ``values``'s flattened rows.
 
     One reduction over the last axis (``amax`` propagates NaN), so no full-size temporary. Synchronises.
     """
     row_max = values.amax(dim=-1)
+    if index is not None:
+        row_max = row_max.reshape(-1)[index].view(mask.shape)
     bad = ~torch.isfinite(row_max) & mask
     if bool(bad.any()):
         position = tuple(bad.nonzero()[0].tolist())

@@ -49,6 +49,7 @@ def jsd_rows(
     grad_scale: torch.Tensor | None = None,
     block: int | None = None,
     num_warps: int | None = None,
+    teacher_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Generalized JSD of each row of logits, and optionally its gradients, in one fused kernel.
 
@@ -66,7 +67,8 @@ def jsd_rows(
 
     Args:
         student: ``(N, V)`` float32, bfloat16 or float16 student logits, rows contiguous (any row stride).
-        teacher: ``(N, V)`` teacher logits, same dtype and device, rows contiguous.
+        teacher: ``(N, V)`` teacher logits, same dtype and device, rows contiguous; with ``teacher_index``, any
+            number of rows.
         mask: ``(N,)`` bool, ``True`` where a row counts (any stride); the logits of other rows are never read (may
             be NaN).
         beta: weight of the teacher in ``[0, 1]``.
@@ -80,6 +82,9 @@ def jsd_rows(
             2,048 for ``0 < beta < 1`` and 4,096 otherwise).
         num_warps: warps per program (default: 4 for the mixture's 2,048 columns, else 8 for blocks of 2,048
             columns or more and 4 below).
+        teacher_index: ``(N,)`` int64 on the logits' device: row ``i`` is compared with the teacher's row
+            ``teacher_index[i]`` (read where ``mask[i]``, so it must be a row there); ``grad_teacher`` must then be
+            None.
 
     Returns:
         ``(N,)`` float32, exactly ``0.0`` where ``mask`` is False; the gradient buffers hold zero rows there.
@@ -100,6 +105,7 @@ def jsd_rows(
         _kernel("jsd_rows_kernel", _interpreting())[(num_rows,)](
             student,
             teacher,
+            rows if teacher_index is None else teacher_index.contiguous(),  # a stand-in pointer where not indexed
             mask.contiguous(),  # read at mask_ptr + row
             grad_scale,
             rows,
@@ -118,6 +124,7 @@ def jsd_rows(
             MODE=mode,
             STUDENT_GRAD_PASS=0 if grad_student is None else 2 if mode == _FORWARD else 3,
             TEACHER_GRAD_PASS=0 if grad_teacher is None else 2 if mode == _REVERSE else 3,
+            TEACHER_INDEXED=teacher_index is not None,
             BLOCK=block,
             num_warps=num_warps or warps,
         )

@@ -27,6 +27,7 @@ else:
 def jsd_rows_kernel(
     student_ptr: tl.tensor,
     teacher_ptr: tl.tensor,
+    teacher_index_ptr: tl.tensor,
     mask_ptr: tl.tensor,
     grad_scale_ptr: tl.tensor,
     rows_ptr: tl.tensor,
@@ -45,6 +46,7 @@ def jsd_rows_kernel(
     MODE: tl.constexpr,
     STUDENT_GRAD_PASS: tl.constexpr,
     TEACHER_GRAD_PASS: tl.constexpr,
+    TEACHER_INDEXED: tl.constexpr,
     BLOCK: tl.constexpr,
 ) -> None:
     """Row ``i``: ``rows[i] = teacher_weight * KL(p || r) + student_weight * KL(q || r)``, and its gradients.
@@ -52,14 +54,18 @@ def jsd_rows_kernel(
     ``q``/``p`` are the student/teacher softmaxes at ``inv_temperature``; ``r`` is ``q`` for ``MODE`` 0 (forward KL,
     ``beta == 0``), ``p`` for ``MODE`` 1 (reverse KL, ``beta == 1``) and the mixture ``m`` for ``MODE`` 2. A gradient
     is written in pass ``*_GRAD_PASS`` (2 or 3), or not at all (0), times the float32 scalar at ``grad_scale_ptr``.
-    Rows whose mask is False get 0 and zero gradients without reading their logits. Triton inlines no plain Python
-    helpers, so the passes repeat a few lines.
+    Rows whose mask is False get 0 and zero gradients without reading their logits. With ``TEACHER_INDEXED``, row
+    ``i`` reads the teacher's row ``teacher_index[i]`` (int64; never a teacher gradient then). Triton inlines no plain
+    Python helpers, so the passes repeat a few lines.
     """
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     blocks = tl.cdiv(vocab, BLOCK)
     student_row = student_ptr + row.to(tl.int64) * student_stride
-    teacher_row = teacher_ptr + row.to(tl.int64) * teacher_stride
+    if TEACHER_INDEXED:  # row i reads the teacher's row teacher_index[i]
+        teacher_row = teacher_ptr + tl.load(teacher_index_ptr + row).to(tl.int64) * teacher_stride
+    else:
+        teacher_row = teacher_ptr + row.to(tl.int64) * teacher_stride
     grad_student_row = grad_student_ptr + row.to(tl.int64) * grad_student_stride
     grad_teacher_row = grad_teacher_ptr + row.to(tl.int64) * grad_teacher_stride
     if tl.load(mask_ptr + row):

@@ -89,6 +89,7 @@ def generalized_jsd(
     check_finite: bool = True,
     chunk_size: int | None = None,
     projection: VocabProjection | None = None,
+    teacher_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Generalized Jensen-Shannon divergence between teacher and student, with the KLs at the end points.
 
@@ -127,18 +128,28 @@ def generalized_jsd(
             and compared there, as ``generalized_jsd(*project_logprobs(student_logits, teacher_logits, projection,
             temperature=temperature), mask, beta=beta)`` compares them (equal up to rounding), but chunk by chunk,
             so no ``(..., C)`` class tensor is returned or kept: one call takes less memory and time than two.
+        teacher_positions: ``(...)`` integer, the mask's shape (:attr:`TeacherBatch.positions
+            <alignment.TeacherBatch.positions>`): position ``k`` is compared with the teacher's row
+            ``teacher_positions[..., k]``, and ``teacher_logits`` is then ``(..., S, V)`` (``(..., S, W)`` with a
+            projection) over the teacher's own positions, as its forward pass returns them. The loss reads the rows
+            it compares chunk by chunk instead of a ``(..., T, V)`` copy of them (what
+            :func:`~alignment.align_teacher_logits` makes): the same values and gradients, without that copy's
+            memory and time (the fused GPU kernel follows the positions too). Values where ``mask`` is False are
+            never read; counted ones must lie in ``[0, S)`` (checked: one device synchronisation). A teacher that
+            needs a gradient is gathered first, and autograd spreads its gradient back to its positions.
 
     Returns:
         ``(...)`` per-position values for ``"none"``, exactly ``0.0`` where ``mask`` is False, else a scalar;
         float32 for half, bfloat16 and float32 inputs, float64 for float64.
 
     Raises:
-        TypeError: a logits tensor is not floating point, ``mask`` is not ``torch.bool``, or ``projection`` is not
-            a :class:`~alignment.VocabProjection`.
+        TypeError: a logits tensor is not floating point, ``mask`` is not ``torch.bool``, ``projection`` is not
+            a :class:`~alignment.VocabProjection`, or ``teacher_positions`` is not an integer tensor.
         AlignmentError: (a ``ValueError``) shapes disagree, ``beta``, ``temperature`` or an option is out of
             range, a counted position has NaN or ``+inf`` logits or only ``-inf``, a top-k id is outside
-            ``[0, V)`` or repeated, or ``projection`` comes with a :class:`TopK` teacher or with logits narrower
-            than its vocabularies.
+            ``[0, V)`` or repeated, ``projection`` comes with a :class:`TopK` teacher or with logits narrower
+            than its vocabularies, or ``teacher_positions`` comes with a :class:`TopK` teacher or holds a counted
+            position outside the teacher's.
 
     Examples:
         >>> s, t = torch.tensor([[[0.0, 1.0], [2.0, 0.0]]]), torch.tensor([[[1.0, 0.0], [9.0, 9.0]]])
@@ -163,6 +174,7 @@ def generalized_jsd(
         check_finite=check_finite,
         chunk_size=chunk_size,
         projection=projection,
+        teacher_positions=teacher_positions,
     )
 
 
@@ -178,6 +190,7 @@ def masked_kl(
     check_finite: bool = True,
     chunk_size: int | None = None,
     projection: VocabProjection | None = None,
+    teacher_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Kullback-Leibler divergence between teacher and student at the counted positions.
 
@@ -201,6 +214,8 @@ def masked_kl(
         check_finite: as in :func:`generalized_jsd`.
         chunk_size: as in :func:`generalized_jsd`.
         projection: as in :func:`generalized_jsd`: compare the two distributions over its classes.
+        teacher_positions: as in :func:`generalized_jsd`: the teacher's row of each position, in logits over the
+            teacher's own positions.
 
     Returns:
         ``(...)`` per-position values for ``"none"``, exactly ``0.0`` where ``mask`` is False, else a scalar;
@@ -233,6 +248,7 @@ def masked_kl(
         check_finite=check_finite,
         chunk_size=chunk_size,
         projection=projection,
+        teacher_positions=teacher_positions,
     )
 
 
@@ -247,6 +263,7 @@ def forward_kl(
     check_finite: bool = True,
     chunk_size: int | None = None,
     projection: VocabProjection | None = None,
+    teacher_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""KL(teacher ‖ student): :func:`masked_kl` with ``direction="forward"``; arguments as there.
 
@@ -265,6 +282,7 @@ def forward_kl(
         check_finite=check_finite,
         chunk_size=chunk_size,
         projection=projection,
+        teacher_positions=teacher_positions,
     )
 
 
@@ -279,6 +297,7 @@ def reverse_kl(
     check_finite: bool = True,
     chunk_size: int | None = None,
     projection: VocabProjection | None = None,
+    teacher_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""KL(student ‖ teacher): :func:`masked_kl` with ``direction="reverse"``; arguments as there.
 
@@ -297,6 +316,7 @@ def reverse_kl(
         check_finite=check_finite,
         chunk_size=chunk_size,
         projection=projection,
+        teacher_positions=teacher_positions,
     )
 
 
@@ -312,6 +332,7 @@ def _loss(
     check_finite: bool,
     chunk_size: int | None,
     projection: VocabProjection | None,
+    teacher_positions: torch.Tensor | None,
 ) -> torch.Tensor:
     """Validate the shared arguments, run the chunked divergence over flattened positions, then reduce."""
     check_floating("student_logits", student_logits)
@@ -329,25 +350,38 @@ def _loss(
     check_mask(mask, batch_shape)
     ids: torch.Tensor | None
     classes: _Classes | None = None
+    index: torch.Tensor | None = None  # with teacher_positions: the teacher row of each position, flattened
     if isinstance(teacher_logits, TopK):
         if projection is not None:
             raise AlignmentError(
                 "projection needs the teacher's dense logits over its own vocabulary, got a TopK teacher; "
                 "a top-k list cannot be summed into classes (its tail is unknown)"
             )
+        if teacher_positions is not None:
+            raise AlignmentError(
+                "teacher_positions index dense teacher logits over the teacher's own positions, got a TopK teacher; "
+                "give the top-k lists of the compared positions instead"
+            )
         teacher, ids = _topk_teacher(teacher_logits, mask, vocab=vocab, temperature=temperature)
     elif isinstance(teacher_logits, torch.Tensor):
         check_floating("teacher_logits", teacher_logits)
+        if teacher_positions is not None:
+            index = _teacher_index(teacher_positions, teacher_logits, student_logits, mask)
+        rows_shape = student_logits.shape[:-1] if index is None else teacher_logits.shape[:-1]
         if projection is None:
-            check_same_shape("teacher_logits", teacher_logits, student_logits.shape, like="student_logits")
+            expected = (*rows_shape, vocab)
+            like = "student_logits" if index is None else "the teacher's positions, then the student's vocabulary"
+            check_same_shape("teacher_logits", teacher_logits, expected, like=like)
         else:
-            classes = _classes(projection, student_logits, teacher_logits)
+            classes = _classes(projection, student_logits, teacher_logits, same_rows=index is None)
         teacher, ids = teacher_logits, None
     else:
         raise TypeError(f"teacher_logits must be a torch.Tensor or a TopK, got {type(teacher_logits).__name__}")
     if check_finite:
         check_finite_rows("student_logits", student_logits, mask)
-        check_finite_rows("teacher_logits" if ids is None else "teacher_logits.logprobs", teacher, mask)
+        check_finite_rows("teacher_logits" if ids is None else "teacher_logits.logprobs", teacher, mask, index=index)
+    if index is not None and teacher.requires_grad and torch.is_grad_enabled():
+        teacher, index = _rows_at(_as_rows(teacher), index).view(*mask.shape, teacher.shape[-1]), None  # autograd
     denominator = _denominator(mask, reduction, num_items)
     dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher.dtype), torch.float32)
     weight = torch.ones((), dtype=dtype, device=student_logits.device)  # what the reduction multiplies each row by
@@ -357,6 +391,7 @@ def _loss(
     rows: torch.Tensor = _ChunkedDivergence.apply(  # type: ignore[no-untyped-call]  # torch leaves apply untyped
         _as_rows(student_logits) if window is None else window[0],
         _as_rows(teacher),
+        index,
         None if ids is None else ids.reshape(-1, ids.shape[-1]),
         mask.reshape(-1),
         weight,
@@ -416,12 +451,20 @@ class _Classes:
     count: int
 
 
-def _classes(projection: VocabProjection, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> _Classes:
-    """Check logits against a projection and return its classes as index tensors on their device."""
+def _classes(
+    projection: VocabProjection,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    *,
+    same_rows: bool = True,
+) -> _Classes:
+    """Check logits against a projection and return its classes as index tensors on their device. The teacher's
+    logits have the student's leading shape unless ``same_rows`` is False (they are over the teacher's own positions,
+    checked by :func:`_teacher_index`)."""
     if not isinstance(projection, VocabProjection):
         kind = type(projection).__name__
         raise TypeError(f"projection must be a VocabProjection (from vocab_projection), got {kind}")
-    if student_logits.shape[:-1] != teacher_logits.shape[:-1]:
+    if same_rows and student_logits.shape[:-1] != teacher_logits.shape[:-1]:
         raise AlignmentError(
             f"student_logits and teacher_logits must agree in all but the last axis, got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
@@ -430,6 +473,38 @@ def _classes(projection: VocabProjection, student_logits: torch.Tensor, teacher_
     student = _class_index(projection.student_classes, student_logits.shape[-1], count, "student_logits")
     teacher = _class_index(projection.teacher_classes, teacher_logits.shape[-1], count, "teacher_logits")
     return _Classes(student.to(device), teacher.to(device), count)
+
+
+def _teacher_index(
+    positions: torch.Tensor, teacher_logits: torch.Tensor, student_logits: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Check ``teacher_positions`` against both logits and return ``(N,)`` int64: the row of the teacher's flattened
+    positions that each flattened position reads (``0`` where ``mask`` is False). Synchronises once."""
+    if not isinstance(positions, torch.Tensor) or positions.is_floating_point() or positions.is_complex():
+        kind = positions.dtype if isinstance(positions, torch.Tensor) else type(positions).__name__
+        raise TypeError(f"teacher_positions must be an integer tensor, got {kind}")
+    if positions.dtype == torch.bool:
+        raise TypeError("teacher_positions must be an integer tensor, got torch.bool")
+    check_same_shape("teacher_positions", positions, mask.shape, like="the mask's shape")
+    lead = student_logits.shape[:-2]
+    if student_logits.ndim < 2 or teacher_logits.ndim != student_logits.ndim or teacher_logits.shape[:-2] != lead:
+        raise AlignmentError(
+            "with teacher_positions, student_logits are (..., T, V) and teacher_logits (..., S, W) over the teacher's "
+            f"own positions, with the same leading axes; got {tuple(student_logits.shape)} and "
+            f"{tuple(teacher_logits.shape)}"
+        )
+    length = teacher_logits.shape[-2]
+    positions = positions.to(device=mask.device, dtype=torch.int64)
+    outside = ((positions < 0) | (positions >= length)) & mask
+    if bool(outside.any()):
+        where = tuple(outside.nonzero()[0].tolist())
+        raise AlignmentError(
+            f"teacher_positions must lie in [0, {length}) (the teacher's positions) where mask is True, got "
+            f"{int(positions[where])} at {where}"
+        )
+    first = torch.arange(math.prod(positions.shape[:-1]), device=mask.device) * length
+    index = torch.where(mask, positions, 0) + first.view(*positions.shape[:-1], 1)
+    return index.reshape(-1)
 
 
 def _class_index(classes: Any, width: int, num_classes: int, name: str) -> torch.Tensor:
@@ -480,8 +555,9 @@ def _reduce(values: torch.Tensor, reduction: Reduction, denominator: torch.Tenso
 
 
 class _ChunkedDivergence(torch.autograd.Function):
-    """Per-row divergence of ``(N, V)`` student logits from ``(N, V)`` teacher logits, or from ``(N, k + 1)``
-    teacher bucket log-probs with ``(N, k)`` ids, ``chunk`` rows at a time.
+    """Per-row divergence of ``(N, V)`` student logits from ``(N, V)`` teacher logits (or from the teacher's rows
+    ``index`` of them, where an index is given), or from ``(N, k + 1)`` teacher bucket log-probs with ``(N, k)`` ids,
+    ``chunk`` rows at a time.
 
     The gradient of each row with respect to the logits that need one is computed in the same pass as the value,
     times ``weight`` (a 0-d tensor: the factor by which the caller's reduction scales every row, ``1 / count`` for
@@ -498,6 +574,7 @@ class _ChunkedDivergence(torch.autograd.Function):
         ctx: Any,
         student: torch.Tensor,
         teacher: torch.Tensor,
+        index: torch.Tensor | None,
         ids: torch.Tensor | None,
         mask: torch.Tensor,
         weight: torch.Tensor,
@@ -508,21 +585,21 @@ class _ChunkedDivergence(torch.autograd.Function):
         classes: _Classes | None,
         window: tuple[int, int] | None,
     ) -> torch.Tensor:
-        ctx.save_for_backward(student, teacher, ids, mask, weight)
+        ctx.save_for_backward(student, teacher, index, ids, mask, weight)
         ctx.options = (beta, temperature, chunk, classes)
         ctx.window = window
         need = (grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1])
-        rows, *grads = _windowed(student, teacher, ids, mask, weight, ctx.options, window, need)
+        rows, *grads = _windowed(student, teacher, index, ids, mask, weight, ctx.options, window, need)
         ctx.grads = grads
         return rows
 
     @staticmethod
     def backward(ctx: Any, grad_rows: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grads, ctx.grads = ctx.grads, None
-        student, teacher, ids, mask, weight = ctx.saved_tensors
+        student, teacher, index, ids, mask, weight = ctx.saved_tensors
         if grads is None:  # a second backward: the kept gradients may have been scaled in place by the first
             need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-            _, *grads = _windowed(student, teacher, ids, mask, weight, ctx.options, ctx.window, need)
+            _, *grads = _windowed(student, teacher, index, ids, mask, weight, ctx.options, ctx.window, need)
         grad_student, grad_teacher, student_rows = grads
         kept = [grad for grad in (student_rows, grad_teacher) if grad is not None]
         on_device = all(_triton.available(grad) and grad.stride(-1) == 1 for grad in kept)  # rows contiguous
@@ -534,12 +611,13 @@ class _ChunkedDivergence(torch.autograd.Function):
             for grad in kept:  # by chunks: a low-precision gradient times a float32 scale makes float32 temporaries
                 for part in _chunks(len(mask), ctx.options[2], _block(grad)):
                     _take(grad, part).mul_(scale[part])
-        return grad_student, grad_teacher, None, None, None, None, None, None, None, None, None
+        return grad_student, grad_teacher, None, None, None, None, None, None, None, None, None, None
 
 
 def _windowed(
     student: torch.Tensor,
     teacher: torch.Tensor,
+    index: torch.Tensor | None,
     ids: torch.Tensor | None,
     mask: torch.Tensor,
     weight: torch.Tensor,
@@ -552,12 +630,14 @@ def _windowed(
     the rows, both gradients as autograd takes them, and the student's gradient as the rows the loss wrote (with a
     window, a view of the base-sized one), which a scaled backward rescales."""
     if window is None:
-        rows, grad_student, grad_teacher = _rows_and_grads(student, teacher, ids, mask, weight, *options, need=need)
+        rows, grad_student, grad_teacher = _rows_and_grads(
+            student, teacher, index, ids, mask, weight, *options, need=need
+        )
         return rows, grad_student, grad_teacher, grad_student
     full, inside = _base_gradient(student, window) if need[0] else (None, None)
     rows_of = _as_rows(student.narrow(-2, *window))
     rows, student_rows, grad_teacher = _rows_and_grads(
-        rows_of, teacher, ids, mask, weight, *options, need=need, student_out=inside
+        rows_of, teacher, index, ids, mask, weight, *options, need=need, student_out=inside
     )
     return rows, full, grad_teacher, student_rows
 
@@ -576,6 +656,7 @@ def _base_gradient(base: torch.Tensor, window: tuple[int, int]) -> tuple[torch.T
 def _rows_and_grads(
     student: torch.Tensor,
     teacher: torch.Tensor,
+    index: torch.Tensor | None,
     ids: torch.Tensor | None,
     mask: torch.Tensor,
     weight: torch.Tensor,
@@ -591,10 +672,13 @@ def _rows_and_grads(
     student's and the teacher's logits times ``weight`` (a 0-d tensor), row by row (``0`` where masked), chunk by
     chunk; over the projection's classes when ``classes`` is given. ``student`` and ``teacher`` are ``(N, ·)`` rows
     or ``(N / T, T, ·)`` blocks of them (:func:`_as_rows`); the gradients have their shapes, the student's written
-    into ``student_out`` where given."""
+    into ``student_out`` where given. With ``index``, row ``i`` is compared with the teacher's row ``index[i]``
+    (no teacher gradient is then asked: the caller gathers a teacher that needs one)."""
     dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
     fusable = ids is None and classes is None and student.dtype == teacher.dtype
     if fusable and _triton.available(student):  # one fused kernel per row, over (N, V) rows: blocks are copied
+        if index is not None and teacher.ndim != 2:  # blocks of rows (a slice): no one row stride for the kernel
+            teacher, index = _rows_at(teacher, index), None
         flat = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
         # rows contiguous, as the kernel writes them: empty_like would copy the strides of transposed logits
         grads = [
@@ -610,20 +694,28 @@ def _rows_and_grads(
             grad_student=grads[0],
             grad_teacher=grads[1],
             grad_scale=weight.float(),
+            teacher_index=index,
         )
         shaped = [None if g is None else g.view(x.shape) for g, x in zip(grads, (student, teacher), strict=True)]
         if student_out is not None and shaped[0] is not None:
             shaped[0] = student_out.copy_(shaped[0])
         return rows, shaped[0], shaped[1]
     grad_student = (torch.empty_like(student) if student_out is None else student_out) if need[0] else None
+    if index is not None and need[1]:
+        raise AssertionError("a teacher read through an index has no gradient here; the caller gathers it")
     grad_teacher = torch.empty_like(teacher) if need[1] else None
     rows = torch.zeros(len(mask), dtype=dtype, device=student.device)
     cpu = student.device.type == "cpu"
     scale = float(weight) if cpu else weight  # a Python number costs nothing on CPU and would sync a GPU
     work = Workspace(dtype, student.device)
-    for part in _chunks(len(mask), chunk, _block(student, teacher)):
+    gathered = Workspace(teacher.dtype, teacher.device)  # with an index, the teacher's rows of a chunk
+    for part in _chunks(len(mask), chunk, _block(student) if index is not None else _block(student, teacher)):
         keep = mask[part, None]
-        s, t = _take(student, part), _take(teacher, part)
+        s = _take(student, part)
+        if index is None:
+            t = _take(teacher, part)
+        else:
+            t = _rows_at(teacher, index[part], out=gathered(0, part.stop - part.start, teacher.shape[-1]))
         # every kind of chunk writes its gradients, times scale, straight into its rows of the gradients: no copy
         outs = (
             None if grad_student is None else _take(grad_student, part),
@@ -658,6 +750,15 @@ def _as_rows(logits: torch.Tensor) -> torch.Tensor:
         except RuntimeError:
             pass
     return logits.reshape(-1, width)
+
+
+def _rows_at(rows: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows ``index`` of ``(N, ·)`` rows or of ``(N / T, T, ·)`` blocks (:func:`_as_rows`), as ``(len(index), ·)``:
+    written into ``out`` where given and the rows are ``(N, ·)``, else a new tensor."""
+    if rows.ndim == 2:
+        return torch.index_select(rows, 0, index) if out is None else torch.index_select(rows, 0, index, out=out)
+    block = rows.shape[1]
+    return rows[torch.div(index, block, rounding_mode="floor"), index % block]
 
 
 def _block(*tensors: torch.Tensor) -> int | None:

@@ -13,11 +13,11 @@ append it, exact UTF-8 byte offsets of every token, and seeded random logits as 
   sorted-probability L1), every other option at ``GOLDConfig``'s default. Its ``__init__`` (the vocabulary
   mapping) runs outside the timed region; its call aligns the two tokenizations, merges and compares.
 * ours: what a training loop does per batch: byte spans (:func:`alignment.token_byte_spans`) and alignment
-  (:func:`alignment.align_spans`) of each row, the gather of the teacher logits onto the student's frames (what
-  :func:`alignment.align_teacher_logits` does), :func:`alignment.project_logprobs` with a
-  :func:`alignment.vocab_projection` built once outside the timed region, and :func:`alignment.generalized_jsd`
-  (beta 0.5) over the aligned frames: in one call (``generalized_jsd(..., projection=)``, the first row of ours),
-  and in two (``project_logprobs`` first; ``--profile`` profiles this one, stage by stage).
+  (:func:`alignment.align_spans`) of each row, then :func:`alignment.generalized_jsd` (beta 0.5) over the aligned
+  frames with a :func:`alignment.vocab_projection` built once outside the timed region. In one call (the first row
+  of ours): ``generalized_jsd(..., projection=, teacher_positions=)``, which reads the teacher's aligned rows in
+  place. In two (``--profile`` profiles this one, stage by stage): the teacher logits gathered onto the student's
+  frames (what :func:`alignment.align_teacher_logits` does), :func:`alignment.project_logprobs`, then the loss.
 
 The two are different losses over the same alignment; before timing, the script checks that GOLD's byte-offset
 groups end exactly at our aligned pairs. Each case runs in its own process (:mod:`benchmarks._measure`): median
@@ -186,24 +186,31 @@ def gold_step(loss: Any, batch: Batch) -> torch.Tensor:
     return value
 
 
-def align(student_name: str, teacher_name: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+def positions(student_name: str, teacher_name: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Our per-batch alignment: byte spans and :func:`alignment.align_spans` of each row (vectorised, no loop over
-    tokens), then the teacher logits gathered onto the student's frames (what :func:`alignment.align_teacher_logits`
-    does). Returns the ``(B, T, W)`` aligned teacher logits and the ``(B, T)`` mask of aligned frames."""
+    tokens). Returns the ``(B, T)`` teacher position of each student frame and the ``(B, T)`` mask of aligned frames
+    (what :class:`alignment.TeacherBatch` holds as ``positions`` and ``mask``)."""
     from alignment import align_spans, token_byte_spans
 
     student, teacher = tokenizer(student_name), tokenizer(teacher_name)
     rows, frames = batch.student_ids.shape[0], batch.student_ids.shape[1] - 1
-    positions = np.zeros((rows, frames), dtype=np.int64)
+    found = np.zeros((rows, frames), dtype=np.int64)
     mask = np.zeros((rows, frames), dtype=np.bool_)
     for b, length in enumerate(batch.teacher_lengths):
         s_spans = token_byte_spans(student, batch.student_ids[b, :frames].cpu().numpy())
         t_spans = token_byte_spans(teacher, batch.teacher_ids[b, :length].cpu().numpy())
         pairs = align_spans(s_spans, t_spans).pairs
-        positions[b, pairs[:, 0]], mask[b, pairs[:, 0]] = pairs[:, 1], True
+        found[b, pairs[:, 0]], mask[b, pairs[:, 0]] = pairs[:, 1], True
     device = batch.teacher_logits.device
-    rows_of = torch.arange(rows, device=device)[:, None]
-    return batch.teacher_logits[rows_of, torch.from_numpy(positions).to(device)], torch.from_numpy(mask).to(device)
+    return torch.from_numpy(found).to(device), torch.from_numpy(mask).to(device)
+
+
+def align(student_name: str, teacher_name: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`positions`, then the teacher logits gathered onto the student's frames (what
+    :func:`alignment.align_teacher_logits` does). Returns the ``(B, T, W)`` aligned teacher logits and the mask."""
+    found, mask = positions(student_name, teacher_name, batch)
+    rows_of = torch.arange(found.shape[0], device=found.device)[:, None]
+    return batch.teacher_logits[rows_of, found], mask
 
 
 def our_step(projection: Any, student_name: str, teacher_name: str, batch: Batch) -> torch.Tensor:
@@ -220,12 +227,23 @@ def our_step(projection: Any, student_name: str, teacher_name: str, batch: Batch
 
 def one_call_step(projection: Any, student_name: str, teacher_name: str, batch: Batch) -> torch.Tensor:
     """The same loss in one call: :func:`alignment.generalized_jsd` with ``projection=``, which sums each chunk's
-    probabilities into the classes inside the loss instead of returning both sides' class log-probabilities."""
+    probabilities into the classes inside the loss instead of returning both sides' class log-probabilities, and
+    ``teacher_positions=``, with which it reads the aligned rows of the teacher's logits in place of a gathered
+    copy."""
     from alignment import generalized_jsd
 
-    teacher_logits, mask = align(student_name, teacher_name, batch)
+    found, mask = positions(student_name, teacher_name, batch)
     student_logits = batch.student_logits[:, : mask.shape[1]]
-    return generalized_jsd(student_logits, teacher_logits, mask, beta=BETA, check_finite=False, projection=projection)
+    teacher_logits = batch.teacher_logits
+    return generalized_jsd(
+        student_logits,
+        teacher_logits,
+        mask,
+        beta=BETA,
+        check_finite=False,
+        projection=projection,
+        teacher_positions=found,
+    )
 
 
 def set_threads(threads: int | None) -> None:
@@ -383,7 +401,7 @@ def next_byte(
 
 CASES = {
     "TRL GOLD cross-vocab ULD, hybrid": "trl",
-    "ours: align + generalized_jsd(projection=)": "one_call",
+    "ours: align + generalized_jsd(projection=, teacher_positions=)": "one_call",
     "ours, two calls: align + project_logprobs + generalized_jsd": "ours",
     "ours, next-byte: prepare + byte_logprobs + generalized_jsd": "next_byte",
     "ours, stage: align + gather": "ours_align",

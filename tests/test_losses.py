@@ -565,6 +565,61 @@ BAD_INPUTS = {
     "reduction": (lambda: masked_kl(S, S, reduction="avg"), AlignmentError, "reduction"),  # type: ignore[arg-type]
     "num_items with sum": (lambda: masked_kl(S, S, reduction="sum", num_items=3), AlignmentError, "num_items"),
     "chunk_size": (lambda: masked_kl(S, S, chunk_size=0), AlignmentError, "chunk_size"),
+    "teacher_positions float": (
+        lambda: generalized_jsd(S, S, teacher_positions=torch.zeros(2, 3)),
+        TypeError,
+        "teacher_positions.*integer",
+    ),
+    "teacher_positions bool": (
+        lambda: generalized_jsd(S, S, teacher_positions=torch.zeros(2, 3, dtype=torch.bool)),
+        TypeError,
+        "teacher_positions.*integer",
+    ),
+    "teacher_positions list": (
+        lambda: generalized_jsd(S, S, teacher_positions=[[0, 1, 2]] * 2),  # type: ignore[arg-type]
+        TypeError,
+        "teacher_positions.*integer",
+    ),
+    "teacher_positions shape": (
+        lambda: generalized_jsd(S, S, teacher_positions=torch.zeros(2, 4, dtype=torch.long)),
+        AlignmentError,
+        "teacher_positions.*mask",
+    ),
+    "teacher_positions too large": (
+        lambda: forward_kl(S, torch.zeros(2, 4, 5), teacher_positions=torch.tensor([[0, 1, 2], [3, 4, 0]])),
+        AlignmentError,
+        r"teacher_positions must lie in \[0, 4\).*got 4 at \(1, 1\)",
+    ),
+    "teacher_positions negative": (
+        lambda: reverse_kl(S, torch.zeros(2, 4, 5), teacher_positions=torch.tensor([[0, -1, 2], [3, 0, 0]])),
+        AlignmentError,
+        "teacher_positions.*got -1",
+    ),
+    "teacher_positions batch": (
+        lambda: generalized_jsd(S, torch.zeros(3, 4, 5), teacher_positions=torch.zeros(2, 3, dtype=torch.long)),
+        AlignmentError,
+        "teacher_positions.*leading axes",
+    ),
+    "teacher_positions rank": (
+        lambda: generalized_jsd(S, torch.zeros(8, 5), teacher_positions=torch.zeros(2, 3, dtype=torch.long)),
+        AlignmentError,
+        "teacher_positions.*leading axes",
+    ),
+    "teacher_positions vocab": (
+        lambda: masked_kl(S, torch.zeros(2, 4, 6), teacher_positions=torch.zeros(2, 3, dtype=torch.long)),
+        AlignmentError,
+        "teacher_logits.*teacher's positions",
+    ),
+    "teacher_positions top-k": (
+        lambda: forward_kl(S, sparse([0, 1]), teacher_positions=torch.zeros(2, 3, dtype=torch.long)),
+        AlignmentError,
+        "teacher_positions.*TopK",
+    ),
+    "teacher_positions nan row": (
+        lambda: forward_kl(S, with_nan(torch.zeros(2, 4, 5)), teacher_positions=torch.tensor([[0, 1, 2], [0, 2, 3]])),
+        AlignmentError,
+        r"teacher_logits.*position \(1, 1\) has a NaN",
+    ),
 }
 
 
@@ -767,3 +822,130 @@ def test_a_slice_that_asks_for_its_own_gradient_gets_it() -> None:
     plain = base[:, :-1]
     with pytest.raises(RuntimeError, match="not have been used in the graph"):
         torch.autograd.grad(generalized_jsd(plain, teacher), plain)
+
+
+# --- teacher_positions: the teacher's rows read in place ---------------------------------------------------------
+
+
+def teacher_rows(
+    shape: tuple[int, ...], teacher_length: int, seed: int, *, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student logits ``shape``, teacher logits over ``teacher_length`` positions of their own, a mask, and the
+    teacher position of every student position: in range where the mask counts it, out of range elsewhere (never
+    read), with the teacher's rows that no counted position reads set to NaN (never read either)."""
+    generator = torch.Generator().manual_seed(seed)
+    *lead, frames, vocab = shape
+    student = torch.randn(shape, generator=generator).to(dtype)
+    teacher = torch.randn((*lead, teacher_length, vocab), generator=generator).to(dtype)
+    mask = torch.rand((*lead, frames), generator=generator) < 0.7
+    positions = torch.randint(0, teacher_length, (*lead, frames), generator=generator)
+    positions = torch.where(mask, positions, teacher_length + 5)
+    reads = torch.zeros((*lead, teacher_length), dtype=torch.long).scatter_add_(-1, positions * mask, mask.long())
+    teacher = teacher.masked_fill(reads[..., None] == 0, math.nan)
+    return student, teacher, mask, positions
+
+
+def gathered(teacher: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What ``align_teacher_logits`` hands the loss: the teacher's row of every position, gathered."""
+    safe = torch.where(mask, positions, 0)
+    if safe.ndim == 1:
+        return teacher[safe]
+    lead = torch.meshgrid(*(torch.arange(n) for n in safe.shape[:-1]), indexing="ij")
+    return teacher[(*(axis[..., None] for axis in lead), safe)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(3, 7, 11), (2, 2, 5, 6), (9, 4)], ids=["3-d", "4-d", "2-d"])
+@pytest.mark.parametrize("loss", DENSE_LOSSES)
+def test_teacher_positions_give_what_the_gathered_rows_give(
+    loss: Loss, shape: tuple[int, ...], dtype: torch.dtype
+) -> None:
+    """Bit for bit, values and the student's gradient: the loss reads the same rows, chunk by chunk (a chunk of 2
+    positions here), that the gathered copy holds; masked positions pointing outside the teacher's positions and
+    NaN rows that no counted position reads change nothing."""
+    student, teacher, mask, positions = teacher_rows(shape, teacher_length=shape[-2] + 3, seed=40, dtype=dtype)
+    copy = gathered(teacher, positions, mask)
+    results = []
+    for kwargs in ({"teacher_positions": positions}, {}):
+        leaf = student.clone().requires_grad_()
+        given_teacher = teacher if kwargs else copy
+        values = loss(leaf, given_teacher, mask, reduction="none", chunk_size=2, **kwargs)
+        (grad,) = torch.autograd.grad((values * 1.5).sum(), leaf)
+        results.append((values, grad))
+    for ours, expected in zip(*results, strict=True):
+        torch.testing.assert_close(ours, expected, rtol=0.0, atol=0.0)
+    assert results[0][0].isfinite().all()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_teacher_positions_with_a_projection_give_what_the_gathered_rows_give(beta: float) -> None:
+    """The same over a projection's classes, with teacher logits wider than the student's and a slice of the
+    student's logits (its gradient written into the base)."""
+    from alignment.types import VocabProjection
+
+    classes = (torch.tensor([0, 0, 1, 2, 2, 3]), torch.tensor([1, 0, 2, 3, 3, 0, 1, 2]))
+    projection = VocabProjection(
+        student_classes=classes[0].numpy(), teacher_classes=classes[1].numpy(), num_classes=4, kind="prefix"
+    )
+    generator = torch.Generator().manual_seed(41)
+    base = torch.randn(2, 6, 6, generator=generator)
+    teacher = torch.randn(2, 9, 8, generator=generator)
+    mask = torch.tensor([[True, True, False, True, True], [False, True, True, True, True]])
+    positions = torch.tensor([[0, 2, 99, 3, 8], [-7, 1, 4, 5, 6]])
+    grads, values = [], []
+    for kwargs in ({"teacher_positions": positions}, {}):
+        leaf = base.clone().requires_grad_()
+        given_teacher = teacher if kwargs else gathered(teacher, positions, mask)
+        value = generalized_jsd(
+            leaf[:, :-1], given_teacher, mask, beta=beta, projection=projection, chunk_size=3, **kwargs
+        )
+        (grad,) = torch.autograd.grad(value * 2.0, leaf)
+        values.append(value)
+        grads.append(grad)
+    torch.testing.assert_close(values[0], values[1], rtol=0.0, atol=0.0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_a_teacher_read_through_positions_gets_its_gradient(beta: float) -> None:
+    """A teacher that needs a gradient gets, at its own positions, the sum of what each position that read a row
+    passes back (two positions read row 1 of the first example); rows nobody read get 0."""
+    generator = torch.Generator().manual_seed(42)
+    student = torch.randn(2, 4, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(2, 6, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True, True, False], [True, False, True, True]])
+    positions = torch.tensor([[1, 1, 3, 0], [0, 9, 2, 5]])
+    ours = torch.autograd.grad(generalized_jsd(student, teacher, mask, beta=beta, teacher_positions=positions), teacher)
+    expected = torch.autograd.grad(
+        generalized_jsd(student, gathered(teacher, positions, mask), mask, beta=beta), teacher
+    )
+    torch.testing.assert_close(ours[0], expected[0], rtol=0.0, atol=1e-15)
+    assert ours[0][0, [0, 2, 4, 5]].abs().max() == 0.0 and ours[0][0, 1].abs().max() > 0.0
+
+
+def test_teacher_positions_read_a_teacher_whose_positions_do_not_merge() -> None:
+    """``teacher_logits[:, :-1]`` of a longer tensor (its leading axes cannot merge into rows without a copy): the
+    loss reads its rows through the blocks, as it reads such a student."""
+    student, teacher, mask, positions = teacher_rows((3, 5, 7), teacher_length=6, seed=43)
+    longer = torch.cat([teacher, torch.full((3, 1, 7), math.nan)], dim=1)[:, :-1]
+    assert not longer.is_contiguous()
+    ours = generalized_jsd(student, longer, mask, reduction="none", teacher_positions=positions, chunk_size=2)
+    expected = generalized_jsd(student, gathered(teacher, positions, mask), mask, reduction="none", chunk_size=2)
+    torch.testing.assert_close(ours, expected, rtol=0.0, atol=0.0)
+
+
+def test_teacher_positions_make_no_copy_of_the_compared_rows() -> None:
+    """No operator of a forward with ``teacher_positions`` allocates a tenth of the rows the positions read (a
+    chunk's copy of them is 16 rows of 512), where the gathered path allocates them all."""
+    student, teacher, mask, positions = teacher_rows((2, 512, 4096), teacher_length=520, seed=44)
+    teacher = teacher.nan_to_num()
+    size = student.numel() * student.element_size() // 10
+
+    def large(call: Callable[[], object]) -> int:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+            call()
+        return sum(event.self_cpu_memory_usage >= size for event in profile.events())
+
+    with torch.no_grad():
+        assert large(lambda: generalized_jsd(student, teacher, mask, teacher_positions=positions)) == 0
+        assert large(lambda: generalized_jsd(student, gathered(teacher, positions, mask), mask)) >= 1

@@ -105,6 +105,9 @@ def expect_consistent(student: str, teacher: str, completions, batch) -> None:
     logits = torch.randn(*batch.input_ids.shape, 5)
     aligned = align_teacher_logits(logits, batch)
     assert aligned.shape == (len(EXAMPLES), frames, 5)  # exactly the student's completion length
+    student_logits = torch.randn(len(EXAMPLES), frames, 5)
+    in_place = generalized_jsd(student_logits, logits, batch.mask, reduction="none", teacher_positions=batch.positions)
+    assert torch.equal(in_place, generalized_jsd(student_logits, aligned, batch.mask, reduction="none"))
     for b, (example, completion) in enumerate(zip(EXAMPLES, completions, strict=True)):
         assert not batch.mask[b, len(completion) :].any()
         rendering = batch.renderings[b]
@@ -322,6 +325,16 @@ def test_projected_loss_runs_end_to_end_with_gradients() -> None:
     assert torch.isfinite(loss) and loss > 0
     assert student_logits.grad is not None and torch.isfinite(student_logits.grad).all()
     assert (student_logits.grad[~batch.mask] == 0).all()
+    # in one call, reading the teacher's rows through the batch's positions: the same value and gradient
+    one_call = generalized_jsd(
+        student_logits, align_teacher_logits(teacher_logits, batch), batch.mask, beta=0.5, projection=projection
+    )
+    (expected,) = torch.autograd.grad(one_call, student_logits)
+    in_place = generalized_jsd(
+        student_logits, teacher_logits, batch.mask, beta=0.5, projection=projection, teacher_positions=batch.positions
+    )
+    assert torch.equal(in_place, one_call)
+    assert torch.equal(torch.autograd.grad(in_place, student_logits)[0], expected)
 
 
 @pytest.mark.integration

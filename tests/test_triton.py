@@ -470,3 +470,51 @@ def test_logits_whose_rows_are_not_contiguous_get_the_right_gradients(
         results.append((value, *torch.autograd.grad((value * weights).sum(), leaves)))
     for on_kernel, on_torch in zip(*results, strict=True):
         torch.testing.assert_close(on_kernel, on_torch, rtol=GRAD_RTOL[torch.float32], atol=GRAD_SCALE_ATOL)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_the_kernel_reads_the_teacher_through_its_positions(beta: float) -> None:
+    """``jsd_rows(..., teacher_index=)``: row ``i`` is compared with the teacher's row ``teacher_index[i]`` of a
+    teacher with more rows than the student; a masked row's index is never followed (it points at a NaN row)."""
+    student, _ = random_logits((5, 37), seed=16)
+    teacher, _ = random_logits((8, 37), seed=17)
+    teacher[6] = math.nan
+    index = torch.tensor([3, 0, 6, 7, 3], device=DEVICE)
+    mask = torch.tensor([True, True, False, True, True], device=DEVICE)
+    expected_rows, expected_grad, _ = closed_form(
+        student, teacher[torch.where(mask, index, 0)], beta=beta, temperature=1.0
+    )
+    expected = (torch.where(mask, expected_rows, 0.0), torch.where(mask[:, None], expected_grad, 0.0), expected_grad)
+    grad = torch.full_like(student, math.nan)
+    indexed = _triton.jsd_rows(
+        student, teacher, mask, beta=beta, temperature=1.0, grad_student=grad, grad_teacher=None, teacher_index=index
+    )
+    assert_matches((indexed, grad, None), expected)
+
+
+@pytest.mark.parametrize("merge", [True, False], ids=["rows", "blocks"])
+def test_teacher_positions_on_the_kernel_match_the_torch_path(monkeypatch: pytest.MonkeyPatch, merge: bool) -> None:
+    """The loss with ``teacher_positions`` on the kernel path: it hands the kernel the index where the teacher's
+    positions merge into rows, and a gathered copy where they do not (a slice along them); values and the student's
+    gradient match the torch path."""
+    from alignment import generalized_jsd
+
+    indices = []
+    kernel = _triton.jsd_rows
+    monkeypatch.setattr(_triton, "jsd_rows", lambda *a, **k: indices.append(k.get("teacher_index")) or kernel(*a, **k))
+    generator = torch.Generator().manual_seed(18)
+    student = torch.randn(2, 4, 9, generator=generator).to(DEVICE)
+    teacher = torch.randn(2, 7 if merge else 8, 9, generator=generator).to(DEVICE)
+    teacher = teacher if merge else teacher[:, :-1]
+    mask = torch.tensor([[True, False, True, True], [True, True, True, False]], device=DEVICE)
+    positions = torch.tensor([[6, 99, 2, 0], [1, 1, 5, -3]], device=DEVICE)
+    results = []
+    for on_kernel in (True, False):
+        if not on_kernel:
+            monkeypatch.setattr(_triton, "available", lambda *_: False)
+        leaf = student.clone().requires_grad_()
+        value = generalized_jsd(leaf, teacher, mask, beta=0.5, reduction="none", teacher_positions=positions)
+        results.append((value, *torch.autograd.grad((value * 2.0).sum(), leaf)))
+    assert len(indices) == 1 and (indices[0] is not None) == merge
+    for on_kernel, on_torch in zip(*results, strict=True):
+        torch.testing.assert_close(on_kernel, on_torch, rtol=GRAD_RTOL[torch.float32], atol=GRAD_SCALE_ATOL)
