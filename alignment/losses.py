@@ -909,7 +909,8 @@ def _projected_chunk(
         total = h.sum(dim=-1, keepdim=True)
         per_class = h.mul_(inv).sub_(total).mul_(factor)  # all but the factor q_v, over the classes
         grad = out if out.dtype == x.dtype else work(slot, *x.shape)  # low-precision logits: converted at the end
-        torch.index_select(per_class, -1, index, out=grad).mul_(x)
+        # a gather with the index expanded over the rows: on CPU about twice as fast as index_select on the last axis
+        torch.gather(per_class, -1, index.expand(x.shape[0], -1), out=grad).mul_(x)
         if grad is not out:
             out.copy_(grad)
     return value
