@@ -709,11 +709,14 @@ def _rows_and_grads(
     scale = float(weight) if cpu else weight  # a Python number costs nothing on CPU and would sync a GPU
     work = Workspace(dtype, student.device)
     gathered = Workspace(teacher.dtype, teacher.device)  # with an index, the teacher's rows of a chunk
+    runs = _runs(index) if index is not None and cpu and teacher.ndim == 2 else None
     for part in _chunks(len(mask), chunk, _block(student) if index is not None else _block(student, teacher)):
         keep = mask[part, None]
         s = _take(student, part)
         if index is None:
             t = _take(teacher, part)
+        elif runs is not None and runs[1][part.start] == runs[1][part.stop - 1]:  # consecutive rows: a slice
+            t = teacher[runs[0][part.start] : runs[0][part.start] + part.stop - part.start]
         else:
             t = _rows_at(teacher, index[part], out=gathered(0, part.stop - part.start, teacher.shape[-1]))
         # every kind of chunk writes its gradients, times scale, straight into its rows of the gradients: no copy
@@ -750,6 +753,15 @@ def _as_rows(logits: torch.Tensor) -> torch.Tensor:
         except RuntimeError:
             pass
     return logits.reshape(-1, width)
+
+
+def _runs(index: torch.Tensor) -> tuple[list[int], list[int]]:
+    """``index`` as a list, and for each entry the number of steps before it that were not ``+1``: the entries
+    ``a..b`` are consecutive rows where the two counts at ``a`` and ``b`` are equal, and a chunk of them is a slice
+    of the teacher's rows rather than a copy (Llama 3 / Qwen3 text: every chunk). Read on CPU only (no sync)."""
+    breaks = torch.zeros(len(index), dtype=torch.int64)
+    torch.cumsum(index.diff() != 1, dim=0, out=breaks[1:])
+    return index.tolist(), breaks.tolist()
 
 
 def _rows_at(rows: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -877,6 +877,27 @@ def test_teacher_positions_give_what_the_gathered_rows_give(
     assert results[0][0].isfinite().all()
 
 
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 8])
+def test_teacher_positions_that_run_consecutively_give_what_the_gathered_rows_give(chunk_size: int) -> None:
+    """Positions that step by one (aligned text, the identity path) are read as a slice of the teacher's rows on
+    CPU, the others copied: chunks of either kind, and a chunk that crosses from one sequence to the next, give the
+    gathered rows' values and gradient."""
+    generator = torch.Generator().manual_seed(45)
+    student = torch.randn(2, 8, 6, generator=generator)
+    teacher = torch.randn(2, 13, 6, generator=generator)
+    positions = torch.tensor([[2, 3, 4, 5, 9, 10, 11, 12], [0, 1, 2, 3, 4, 5, 7, 8]])
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[0, 6] = False
+    results = []
+    for kwargs in ({"teacher_positions": positions}, {}):
+        leaf = student.clone().requires_grad_()
+        given_teacher = teacher if kwargs else gathered(teacher, positions, mask)
+        values = generalized_jsd(leaf, given_teacher, mask, reduction="none", chunk_size=chunk_size, **kwargs)
+        results.append((values, *torch.autograd.grad((values * 1.5).sum(), leaf)))
+    for ours, expected in zip(*results, strict=True):
+        torch.testing.assert_close(ours, expected, rtol=0.0, atol=0.0)
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
 def test_teacher_positions_with_a_projection_give_what_the_gathered_rows_give(beta: float) -> None:
     """The same over a projection's classes, with teacher logits wider than the student's and a slice of the
