@@ -35,7 +35,9 @@ from alignment.losses import (
     _chunks,
     _classes,
     _default_chunk,
+    _rows_at,
     _take,
+    _teacher_index,
     _window,
 )
 from alignment.types import VocabProjection
@@ -43,20 +45,31 @@ from alignment.types import VocabProjection
 __all__ = ["chunk_likelihood_loss", "project_logprobs", "token_logprobs"]
 
 
-def _project(logits: torch.Tensor, index: torch.Tensor, num_classes: int, temperature: float) -> torch.Tensor:
+def _project(
+    logits: torch.Tensor,
+    index: torch.Tensor,
+    num_classes: int,
+    temperature: float,
+    rows: torch.Tensor | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """Class log-probabilities of every row of ``logits``, or, with ``rows`` (flat indices into the logits' rows,
+    for logits that need no gradient), of those rows, shaped ``shape``."""
     chunk = _default_chunk(logits.shape[-1], logits.device)
-    window = _window(logits)  # a slice's gradient goes into its base, as the losses put it
+    window = _window(logits) if rows is None else None  # a slice's gradient goes into its base, as the losses put it
     source = _as_rows(logits) if window is None else window[0]  # read in place, as the losses read them
     out: torch.Tensor = _Projection.apply(  # type: ignore[no-untyped-call]
-        source, index.to(logits.device), num_classes, temperature, chunk, None if window is None else window[1]
+        source, index.to(logits.device), num_classes, temperature, chunk, None if window is None else window[1], rows
     )
-    return out.reshape(*logits.shape[:-1], num_classes)
+    return out.reshape(*(logits.shape[:-1] if shape is None else shape), num_classes)
 
 
 class _Projection(torch.autograd.Function):
     r"""``(N, W)`` logits (or ``(N / T, T, W)`` blocks of rows, or the base of a slice whose positions ``window``
     are read) to ``(N, C)`` class log-probabilities, ``chunk`` rows at a time; saves the logits and the (small)
-    output, and recomputes the softmax in the backward, so no ``(N, W)`` float32 copy outlives a chunk.
+    output, and recomputes the softmax in the backward, so no ``(N, W)`` float32 copy outlives a chunk. With
+    ``rows``, the rows ``rows`` of the logits, which then need no gradient (:func:`project_logprobs` gathers a
+    teacher that needs one).
 
     With :math:`P_c = \sum_{v \in c} p_v` and incoming :math:`g_c = \partial L / \partial \log P_c`:
     :math:`\partial L / \partial z_v = p_v\,(g_{c(v)} / P_{c(v)} - \sum_c g_c) / \tau`, over the classes whose mass
@@ -72,14 +85,15 @@ class _Projection(torch.autograd.Function):
         temperature: float,
         chunk: int,
         window: tuple[int, int] | None,
+        rows: torch.Tensor | None,
     ) -> torch.Tensor:
         read = logits if window is None else _as_rows(logits.narrow(-2, *window))
         dtype = torch.promote_types(logits.dtype, torch.float32)
-        rows = read.shape[:-1].numel()
-        out = torch.empty((rows, num_classes), dtype=dtype, device=logits.device)
+        count = read.shape[:-1].numel() if rows is None else len(rows)
+        out = torch.empty((count, num_classes), dtype=dtype, device=logits.device)
         tiny = torch.finfo(dtype).tiny
-        for part in _chunks(rows, chunk, _block(read)):
-            probs = _softmax(_take(read, part), temperature, dtype)
+        for part in _chunks(count, chunk, _block(read) if rows is None else None):
+            probs = _softmax(_take(read, part) if rows is None else _rows_at(read, rows[part]), temperature, dtype)
             mass = probs.new_zeros((probs.shape[0], num_classes)).index_add_(-1, index, probs)
             out[part] = mass.clamp_min_(tiny).log_()
         ctx.save_for_backward(logits, index, out)
@@ -102,7 +116,7 @@ class _Projection(torch.autograd.Function):
             per_mass = (grad_out[part] * torch.exp(-out[part])).masked_fill_(floored[part], 0.0)
             total = grad_out[part].masked_fill(floored[part], 0.0).sum(dim=-1, keepdim=True)
             _take(rows_of_grad, part).copy_(probs.mul_(per_mass.index_select(-1, index).sub_(total)).div_(temperature))
-        return grad, None, None, None, None, None
+        return grad, None, None, None, None, None, None
 
 
 def _softmax(logits: torch.Tensor, temperature: float, dtype: torch.dtype) -> torch.Tensor:
@@ -116,6 +130,7 @@ def project_logprobs(
     projection: VocabProjection,
     *,
     temperature: float = 1.0,
+    teacher_positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Both next-token distributions as log-probabilities over the projection's classes.
 
@@ -134,15 +149,21 @@ def project_logprobs(
             :func:`~alignment.align_teacher_logits`), ``W' >= W``.
         projection: from :func:`~alignment.vocab_projection` of the same student and teacher tokenizers.
         temperature: :math:`\tau > 0`, applied to both sides.
+        teacher_positions: ``(...)`` integer, the student's positions (``TeacherBatch.positions``): the teacher's
+            logits are then ``(..., S, W')`` over its own positions and position ``k`` reads the teacher's row
+            ``teacher_positions[..., k]``, chunk by chunk, with no gathered copy of those rows (as for the losses'
+            ``teacher_positions=``). Every value must lie in ``[0, S)`` (a batch's positions are 0 where nothing is
+            aligned); a teacher that needs a gradient is gathered first.
 
     Returns:
         ``(..., C)`` student and teacher log-probabilities (float32, float64 for float64 logits); probabilities of
         zero are floored at the dtype's smallest normal number so the losses stay finite.
 
     Raises:
-        AlignmentError: the logits are narrower than the vocabularies, the leading shapes differ, or
-            ``temperature`` is not positive.
-        TypeError: logits are not floating point, or ``projection`` is not a :class:`~alignment.VocabProjection`.
+        AlignmentError: the logits are narrower than the vocabularies, the leading shapes differ, ``temperature``
+            is not positive, or a teacher position lies outside the teacher's.
+        TypeError: logits are not floating point, ``projection`` is not a :class:`~alignment.VocabProjection`, or
+            ``teacher_positions`` is not an integer tensor.
 
     Examples:
         >>> from alignment.types import VocabProjection
@@ -156,11 +177,17 @@ def project_logprobs(
     check_floating("student_logits", student_logits)
     check_floating("teacher_logits", teacher_logits)
     check_in_range("temperature", temperature, low=0.0, high=math.inf, low_open=True)
-    classes = _classes(projection, student_logits, teacher_logits)  # the checks of the losses' projection=
-    return (
-        _project(student_logits, classes.student, classes.count, temperature),
-        _project(teacher_logits, classes.teacher, classes.count, temperature),
-    )
+    # the checks of the losses' projection= and teacher_positions=
+    classes = _classes(projection, student_logits, teacher_logits, same_rows=teacher_positions is None)
+    student = _project(student_logits, classes.student, classes.count, temperature)
+    if teacher_positions is None:
+        return student, _project(teacher_logits, classes.teacher, classes.count, temperature)
+    every = torch.ones(student_logits.shape[:-1], dtype=torch.bool, device=student_logits.device)
+    rows = _teacher_index(teacher_positions, teacher_logits, student_logits, every)
+    if teacher_logits.requires_grad and torch.is_grad_enabled():  # gathered, so that autograd spreads its gradient
+        gathered = _rows_at(_as_rows(teacher_logits), rows).view(*every.shape, teacher_logits.shape[-1])
+        return student, _project(gathered, classes.teacher, classes.count, temperature)
+    return student, _project(teacher_logits, classes.teacher, classes.count, temperature, rows, tuple(every.shape))
 
 
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:

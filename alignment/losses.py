@@ -499,7 +499,7 @@ def _teacher_index(
     if bool(outside.any()):
         where = tuple(outside.nonzero()[0].tolist())
         raise AlignmentError(
-            f"teacher_positions must lie in [0, {length}) (the teacher's positions) where mask is True, got "
+            f"teacher_positions must lie in [0, {length}) (the teacher's positions) at every counted position, got "
             f"{int(positions[where])} at {where}"
         )
     first = torch.arange(math.prod(positions.shape[:-1]), device=mask.device) * length

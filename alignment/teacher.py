@@ -252,8 +252,9 @@ def prepare_teacher_batch(
 def align_teacher_logits(teacher_logits: torch.Tensor, batch: TeacherBatch) -> torch.Tensor:
     """Gather the teacher's outputs onto the student's completion frame.
 
-    The losses need no such copy: ``generalized_jsd(student_logits, teacher_logits, batch.mask,
-    teacher_positions=batch.positions)`` reads the same rows in place. This is for a loss of your own.
+    The losses and :func:`~alignment.project_logprobs` need no such copy: ``generalized_jsd(student_logits,
+    teacher_logits, batch.mask, teacher_positions=batch.positions)`` reads the same rows in place. This is for a loss
+    of your own.
 
     Args:
         teacher_logits: ``(B, S', W)`` float teacher logits (or log-probabilities) over its inputs

@@ -16,8 +16,8 @@ append it, exact UTF-8 byte offsets of every token, and seeded random logits as 
   (:func:`alignment.align_spans`) of each row, then :func:`alignment.generalized_jsd` (beta 0.5) over the aligned
   frames with a :func:`alignment.vocab_projection` built once outside the timed region. In one call (the first row
   of ours): ``generalized_jsd(..., projection=, teacher_positions=)``, which reads the teacher's aligned rows in
-  place. In two (``--profile`` profiles this one, stage by stage): the teacher logits gathered onto the student's
-  frames (what :func:`alignment.align_teacher_logits` does), :func:`alignment.project_logprobs`, then the loss.
+  place. In two (``--profile`` profiles this one, stage by stage): ``project_logprobs(..., teacher_positions=)``,
+  which reads them in place too, then the loss on both sides' class log-probabilities.
 
 The two are different losses over the same alignment; before timing, the script checks that GOLD's byte-offset
 groups end exactly at our aligned pairs. Each case runs in its own process (:mod:`benchmarks._measure`): median
@@ -205,22 +205,15 @@ def positions(student_name: str, teacher_name: str, batch: Batch) -> tuple[torch
     return torch.from_numpy(found).to(device), torch.from_numpy(mask).to(device)
 
 
-def align(student_name: str, teacher_name: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`positions`, then the teacher logits gathered onto the student's frames (what
-    :func:`alignment.align_teacher_logits` does). Returns the ``(B, T, W)`` aligned teacher logits and the mask."""
-    found, mask = positions(student_name, teacher_name, batch)
-    rows_of = torch.arange(found.shape[0], device=found.device)[:, None]
-    return batch.teacher_logits[rows_of, found], mask
-
-
 def our_step(projection: Any, student_name: str, teacher_name: str, batch: Batch) -> torch.Tensor:
     """One training-loop step of ours, forward: align, project, loss over the aligned frames."""
     from alignment import generalized_jsd, project_logprobs
 
-    with torch.profiler.record_function("ours: align + gather"):  # labels for --profile; near free otherwise
-        teacher_logits, mask = align(student_name, teacher_name, batch)
+    with torch.profiler.record_function("ours: align"):  # labels for --profile; near free otherwise
+        found, mask = positions(student_name, teacher_name, batch)
     with torch.profiler.record_function("ours: project_logprobs"):
-        student, teacher = project_logprobs(batch.student_logits[:, : mask.shape[1]], teacher_logits, projection)
+        student_logits = batch.student_logits[:, : mask.shape[1]]
+        student, teacher = project_logprobs(student_logits, batch.teacher_logits, projection, teacher_positions=found)
     with torch.profiler.record_function("ours: generalized_jsd"):
         return generalized_jsd(student, teacher, mask, beta=BETA, check_finite=False)
 
@@ -304,12 +297,12 @@ def projected(
 def ours_align(
     *, student: str, teacher: str, batch: int, seq: int, threads: int | None = None, device: str = "cpu"
 ) -> Callable[[], None]:
-    """Stage 1 of ours alone: alignment and gather."""
+    """Stage 1 of ours alone: alignment (the teacher position of every student frame)."""
     set_threads(threads)
     inputs = make_batch(student, teacher, batch, seq, device)
 
     def step() -> None:
-        align(student, teacher, inputs)
+        positions(student, teacher, inputs)
 
     return step
 
@@ -323,13 +316,14 @@ def ours_project(
     set_threads(threads)
     inputs = make_batch(student, teacher, batch, seq, device)
     projection = vocab_projection(tokenizer(student), tokenizer(teacher))
-    teacher_logits, _ = align(student, teacher, inputs)
+    found, _ = positions(student, teacher, inputs)
+    teacher_logits = inputs.teacher_logits
     student_logits = inputs.student_logits.detach()[:, :seq].contiguous().requires_grad_()
     del inputs
 
     def step() -> None:
         student_logits.grad = None
-        student_logprobs, _ = project_logprobs(student_logits, teacher_logits, projection)
+        student_logprobs, _ = project_logprobs(student_logits, teacher_logits, projection, teacher_positions=found)
         student_logprobs.sum().backward()
 
     return step
@@ -344,13 +338,13 @@ def ours_loss(
     set_threads(threads)
     inputs = make_batch(student, teacher, batch, seq, device)
     projection = vocab_projection(tokenizer(student), tokenizer(teacher))
-    teacher_logits, mask = align(student, teacher, inputs)
+    found, mask = positions(student, teacher, inputs)
     with torch.no_grad():
         student_logprobs, teacher_logprobs = project_logprobs(
-            inputs.student_logits[:, :seq], teacher_logits, projection
+            inputs.student_logits[:, :seq], inputs.teacher_logits, projection, teacher_positions=found
         )
     student_logprobs.requires_grad_()
-    del inputs, teacher_logits
+    del inputs
 
     def step() -> None:
         student_logprobs.grad = None
@@ -402,9 +396,9 @@ def next_byte(
 CASES = {
     "TRL GOLD cross-vocab ULD, hybrid": "trl",
     "ours: align + generalized_jsd(projection=, teacher_positions=)": "one_call",
-    "ours, two calls: align + project_logprobs + generalized_jsd": "ours",
+    "ours, two calls: align + project_logprobs(teacher_positions=) + generalized_jsd": "ours",
     "ours, next-byte: prepare + byte_logprobs + generalized_jsd": "next_byte",
-    "ours, stage: align + gather": "ours_align",
+    "ours, stage: align": "ours_align",
     "ours, stage: project_logprobs": "ours_project",
     "ours, stage: generalized_jsd on classes": "ours_loss",
 }

@@ -926,3 +926,57 @@ def test_chunk_loss_chunk_ids_of_another_dtype(side: str, dtype: torch.dtype) ->
     else:
         assert not dtype.is_floating_point, "float chunk ids were accepted"
         torch.testing.assert_close(loss, expected)
+
+
+# --- project_logprobs(teacher_positions=): the teacher's rows read in place --------------------------------------
+
+
+def gathered_rows(teacher: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``teacher[b, positions[b, k]]`` for every ``(b, k)``: what ``align_teacher_logits`` hands over."""
+    return teacher[torch.arange(len(positions))[:, None], positions]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_project_logprobs_reads_the_teachers_rows_through_its_positions(dtype: torch.dtype) -> None:
+    """Bit for bit the teacher classes of the gathered rows, over chunks that read consecutive rows and others; the
+    student's side is unchanged; rows no position reads may hold NaN."""
+    proj = projection([0, 1, 1, 2], [2, 0, 1, 1, 0], 3)
+    student = random_logits((2, 6, 4), seed=60, dtype=dtype)
+    teacher = random_logits((2, 9, 5), seed=61, dtype=dtype)
+    positions = torch.tensor([[0, 1, 2, 3, 7, 8], [4, 4, 0, 5, 6, 1]])
+    teacher[0, 4:7] = math.nan  # read by no position
+    in_place = project_logprobs(student, teacher, proj, teacher_positions=positions, temperature=0.7)
+    expected = project_logprobs(student, gathered_rows(teacher, positions), proj, temperature=0.7)
+    for ours, theirs in zip(in_place, expected, strict=True):
+        assert ours.shape == (2, 6, 3)
+        torch.testing.assert_close(ours, theirs, rtol=0.0, atol=0.0)
+
+
+def test_project_logprobs_gives_a_teacher_read_through_positions_its_gradient() -> None:
+    """A teacher that needs a gradient gets it at its own positions, summed over the positions that read a row."""
+    proj = projection([0, 1, 1, 2], [2, 0, 1, 1, 0], 3)
+    student = random_logits((2, 3, 4), seed=62).requires_grad_()
+    teacher = random_logits((2, 5, 5), seed=63).requires_grad_()
+    positions = torch.tensor([[0, 0, 4], [3, 1, 2]])
+    weights = random_logits((2, 3, 3), seed=64)
+    grads = []
+    for kwargs in ({"teacher_positions": positions}, {}):
+        given = teacher if kwargs else gathered_rows(teacher, positions)
+        s, t = project_logprobs(student, given, proj, **kwargs)
+        grads.append(torch.autograd.grad(((s + 2 * t) * weights).sum(), (student, teacher)))
+    for ours, theirs in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0.0, atol=1e-15)
+    assert grads[0][1][0, 1:4].abs().max() == 0.0
+
+
+def test_project_logprobs_refuses_teacher_positions_outside_the_teachers() -> None:
+    proj = projection([0, 1, 1], [0, 1], 2)
+    student, teacher = torch.zeros(2, 3, 3), torch.zeros(2, 4, 2)
+    with pytest.raises(AlignmentError, match=r"teacher_positions must lie in \[0, 4\).*got 4 at \(1, 2\)"):
+        project_logprobs(student, teacher, proj, teacher_positions=torch.tensor([[0, 1, 2], [3, 0, 4]]))
+    with pytest.raises(AlignmentError, match="teacher_positions must have shape"):
+        project_logprobs(student, teacher, proj, teacher_positions=torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(TypeError, match="teacher_positions must be an integer tensor"):
+        project_logprobs(student, teacher, proj, teacher_positions=torch.zeros(2, 3))
+    with pytest.raises(AlignmentError, match="all but the last axis"):  # without positions, the shapes must agree
+        project_logprobs(student, teacher, proj)
