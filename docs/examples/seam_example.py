@@ -13,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch
 from transformers import AutoTokenizer
 
-from alignment import align_teacher_logits, prepare_teacher_batch, project_logprobs, render_prompt, vocab_projection
+from alignment import prepare_teacher_batch, project_logprobs, render_prompt, vocab_projection
 
 student_tok = AutoTokenizer.from_pretrained("../shared/tokenizers/llama3")
 teacher_tok = AutoTokenizer.from_pretrained("../shared/tokenizers/qwen3")
@@ -47,7 +47,7 @@ print("coverage:", batch.coverage)
 projection = vocab_projection(student_tok, teacher_tok)
 student_logits = torch.randn(1, len(completion), len(student_tok))
 teacher_logits = torch.randn(*batch.input_ids.shape, len(teacher_tok))
-s, t = project_logprobs(student_logits, align_teacher_logits(teacher_logits, batch), projection)
+s, t = project_logprobs(student_logits, teacher_logits, projection, teacher_positions=batch.positions)
 print("projected shapes:", tuple(s.shape), tuple(t.shape), "classes:", projection.num_classes)
 first = [student_tok.convert_tokens_to_ids("482"), teacher_tok.convert_tokens_to_ids("4")]
 print(
