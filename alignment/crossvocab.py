@@ -146,7 +146,8 @@ def project_logprobs(
         student_logits: ``(..., V')`` float student logits, ``V' >= V``; a slice along the positions passes its
             gradient straight to the tensor it slices, as for :func:`~alignment.generalized_jsd`.
         teacher_logits: ``(..., W')`` float teacher logits on the same positions (e.g. from
-            :func:`~alignment.align_teacher_logits`), ``W' >= W``.
+            :func:`~alignment.align_teacher_logits`), ``W' >= W``; with ``teacher_positions``, ``(..., S, W')`` over
+            the teacher's own positions.
         projection: from :func:`~alignment.vocab_projection` of the same student and teacher tokenizers.
         temperature: :math:`\tau > 0`, applied to both sides.
         teacher_positions: ``(...)`` integer, the student's positions (``TeacherBatch.positions``): the teacher's
@@ -179,11 +180,12 @@ def project_logprobs(
     check_in_range("temperature", temperature, low=0.0, high=math.inf, low_open=True)
     # the checks of the losses' projection= and teacher_positions=
     classes = _classes(projection, student_logits, teacher_logits, same_rows=teacher_positions is None)
-    student = _project(student_logits, classes.student, classes.count, temperature)
     if teacher_positions is None:
+        student = _project(student_logits, classes.student, classes.count, temperature)
         return student, _project(teacher_logits, classes.teacher, classes.count, temperature)
     every = torch.ones(student_logits.shape[:-1], dtype=torch.bool, device=student_logits.device)
     rows = _teacher_index(teacher_positions, teacher_logits, student_logits, every)
+    student = _project(student_logits, classes.student, classes.count, temperature)
     if teacher_logits.requires_grad and torch.is_grad_enabled():  # gathered, so that autograd spreads its gradient
         gathered = _rows_at(_as_rows(teacher_logits), rows).view(*every.shape, teacher_logits.shape[-1])
         return student, _project(gathered, classes.teacher, classes.count, temperature)

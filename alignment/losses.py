@@ -157,6 +157,10 @@ def generalized_jsd(
         tensor([[0.1109, 0.0000]])
         >>> generalized_jsd(s, t, beta=0.0)  # KL(teacher || student), averaged over both positions
         tensor(0.4479)
+        >>> own = torch.tensor([[[9.0, 9.0], [1.0, 0.0], [5.0, 5.0]]])  # logits over the teacher's own 3 positions
+        >>> at = torch.tensor([[1, 0]])  # position 0 is compared with the teacher's position 1
+        >>> generalized_jsd(s, own, torch.tensor([[True, False]]), reduction="none", teacher_positions=at)
+        tensor([[0.1109, 0.0000]])
 
     References:
         Agarwal et al., `On-Policy Distillation of Language Models: Learning from Self-Generated
