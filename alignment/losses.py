@@ -498,6 +498,10 @@ def _teacher_index(
             f"{tuple(teacher_logits.shape)}"
         )
     length = teacher_logits.shape[-2]
+    if length == 0 and positions.numel():
+        raise AlignmentError(
+            f"teacher_logits {tuple(teacher_logits.shape)} have no positions, so teacher_positions have no row to read"
+        )
     positions = positions.to(device=mask.device, dtype=torch.int64)
     outside = ((positions < 0) | (positions >= length)) & mask
     if bool(outside.any()):

@@ -610,6 +610,13 @@ BAD_INPUTS = {
         AlignmentError,
         "teacher_logits.*teacher's positions",
     ),
+    "teacher_positions, no teacher positions": (
+        lambda: forward_kl(
+            S, torch.zeros(2, 0, 5), torch.zeros(2, 3, dtype=torch.bool), teacher_positions=torch.zeros(2, 3).long()
+        ),
+        AlignmentError,
+        r"teacher_logits \(2, 0, 5\) have no positions",
+    ),
     "teacher_positions top-k": (
         lambda: forward_kl(S, sparse([0, 1]), teacher_positions=torch.zeros(2, 3, dtype=torch.long)),
         AlignmentError,
