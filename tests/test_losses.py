@@ -977,3 +977,44 @@ def test_teacher_positions_make_no_copy_of_the_compared_rows() -> None:
     with torch.no_grad():
         assert large(lambda: generalized_jsd(student, teacher, mask, teacher_positions=positions)) == 0
         assert large(lambda: generalized_jsd(student, gathered(teacher, positions, mask), mask)) >= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 3),
+    frames=st.integers(1, 9),
+    extra=st.integers(0, 4),
+    vocab=st.integers(1, 6),
+    chunk_size=st.integers(1, 10),
+    beta=st.sampled_from([0.0, 0.3, 1.0]),
+    sliced=st.booleans(),
+    data=st.data(),
+)
+def test_teacher_positions_match_the_gathered_rows_for_any_runs_and_chunks(
+    rows: int, frames: int, extra: int, vocab: int, chunk_size: int, beta: float, sliced: bool, data: st.DataObject
+) -> None:
+    """Any mix of positions that step by one (a slice on CPU) and positions that do not (a copy), any chunking and
+    mask, a student that is or is not a slice of a larger tensor: bit for bit the gathered rows' values and
+    gradient."""
+    length = frames + extra
+    starts = data.draw(st.lists(st.integers(0, extra), min_size=rows, max_size=rows))
+    jumps = data.draw(st.lists(st.booleans(), min_size=rows * frames, max_size=rows * frames))
+    seed = data.draw(st.integers(0, 2**16))
+    generator = torch.Generator().manual_seed(seed)
+    consecutive = torch.tensor(starts)[:, None] + torch.arange(frames)  # within [0, length)
+    scattered = torch.randint(0, length, (rows, frames), generator=generator)
+    positions = torch.where(torch.tensor(jumps).view(rows, frames), scattered, consecutive)
+    mask = torch.rand(rows, frames, generator=generator) < 0.8
+    base = torch.randn(rows, frames + int(sliced), vocab, generator=generator, dtype=torch.float64)
+    teacher = torch.randn(rows, length, vocab, generator=generator, dtype=torch.float64)
+    results = []
+    for kwargs in ({"teacher_positions": positions}, {}):
+        leaf = base.clone().requires_grad_()
+        student = leaf[:, :frames] if sliced else leaf
+        given_teacher = teacher if kwargs else gathered(teacher, positions, mask)
+        values = generalized_jsd(
+            student, given_teacher, mask, beta=beta, reduction="none", chunk_size=chunk_size, **kwargs
+        )
+        results.append((values, *torch.autograd.grad((values * 1.25).sum(), leaf)))
+    for ours, expected in zip(*results, strict=True):
+        torch.testing.assert_close(ours, expected, rtol=0.0, atol=0.0)
