@@ -35,6 +35,7 @@ from alignment.losses import (
     _chunks,
     _classes,
     _default_chunk,
+    _gathered,
     _rows_at,
     _take,
     _teacher_index,
@@ -187,8 +188,9 @@ def project_logprobs(
     rows = _teacher_index(teacher_positions, teacher_logits, student_logits, every)
     student = _project(student_logits, classes.student, classes.count, temperature)
     if teacher_logits.requires_grad and torch.is_grad_enabled():  # gathered, so that autograd spreads its gradient
-        gathered = _rows_at(_as_rows(teacher_logits), rows).view(*every.shape, teacher_logits.shape[-1])
-        return student, _project(gathered, classes.teacher, classes.count, temperature)
+        return student, _project(
+            _gathered(teacher_logits, rows, every.shape), classes.teacher, classes.count, temperature
+        )
     return student, _project(teacher_logits, classes.teacher, classes.count, temperature, rows, tuple(every.shape))
 
 

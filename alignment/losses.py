@@ -385,7 +385,7 @@ def _loss(
         check_finite_rows("student_logits", student_logits, mask)
         check_finite_rows("teacher_logits" if ids is None else "teacher_logits.logprobs", teacher, mask, index=index)
     if index is not None and teacher.requires_grad and torch.is_grad_enabled():
-        teacher, index = _rows_at(_as_rows(teacher), index).view(*mask.shape, teacher.shape[-1]), None  # autograd
+        teacher, index = _gathered(teacher, index, mask.shape), None
     denominator = _denominator(mask, reduction, num_items)
     dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher.dtype), torch.float32)
     weight = torch.ones((), dtype=dtype, device=student_logits.device)  # what the reduction multiplies each row by
@@ -770,6 +770,12 @@ def _runs(index: torch.Tensor) -> tuple[list[int], list[int]]:
     breaks = torch.zeros(len(index), dtype=torch.int64)
     torch.cumsum(index.diff() != 1, dim=0, out=breaks[1:])
     return index.tolist(), breaks.tolist()
+
+
+def _gathered(logits: torch.Tensor, index: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Rows ``index`` of ``logits``'s flattened positions as a ``(*shape, W)`` tensor: for logits that need a gradient,
+    which autograd then spreads back to the positions read."""
+    return _rows_at(_as_rows(logits), index).view(*shape, logits.shape[-1])
 
 
 def _rows_at(rows: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
