@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from alignment._tokenizer import FastTokenizer, tokenizer_info
@@ -40,22 +41,24 @@ def apply_template(tokenizer: FastTokenizer, messages: list[dict[str, Any]], **k
     return text
 
 
-def _content_candidates(content: str) -> list[tuple[str, int]]:
+def _content_candidates(content: str) -> Iterator[tuple[str, int]]:
     """The content, then its variants with whitespace trimmed from either edge, least trimmed first, each with the
     number of leading characters removed.
 
     Templates trim in different ways (Llama 3 strips both edges, Qwen3 strips newlines off the front of the last
     assistant turn only), so every combination of no trim, newlines, spaces or any whitespace off each edge is a
-    candidate. A content that is all whitespace may vanish whole.
+    candidate. A content that is all whitespace may vanish whole. The variants are worked out only when the content
+    itself does not fit (most templates print it as it is).
     """
+    yield content, 0
     leads = {0, *(len(content) - len(content.lstrip(chars)) for chars in ("\n", " ", None))}
     trails = {0, *(len(content) - len(content.rstrip(chars)) for chars in ("\n", " ", None))}
-    variants: list[tuple[str, int]] = []
+    seen = {(content, 0)}
     for lead, trail in sorted(((a, b) for a in leads for b in trails), key=lambda pair: (sum(pair), pair)):
         candidate = (content[lead : len(content) - trail], lead) if lead + trail < len(content) else ("", 0)
-        if candidate not in variants:
-            variants.append(candidate)
-    return variants
+        if candidate not in seen:
+            seen.add(candidate)
+            yield candidate
 
 
 def _locate(

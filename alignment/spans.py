@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -127,64 +128,102 @@ def encode_segments_batch(
     """
     info = tokenizer_info(tokenizer)
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray] | TokenizerError | None] = []
-    for encodings, (text, segments) in zip(_encode_plain(info, texts, offsets=False), texts, strict=True):
+    spelled: list[int] = []  # the texts whose ids were found, checked below in one pass
+    ids: list[list[int]] = []
+    for pieces, (text, segments) in zip(_encode_plain(info, texts, offsets=False), texts, strict=True):
         try:
-            ids = _segment_ids(info, text, segments, encodings)
+            ids.append(_segment_ids(info, text, segments, pieces))
         except TokenizerError as error:
             results.append(error)
             continue
-        results.append(None)  # tokenized again below, with character offsets
-        if np.array_equal(_spelled(info, ids), np.frombuffer(text.encode(), dtype=np.uint8)):
-            lengths = info.byte_lengths[ids]  # the tokens tile the text in order
-            stops = np.cumsum(lengths)
-            results[-1] = (ids, np.stack([stops - lengths, stops], axis=1), info.is_control[ids])
+        spelled.append(len(results))
+        results.append(None)  # tokenized again below, with character offsets, unless its tokens spell it
+    for k, tiled in zip(spelled, _tiled(info, [texts[k][0] for k in spelled], ids), strict=True):
+        results[k] = tiled
     again = [k for k, result in enumerate(results) if result is None]
     for k, encodings in zip(again, _encode_plain(info, [texts[k] for k in again], offsets=True), strict=True):
         results[k] = _from_encodings(info, *texts[k], encodings)
     return [result for result in results if result is not None]
 
 
+def _tiled(
+    info: TokenizerInfo, texts: Sequence[str], ids: Sequence[list[int]]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """For each text whose tokens ``ids`` spell its bytes exactly, in order, its ids, their byte offsets (from the
+    tokens' byte lengths: they tile the text) and control mask; ``None`` for the others. One pass over the batch:
+    where every text's tokens end at its last byte, comparing the concatenations compares each text."""
+    if not texts:
+        return []
+    counts = np.array([len(row) for row in ids], dtype=np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(counts.sum()))
+    raws = [text.encode() for text in texts]
+    lengths = info.byte_lengths[flat]
+    stops = np.cumsum(lengths)
+    ends = np.cumsum(counts)
+    spelled_ends = np.concatenate([[0], stops])[ends]  # where each text's token bytes end in the concatenation
+    text_ends = np.cumsum([len(raw) for raw in raws], dtype=np.int64)
+    letters = _spelled(info, flat)
+    if np.array_equal(spelled_ends, text_ends) and np.array_equal(letters, np.frombuffer(b"".join(raws), np.uint8)):
+        exact = [True] * len(raws)
+    else:  # some text is not spelled by its tokens: compare each on its own
+        bounds = np.concatenate([[0], spelled_ends]).tolist()
+        exact = [letters[a:b].tobytes() == raw for a, b, raw in zip(bounds[:-1], bounds[1:], raws, strict=True)]
+    firsts = ends - counts
+    offsets = np.stack([stops - lengths, stops], axis=1)
+    offsets -= np.repeat(np.concatenate([[0], spelled_ends[:-1]]), counts)[:, None]  # each text from its byte 0
+    control = info.is_control[flat]
+    return [
+        (flat[a:b], offsets[a:b], control[a:b]) if ok else None
+        for a, b, ok in zip(firsts.tolist(), ends.tolist(), exact, strict=True)
+    ]
+
+
 def _encode_plain(
     info: TokenizerInfo, texts: Sequence[tuple[str, Sequence[Segment]]], *, offsets: bool
 ) -> list[list[Any]]:
     """The encodings of every text's plain segments, in order: one tokenizer call per kind of segment, each
-    distinct piece of text (template text repeats in every example) tokenized once."""
+    distinct piece of text (template text repeats in every example) tokenized once. Without ``offsets``, each
+    piece's ids (a list, read from the tokenizer once per distinct piece) instead of its encoding."""
     pieces: tuple[dict[str, Any], dict[str, Any]] = ({}, {})  # plain text at offset 0, and after it
     for text, segments in texts:
         for a, b, control in segments:
             if control is None:
                 pieces[a != 0].setdefault(text[a:b])
     for model, encodings in zip((info.plain_first, info.plain_inner), pieces, strict=True):
-        # encode_batch_fast (tokenizers >= 0.21) leaves out the character offsets
-        encode = model.encode_batch if offsets else getattr(model, "encode_batch_fast", model.encode_batch)
-        if encodings:
-            encodings.update(zip(encodings, encode(list(encodings), add_special_tokens=False), strict=True))
+        if not encodings:
+            continue
+        if offsets:
+            encodings.update(zip(encodings, model.encode_batch(list(encodings), add_special_tokens=False), strict=True))
+        else:  # encode_batch_fast (tokenizers >= 0.21) leaves out the character offsets
+            encode = getattr(model, "encode_batch_fast", model.encode_batch)
+            found = encode(list(encodings), add_special_tokens=False)
+            encodings.update(zip(encodings, (encoding.ids for encoding in found), strict=True))
     return [[pieces[a != 0][text[a:b]] for a, b, control in segments if control is None] for text, segments in texts]
 
 
-def _segment_ids(info: TokenizerInfo, text: str, segments: Sequence[Segment], encodings: Sequence[Any]) -> np.ndarray:
-    """The ids of ``text``: control tokens and the encodings of the plain segments, in order."""
+def _segment_ids(info: TokenizerInfo, text: str, segments: Sequence[Segment], pieces: Sequence[list[int]]) -> list[int]:
+    """The ids of ``text``: control tokens and the ids of its plain segments (``pieces``), in order."""
     ids: list[int] = []
-    plain = iter(encodings)
+    plain = iter(pieces)
     for a, b, control in segments:
         if control is not None:
             ids.append(control)
             continue
-        encoding = next(plain)
-        if not encoding.ids:
+        piece = next(plain)
+        if not piece:
             raise TokenizerError(
                 f"{info.name} turns the text {text[a:b]!r} at characters {a}..{b} into no token at all: its "
                 "vocabulary cannot spell these bytes, so the model could never read them"
             )
-        ids.extend(encoding.ids)
-    return np.array(ids, dtype=np.int64)
+        ids.extend(piece)
+    return ids
 
 
 def _from_encodings(
     info: TokenizerInfo, text: str, segments: Sequence[Segment], encodings: Sequence[Any]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ids, byte offsets and control mask of ``text`` from the encodings (with offsets) of its plain segments."""
-    ids = _segment_ids(info, text, segments, encodings)
+    ids = np.array(_segment_ids(info, text, segments, [encoding.ids for encoding in encodings]), dtype=np.int64)
     chars: list[np.ndarray] = []
     counts: list[int] = []
     plain = iter(encodings)

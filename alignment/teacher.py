@@ -408,8 +408,10 @@ def _turn_length(tokenizer: FastTokenizer, ids: np.ndarray) -> int:
     """How many of the completion's ``ids`` belong to the turn: up to its first token that ends the turn (end of
     turn or EOS), or all of them. A student that writes its end-of-text token inside an answer has ended its turn
     there, as generation would have stopped: what it writes after that is not the turn's content."""
-    found = np.flatnonzero(np.isin(np.asarray(ids), np.array(sorted(_closing_ids(tokenizer)), dtype=np.int64)))
-    return int(found[0]) + 1 if len(found) else len(ids)
+    closing = np.zeros(len(ids), dtype=np.bool_)
+    for token in _closing_ids(tokenizer):  # one or two tokens: faster than np.isin
+        closing |= ids == token
+    return int(closing.argmax()) + 1 if closing.any() else len(ids)
 
 
 def _padded(row: _Row, frames: int) -> _Row:
@@ -444,15 +446,15 @@ def _aligned_row(
     assert span is not None
     length = span[1] - span[0]
     # the student's side: a virtual prompt token (frame 0) at byte 0, then the completion tokens
-    offsets = np.concatenate([[[0, 0]], token_byte_spans(student_tok, ids)])
+    offsets = np.concatenate([np.zeros((1, 2), dtype=np.int64), token_byte_spans(student_tok, ids)])
     closed = len(ids) if finished and len(content.encode()) + start == offsets[-2, 1] else None
     student_turn = Turn(offsets, start + lead, length, closed)
     alignment = align_turns([student_turn], [Turn(teacher.byte_offsets, span[0], length, teacher.end_of_turn[-1])])
-    keep = alignment.pairs[:, 0] < frames
+    kept = alignment.pairs[alignment.pairs[:, 0] < frames]
     positions = np.zeros(frames, dtype=np.int64)
-    positions[alignment.pairs[keep, 0]] = alignment.pairs[keep, 1]
+    positions[kept[:, 0]] = kept[:, 1]
     mask = np.zeros(frames, dtype=np.bool_)
-    mask[alignment.pairs[keep, 0]] = True
+    mask[kept[:, 0]] = True
     student_chunks, teacher_chunks = _chunk_ids(alignment.chunks, frames, len(teacher.input_ids))
     row_frames = None
     if byte_frames:
@@ -529,13 +531,15 @@ def _chunk_ids(chunks: Chunks, frames: int, teacher_length: int) -> tuple[np.nda
 
 def _label_ranges(size: int, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
     """``(size,)`` int64 holding ``k`` on ``[lows[k], highs[k])`` (disjoint, increasing ranges) and -1 elsewhere."""
-    labels = np.full(size, -1, dtype=np.int64)
-    lengths = highs - lows
-    ends = np.cumsum(lengths)
-    labels[np.arange(ends[-1] if len(ends) else 0) + np.repeat(lows - ends + lengths, lengths)] = np.repeat(
-        np.arange(len(lengths)), lengths
-    )
-    return labels
+    count = len(lows)
+    values = np.full(2 * count + 1, -1, dtype=np.int64)  # a gap, range 0, a gap, range 1, ..., a gap
+    values[1::2] = np.arange(count)
+    repeats = np.empty(2 * count + 1, dtype=np.int64)
+    repeats[1::2] = highs - lows
+    repeats[0:-1:2] = lows  # gap k runs from the end of range k - 1 (from 0 for the first) to the start of range k
+    repeats[-1] = size
+    repeats[2::2] -= highs
+    return np.repeat(values, repeats)
 
 
 def _with_completion(example: Mapping[str, Any], content: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from alignment.spans import (
     char_to_byte,
     decode_bytes,
     encode_segments,
+    encode_segments_batch,
     token_byte_spans,
 )
 from tests.tokenizers import SYNTHETIC, available_real_names, load_real
@@ -696,6 +697,72 @@ def test_offsets_from_token_bytes_agree_with_character_offsets(name: str, left: 
     assert ids.tolist() == expected_ids.tolist()
     assert offsets.tolist() == expected_offsets.tolist()
     assert control.tolist() == expected_control.tolist()
+
+
+def _around_control(name: str, left: str, right: str) -> tuple[str, list[Any]]:
+    """``left``, the tokenizer's control token, ``right``: the text and its segments."""
+    tok = get_tokenizer(name)
+    text = left + CONTROL[name] + right
+    a, b = len(left), len(left) + len(CONTROL[name])
+    control_id = tok.convert_tokens_to_ids(CONTROL[name])
+    return text, [
+        s for s in [(0, a, None), (a, b, control_id), (b, len(text), None)] if s[2] is not None or s[0] < s[1]
+    ]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@NO_DEADLINE
+@given(batch=st.lists(st.tuples(texts, texts, st.booleans()), max_size=6))
+def test_encode_segments_batch_matches_each_text_alone(name: str, batch: list[tuple[str, str, bool]]) -> None:
+    # The batch checks in one pass whether each text's tokens spell it; a text they do not spell (a SentencePiece
+    # prefix space, NFC rewriting, bytes the vocabulary lacks), or one refused, must not shift its neighbours:
+    # every text gets what the character-offset path gives it alone, or the error it raises alone.
+    tok, info = get_tokenizer(name), tokenizer_info(get_tokenizer(name))
+    items = [
+        _around_control(name, left, right) if control else (left, [(0, len(left), None)] if left else [])
+        for left, right, control in batch
+    ]
+    results = encode_segments_batch(tok, items)
+    assert len(results) == len(items)
+    for (text, segments), result in zip(items, results, strict=True):
+        (encodings,) = _encode_plain(info, [(text, segments)], offsets=True)
+        try:
+            expected = _from_encodings(info, text, segments, encodings)
+        except TokenizerError:
+            assert isinstance(result, TokenizerError)
+            continue
+        assert not isinstance(result, TokenizerError)
+        ids, offsets, control = result
+        assert ids.dtype == np.int64 and offsets.dtype == np.int64 and control.dtype == np.bool_
+        assert ids.tolist() == expected[0].tolist()
+        assert offsets.tolist() == expected[1].tolist()
+        assert control.tolist() == expected[2].tolist()
+
+
+def test_encode_segments_batch_mixes_spelled_respelled_and_refused_texts() -> None:
+    # Between texts whose tokens spell them: one they do not spell (mistral_v3 puts a "▁" the text lacks before its
+    # first plain segment; SmolLM2 has no token for the byte 0x04 and drops it), one refused (0x04 alone: no token
+    # at all) and an empty one. Each must get what it gets alone.
+    for name, odd in (("mistral_v3", "Hi there"), ("smollm2", "a\x04b")):
+        tok = get_tokenizer(name)
+        plain = _around_control(name, "", "ab cd")  # the control token first: the plain text spelled exactly
+        items = [plain, (odd, [(0, len(odd), None)]), plain, ("\x04", [(0, 1, None)]), ("", []), plain]
+        results = encode_segments_batch(tok, items)
+        alone = [encode_segments_batch(tok, [item])[0] for item in items]
+        for result, single in zip(results, alone, strict=True):
+            if isinstance(single, TokenizerError):
+                assert isinstance(result, TokenizerError) and str(result) == str(single)
+            else:
+                assert not isinstance(result, TokenizerError)
+                assert [part.tolist() for part in result] == [part.tolist() for part in single]
+        assert not isinstance(results[1], TokenizerError)
+        assert_tile(results[1][1], len(odd.encode()))
+        assert results[4][0].tolist() == [] and results[4][1].shape == (0, 2)
+        ids, offsets, control = results[5]
+        assert ids.tolist() == tok.encode(plain[0], add_special_tokens=False)
+        assert offsets.tolist() == token_byte_spans(tok, ids).tolist()  # spelled exactly: from byte 0 of its text
+        assert control.tolist() == [True] + [False] * (len(ids) - 1)
+    assert isinstance(results[3], TokenizerError)  # SmolLM2: 0x04 alone has no token
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import alignment.teacher as teacher_module
 from alignment import (
@@ -291,6 +293,19 @@ def test_bad_inputs_are_refused() -> None:
         align_teacher_logits(short, batch)
     with pytest.raises(ValueError, match="B = 3"):
         align_teacher_logits(torch.zeros(2, batch.input_ids.shape[1], 4), batch)
+
+
+@settings(deadline=None)
+@given(size=st.integers(0, 40), data=st.data())
+def test_label_ranges_marks_each_range_and_nothing_else(size: int, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.sets(st.integers(0, size), max_size=12)))
+    bounds = list(zip(cuts[0::2], cuts[1::2], strict=False))  # disjoint, increasing, non-empty
+    lows, highs = (np.array([b[k] for b in bounds], dtype=np.int64) for k in (0, 1))
+    expected = [-1] * size
+    for k, (low, high) in enumerate(bounds):
+        expected[low:high] = [k] * (high - low)
+    labels = teacher_module._label_ranges(size, lows, highs)
+    assert labels.dtype == np.int64 and labels.tolist() == expected
 
 
 def test_chunks_hold_the_same_text_on_both_sides() -> None:
