@@ -16,7 +16,10 @@ Then where ours spends its time, by wall clock (the functions each group names a
 rendering (``apply_chat_template``), the tokenizer's calls (its Rust encoding of each distinct piece of text), the
 ids and byte offsets of the rendered tokens, the student's completion bytes and spans, alignment (``align_turns``
 and the chunk ids) and the rest (locating messages, assembling renderings and rows, padding).
-The peer's ids are checked equal to ours before anything is timed.
+The peer's ids are checked equal to ours before anything is timed. Last, the teacher's encode of the same texts
+alone, called back to back (as the peer is timed) and after 10 ms of Python on the calling thread (as inside ours):
+on a machine whose idle cores are slow to wake, the tokenizer's second thread often joins too late in the second
+case.
 
 **Same tokenizer** (``mistral_v3`` on both sides, template included): :func:`alignment.prepare_teacher_batch`
 (identity path: the teacher reads the student's ``prompt_ids`` + completion) and
@@ -166,6 +169,35 @@ def cross_family(names: tuple[str, str], batch_size: int, runs: int, repeats: in
     print(f"target: ours <= 1.3 x peer; measured {measured:.2f} x")
     print()
     breakdown(lambda: prepare_teacher_batch(examples, completions, **options), BREAKDOWN_RUNS)
+    print()
+    after_python(teacher, texts, BREAKDOWN_RUNS)
+
+
+def after_python(tokenizer: Any, texts: list[str], runs: int) -> None:
+    """The teacher's encode of the same texts (``encode_batch_fast``, no offsets) called back to back, as the peer is
+    timed, and after 10 ms of Python on the calling thread, as inside ours (Jinja and planning come first): how often
+    it runs at its two-thread speed, and how often at one core's."""
+    encode = tokenizer.backend_tokenizer.encode_batch_fast
+
+    def spin(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    print(
+        "| the teacher's encode of the same texts | median ms | fastest ms | slowest ms | calls over 1.5x the fastest |"
+    )
+    print("|---|--:|--:|--:|--:|")
+    for label, before in (("back to back", 0.0), ("after 10 ms of Python", 0.01)):
+        times = []
+        for _ in range(runs + 1):
+            spin(before)
+            start = time.perf_counter()
+            encode(texts)
+            times.append(1e3 * (time.perf_counter() - start))
+        times = times[1:]  # the first call warms up
+        slow = sum(t > 1.5 * min(times) for t in times)
+        print(f"| {label} | {statistics.median(times):.1f} | {min(times):.1f} | {max(times):.1f} | {slow} of {runs} |")
 
 
 # where ours spends its time: (module, function) timed by wall clock while ours runs, and the group it counts in

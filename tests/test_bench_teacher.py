@@ -36,3 +36,6 @@ def test_cross_family_runs_on_the_vendored_pair(capsys: pytest.CaptureFixture[st
     groups = [line for line in out.splitlines() if line.startswith("| ") and "ms per batch" not in line]
     for name in bench_teacher.GROUPS.values():
         assert any(line.startswith(f"| {name} |") for line in groups), name
+    for label in ("back to back", "after 10 ms of Python"):  # the encode alone, each row with a count of 20 calls
+        (row,) = [line for line in groups if line.startswith(f"| {label} |")]
+        assert row.endswith(f"of {bench_teacher.BREAKDOWN_RUNS} |")
