@@ -5,8 +5,9 @@ The core never imports ``transformers``: it reads the tokenizer object it is giv
 
 * the exact byte string of every vocabulary entry (byte-level BPE ``Ġ``/``Ċ``, SentencePiece ``▁`` and
   ``<0xNN>`` byte fallback; added/control tokens spell their literal text);
-* a copy of the backend with every added token removed, so that message content is tokenized as plain
-  text and can never turn into a control token;
+* a copy of the backend with every control token removed, so that message content is tokenized as plain
+  text and can never turn into a control token (ordinary added tokens, the model's own pieces such as Gemma's
+  whitespace runs, stay: the tokenizer matches them in text, and splitting there keeps its BPE fast);
 * a regular expression that finds the added tokens the tokenizer itself would match in template text.
 """
 
@@ -119,10 +120,10 @@ class TokenizerInfo:
     byte_starts: np.ndarray  # (vocab,) int64: where each token's bytes start in ``all_bytes``
     all_bytes: np.ndarray  # (sum of byte_lengths,) uint8: every token's bytes, in id order
     first_byte: np.ndarray  # (vocab,) int16, -1 for a token of no bytes
-    is_control: np.ndarray  # (vocab,) bool: added tokens
+    is_control: np.ndarray  # (vocab,) bool: special added tokens, and added tokens not the model's own piece
     control_pattern: re.Pattern[str] | None
     control_ids: dict[str, int]
-    plain_first: Any  # tokenizers.Tokenizer without added tokens, for text at offset 0
+    plain_first: Any  # tokenizers.Tokenizer without control tokens, for text at offset 0
     plain_inner: Any  # the same for text after a control token (no Metaspace "first" prefix)
     bos_prefix: tuple[int, ...]  # ids the post-processor puts before plain text (BOS conventions)
     bos_id: int | None
@@ -134,13 +135,16 @@ def _state(component: Any) -> dict[str, Any] | None:
     return None if component is None else dict(json.loads(component.__getstate__()))
 
 
-def _plain_copy(backend: Any, pre_tokenizer: Any) -> Any:
-    """A tokenizer sharing ``backend``'s model and pipeline but without any added token."""
+def _plain_copy(backend: Any, pre_tokenizer: Any, ordinary: list[Any]) -> Any:
+    """A tokenizer sharing ``backend``'s model and pipeline, with only the ``ordinary`` added tokens (no control
+    token)."""
     from tokenizers import Tokenizer  # imported here: the core layers stay importable without it
 
     plain = Tokenizer(backend.model)
     plain.normalizer = backend.normalizer
     plain.pre_tokenizer = pre_tokenizer
+    if ordinary:
+        plain.add_tokens(ordinary)
     return plain
 
 
@@ -182,6 +186,8 @@ def _build(tokenizer: FastTokenizer) -> TokenizerInfo:
     prefix = tuple(with_specials[: with_specials.index(without[0])]) if without and without[0] in with_specials else ()
     bos_id = getattr(tokenizer, "bos_token_id", None)
     eos_id = getattr(tokenizer, "eos_token_id", None)
+    # ordinary added tokens: the model's own pieces (Gemma's whitespace runs), matched in text as the tokenizer does
+    ordinary = [token for index, token in sorted(added.items()) if index < vocab_size and not is_control[index]]
     byte_lengths = np.fromiter(map(len, token_bytes), dtype=np.int64, count=vocab_size)
     return TokenizerInfo(
         name=str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),
@@ -194,8 +200,8 @@ def _build(tokenizer: FastTokenizer) -> TokenizerInfo:
         is_control=is_control,
         control_pattern=re.compile("|".join(map(re.escape, by_length))) if by_length else None,
         control_ids={token.content: index for index, token in added.items()},
-        plain_first=_plain_copy(backend, backend.pre_tokenizer),
-        plain_inner=_plain_copy(backend, _without_first_prepend(backend.pre_tokenizer)),
+        plain_first=_plain_copy(backend, backend.pre_tokenizer, ordinary),
+        plain_inner=_plain_copy(backend, _without_first_prepend(backend.pre_tokenizer), ordinary),
         bos_prefix=prefix,
         bos_id=bos_id if isinstance(bos_id, int) else None,
         eos_id=eos_id if isinstance(eos_id, int) else None,

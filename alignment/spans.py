@@ -103,9 +103,10 @@ def encode_segments(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tokenize ``text`` given as segments that tile it: control tokens, and plain text between them.
 
-    Plain segments are tokenized with every added token switched off, so their text never becomes a
-    control token; the first plain segment of the text gets the tokenizer's start-of-text treatment
-    (a Metaspace ``prepend_scheme="first"`` prefix), later ones do not, as in the tokenizer's own encoding.
+    Plain segments are tokenized with every control token switched off, so their text never becomes one (the
+    ordinary added tokens, the model's own pieces, are matched as the tokenizer matches them); the first plain
+    segment of the text gets the tokenizer's start-of-text treatment (a Metaspace ``prepend_scheme="first"``
+    prefix), later ones do not, as in the tokenizer's own encoding.
 
     Returns ``(ids, byte_offsets, control_mask)``; the byte offsets tile ``text.encode()``.
     """
@@ -122,47 +123,61 @@ def encode_segments_batch(
 
     One call over the whole batch lets the tokenizer run in parallel and keeps its tables in cache. Where the
     tokens spell the text's bytes exactly (most text), their byte offsets follow from their byte lengths, so
-    the tokenizer need not track character offsets; the other texts are tokenized again with them (see
-    :func:`_byte_offsets`). A text that :func:`encode_segments` would refuse gets the :class:`TokenizerError` it
-    would raise, in its place.
+    the tokenizer need not track character offsets; a SentencePiece-style space put before a plain segment that
+    does not begin with one (a Metaspace prefix, Phi-3's and Llama 2's ``Prepend("▁")``) counts as zero bytes, as
+    :func:`_byte_offsets` counts it. The other texts are tokenized again with character offsets. A text that
+    :func:`encode_segments` would refuse gets the :class:`TokenizerError` it would raise, in its place.
     """
     info = tokenizer_info(tokenizer)
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray] | TokenizerError | None] = []
     spelled: list[int] = []  # the texts whose ids were found, checked below in one pass
     ids: list[list[int]] = []
+    heads: list[list[int]] = []
     for pieces, (text, segments) in zip(_encode_plain(info, texts, offsets=False), texts, strict=True):
         try:
-            ids.append(_segment_ids(info, text, segments, pieces))
+            text_ids, text_heads = _segment_ids(info, text, segments, pieces)
         except TokenizerError as error:
             results.append(error)
             continue
+        ids.append(text_ids)
+        heads.append(text_heads)
         spelled.append(len(results))
         results.append(None)  # tokenized again below, with character offsets, unless its tokens spell it
-    for k, tiled in zip(spelled, _tiled(info, [texts[k][0] for k in spelled], ids), strict=True):
+    for k, tiled in zip(spelled, _tiled(info, [texts[k][0] for k in spelled], ids, heads), strict=True):
         results[k] = tiled
     again = [k for k, result in enumerate(results) if result is None]
-    for k, encodings in zip(again, _encode_plain(info, [texts[k] for k in again], offsets=True), strict=True):
-        results[k] = _from_encodings(info, *texts[k], encodings)
+    if again:
+        for k, encodings in zip(again, _encode_plain(info, [texts[k] for k in again], offsets=True), strict=True):
+            results[k] = _from_encodings(info, *texts[k], encodings)
     return [result for result in results if result is not None]
 
 
 def _tiled(
-    info: TokenizerInfo, texts: Sequence[str], ids: Sequence[list[int]]
+    info: TokenizerInfo, texts: Sequence[str], ids: Sequence[list[int]], heads: Sequence[list[int]]
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     """For each text whose tokens ``ids`` spell its bytes exactly, in order, its ids, their byte offsets (from the
-    tokens' byte lengths: they tile the text) and control mask; ``None`` for the others. One pass over the batch:
-    where every text's tokens end at its last byte, comparing the concatenations compares each text."""
+    tokens' byte lengths: they tile the text) and control mask; ``None`` for the others. A token of ``heads`` (the
+    first of a plain segment that does not begin with a space) that begins with a space spells it without that
+    space: the tokenizer put it there. One pass over the batch: where every text's tokens end at its last byte,
+    comparing the concatenations compares each text."""
     if not texts:
         return []
     counts = np.array([len(row) for row in ids], dtype=np.int64)
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(counts.sum()))
-    raws = [text.encode() for text in texts]
-    lengths = info.byte_lengths[flat]
-    stops = np.cumsum(lengths)
     ends = np.cumsum(counts)
+    raws = [text.encode() for text in texts]
+    letters = _spelled(info, flat)
+    lengths = info.byte_lengths[flat]
+    head = np.fromiter(
+        (first + k for first, row in zip((ends - counts).tolist(), heads, strict=True) for k in row), dtype=np.int64
+    )
+    head = head[info.first_byte[flat[head]] == 0x20]
+    if len(head):  # the spaces the tokenizer put there: not the text's
+        letters = np.delete(letters, (np.cumsum(lengths) - lengths)[head])
+        lengths[head] -= 1  # a copy: fancy indexing made it
+    stops = np.cumsum(lengths)
     spelled_ends = np.concatenate([[0], stops])[ends]  # where each text's token bytes end in the concatenation
     text_ends = np.cumsum([len(raw) for raw in raws], dtype=np.int64)
-    letters = _spelled(info, flat)
     if np.array_equal(spelled_ends, text_ends) and np.array_equal(letters, np.frombuffer(b"".join(raws), np.uint8)):
         exact = [True] * len(raws)
     else:  # some text is not spelled by its tokens: compare each on its own
@@ -201,9 +216,13 @@ def _encode_plain(
     return [[pieces[a != 0][text[a:b]] for a, b, control in segments if control is None] for text, segments in texts]
 
 
-def _segment_ids(info: TokenizerInfo, text: str, segments: Sequence[Segment], pieces: Sequence[list[int]]) -> list[int]:
-    """The ids of ``text``: control tokens and the ids of its plain segments (``pieces``), in order."""
+def _segment_ids(
+    info: TokenizerInfo, text: str, segments: Sequence[Segment], pieces: Sequence[list[int]]
+) -> tuple[list[int], list[int]]:
+    """The ids of ``text`` (control tokens and the ids of its plain segments, ``pieces``, in order), and where in
+    them each plain segment that does not begin with a space begins."""
     ids: list[int] = []
+    heads: list[int] = []
     plain = iter(pieces)
     for a, b, control in segments:
         if control is not None:
@@ -215,15 +234,17 @@ def _segment_ids(info: TokenizerInfo, text: str, segments: Sequence[Segment], pi
                 f"{info.name} turns the text {text[a:b]!r} at characters {a}..{b} into no token at all: its "
                 "vocabulary cannot spell these bytes, so the model could never read them"
             )
+        if not text.startswith(" ", a):
+            heads.append(len(ids))
         ids.extend(piece)
-    return ids
+    return ids, heads
 
 
 def _from_encodings(
     info: TokenizerInfo, text: str, segments: Sequence[Segment], encodings: Sequence[Any]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ids, byte offsets and control mask of ``text`` from the encodings (with offsets) of its plain segments."""
-    ids = np.array(_segment_ids(info, text, segments, [encoding.ids for encoding in encodings]), dtype=np.int64)
+    ids = np.array(_segment_ids(info, text, segments, [encoding.ids for encoding in encodings])[0], dtype=np.int64)
     chars: list[np.ndarray] = []
     counts: list[int] = []
     plain = iter(encodings)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from alignment._tokenizer import tokenizer_info
@@ -713,6 +713,7 @@ def _around_control(name: str, left: str, right: str) -> tuple[str, list[Any]]:
 @pytest.mark.parametrize("name", NAMES)
 @NO_DEADLINE
 @given(batch=st.lists(st.tuples(texts, texts, st.booleans()), max_size=6))
+@example(batch=[(" Hi", "", False), ("Hi", " there", True), ("\nHi", "x", True)])  # a segment led by a space, or not
 def test_encode_segments_batch_matches_each_text_alone(name: str, batch: list[tuple[str, str, bool]]) -> None:
     # The batch checks in one pass whether each text's tokens spell it; a text they do not spell (a SentencePiece
     # prefix space, NFC rewriting, bytes the vocabulary lacks), or one refused, must not shift its neighbours:
@@ -739,6 +740,35 @@ def test_encode_segments_batch_matches_each_text_alone(name: str, batch: list[tu
         assert control.tolist() == expected[2].tolist()
 
 
+@pytest.mark.parametrize("name", ["phi3", "mistral_v3"])
+def test_a_prefix_space_the_tokenizer_adds_needs_no_second_tokenization(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Phi-3's normalizer puts "▁" before every plain segment, Mistral v3's Metaspace before one at offset 0: that
+    # space counts as zero bytes, so the texts need no second tokenization with character offsets (which doubled
+    # the tokenizer's time for such a teacher), and their offsets are those of the character-offset path.
+    import alignment.spans
+
+    tok, info = get_tokenizer(name), tokenizer_info(get_tokenizer(name))
+    items = [("Hi there", [(0, 8, None)]), _around_control(name, "x,y", "\nYes it is."), ("\nHi", [(0, 3, None)])]
+    calls: list[bool] = []
+    plain = alignment.spans._encode_plain
+
+    def counted(info: Any, texts: Any, *, offsets: bool) -> Any:
+        calls.append(offsets)
+        return plain(info, texts, offsets=offsets)
+
+    monkeypatch.setattr(alignment.spans, "_encode_plain", counted)
+    results = encode_segments_batch(tok, items)
+    assert calls == [False]
+    for (text, segments), result in zip(items, results, strict=True):
+        assert not isinstance(result, TokenizerError)
+        (encodings,) = plain(info, [(text, segments)], offsets=True)
+        expected = _from_encodings(info, text, segments, encodings)
+        assert [part.tolist() for part in result] == [part.tolist() for part in expected]
+        assert_tile(result[1], len(text.encode()))
+
+
 def test_encode_segments_batch_mixes_spelled_respelled_and_refused_texts() -> None:
     # Between texts whose tokens spell them: one they do not spell (mistral_v3 puts a "▁" the text lacks before its
     # first plain segment; SmolLM2 has no token for the byte 0x04 and drops it), one refused (0x04 alone: no token
@@ -763,6 +793,24 @@ def test_encode_segments_batch_mixes_spelled_respelled_and_refused_texts() -> No
         assert offsets.tolist() == token_byte_spans(tok, ids).tolist()  # spelled exactly: from byte 0 of its text
         assert control.tolist() == [True] + [False] * (len(ids) - 1)
     assert isinstance(results[3], TokenizerError)  # SmolLM2: 0x04 alone has no token
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ordinary_added_tokens_in_content_are_read_as_the_tokenizer_reads_them(name: str) -> None:
+    # An added token that is the model's own piece and not special (Gemma's whitespace runs and <unused0>, Phi-3's
+    # "</s>", Mistral v3's [REFERENCE_DOC_1]) is no control token: in content the tokenizer matches it, and so do
+    # we. The control tokens stay plain text (test_encode_segments_keeps_control_tokens_apart).
+    tok, ref = get_tokenizer(name), reference(name)
+    added = tok.backend_tokenizer.get_added_tokens_decoder()
+    ordinary = sorted(added[i].content for i in added if i < len(ref.is_control) and not ref.is_control[i])
+    content = "Hi " + " x ".join(ordinary[:3] + [t for t in ordinary if not t.strip()][:3]) + "\n\n\nend  of\tit"
+    text, segments = _around_control(name, "", content)
+    ids, offsets, control = encode_segments(tok, text, segments)
+    assert ids.tolist() == tok(text, add_special_tokens=False)["input_ids"]
+    assert control.tolist() == [True] + [False] * (len(ids) - 1)
+    assert_tile(offsets, len(text.encode()))
+    for piece in ordinary[:3]:
+        assert tok.convert_tokens_to_ids(piece) in ids.tolist()
 
 
 @pytest.mark.parametrize(
