@@ -9,8 +9,10 @@ token, as sampling would leave them.
 
 * ours: :func:`alignment.prepare_teacher_batch` with ``align_teacher_template=True``: render every conversation in
   the teacher's chat template, tokenize it, byte spans, align with the student's completion;
-* peer: ``teacher_tokenizer(texts, return_offsets_mapping=True)``: plain batched tokenization of the same rendered
-  teacher texts (``batch.renderings[b].text``), what a trainer pays without any alignment.
+* peer: ``teacher_tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)``: plain batched
+  tokenization of the same rendered teacher texts (``batch.renderings[b].text``), what a trainer pays without any
+  alignment. The texts hold their special tokens already (``apply_chat_template(..., tokenize=True)`` tokenizes them
+  so too); Qwen3 adds none either way, Phi-3 and Llama 3 would add a second BOS.
 
 Then where ours spends its time, by wall clock (the functions each group names are wrapped with timers): Jinja
 rendering (``apply_chat_template``), the tokenizer's calls (its Rust encoding of each distinct piece of text), the
@@ -145,11 +147,12 @@ def cross_family(names: tuple[str, str], batch_size: int, runs: int, repeats: in
     batch = prepare_teacher_batch(examples, completions, **options)
     texts = [rendering.text for rendering in batch.renderings]
     rows = [row[:length].tolist() for row, length in zip(batch.input_ids, batch.attention_mask.sum(1), strict=True)]
-    if rows != [list(ids) for ids in teacher(texts, return_offsets_mapping=True)["input_ids"]]:
+    plain = {"add_special_tokens": False, "return_offsets_mapping": True}
+    if rows != [list(ids) for ids in teacher(texts, **plain)["input_ids"]]:
         raise AssertionError("the teacher's own tokenization of its texts differs from prepare_teacher_batch's ids")
     steps = {
         "ours": lambda: prepare_teacher_batch(examples, completions, **options),
-        "peer": lambda: teacher(texts, return_offsets_mapping=True),
+        "peer": lambda: teacher(texts, **plain),
     }
     times = rounds(steps, runs, repeats)
     ours, peer = statistics.median(times["ours"]), statistics.median(times["peer"])
@@ -162,13 +165,14 @@ def cross_family(names: tuple[str, str], batch_size: int, runs: int, repeats: in
     print()
     print("| | ms per batch | ours / peer (median ratio) |")
     print("|---|--:|--:|")
-    print(f"| peer: teacher_tokenizer(texts, return_offsets_mapping=True) | {peer:.1f} | |")
+    print(f"| peer: teacher_tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) | {peer:.1f} | |")
     measured = ratio(times, "ours", "peer")
     print(f"| ours: prepare_teacher_batch(align_teacher_template=True) | {ours:.1f} | {measured:.2f} |")
     print()
     print(f"target: ours <= 1.3 x peer; measured {measured:.2f} x")
     print()
-    breakdown(lambda: prepare_teacher_batch(examples, completions, **options), BREAKDOWN_RUNS)
+    chat = any(rendering.mode == "chat" for rendering in batch.renderings)
+    breakdown(lambda: prepare_teacher_batch(examples, completions, **options), BREAKDOWN_RUNS, chat=chat)
     print()
     after_python(teacher, texts, BREAKDOWN_RUNS)
 
@@ -176,8 +180,9 @@ def cross_family(names: tuple[str, str], batch_size: int, runs: int, repeats: in
 def after_python(tokenizer: Any, texts: list[str], runs: int) -> None:
     """The teacher's encode of the same texts (``encode_batch_fast``, no offsets) called back to back, as the peer is
     timed, and after 10 ms of Python on the calling thread, as inside ours (Jinja and planning come first): how often
-    it runs at its two-thread speed, and how often at one core's."""
-    encode = tokenizer.backend_tokenizer.encode_batch_fast
+    it runs at its parallel speed, and how often at one core's."""
+    backend = tokenizer.backend_tokenizer
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # tokenizers >= 0.21 has the fast one
 
     def spin(seconds: float) -> None:
         end = time.perf_counter() + seconds
@@ -244,10 +249,11 @@ def timed(targets: tuple[tuple[str, str, str], ...]) -> Iterator[dict[str, list[
             setattr(module, name, original)
 
 
-def breakdown(step: Callable[[], object], runs: int) -> None:
+def breakdown(step: Callable[[], object], runs: int, *, chat: bool = True) -> None:
     """Where ours spends its time, by wall clock (a profiler would slow Python more than the tokenizer's Rust):
     the functions of :data:`TIMED` are wrapped with timers over ``runs`` runs, nested ones taken out of the group
-    that calls them; the rest of the total is the other Python."""
+    that calls them; the rest of the total is the other Python. Without ``chat`` (a teacher rendered in the plain
+    completion format) no Jinja runs."""
     step()  # warm caches as in the timed runs
     gc.disable()
     try:
@@ -258,8 +264,9 @@ def breakdown(step: Callable[[], object], runs: int) -> None:
             everything = (time.perf_counter() - start) / runs
     finally:
         gc.enable()
-    if not all(spent.values()):
-        raise RuntimeError(f"never called: {[g for g, times in spent.items() if not times]}; did a function move?")
+    missing = [group for group, times in spent.items() if not times and (chat or group != "Jinja")]
+    if missing:
+        raise RuntimeError(f"never called: {missing}; did a function move?")
     ms = {group: 1e3 * sum(times) / runs for group, times in spent.items()}
     ms["segments"] -= ms["tokenizer"]  # _encode_plain runs inside encode_segments_batch
     rows = {GROUPS[group]: value for group, value in ms.items()}
