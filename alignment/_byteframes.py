@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -299,17 +300,21 @@ def _side(
 ) -> tuple[np.ndarray, list[bytes], np.ndarray]:
     """For byte ``positions`` of one side's ``text``: the token holding each, its bytes read before it, and
     whether the token's own bytes spell the text there (a normalising tokenizer may not)."""
-    tokens = np.searchsorted(spans[:, 1], positions, side="right")
-    prefixes, spelled = [], np.zeros(len(positions), dtype=np.bool_)
-    for n, (token, position) in enumerate(zip(tokens.tolist(), positions.tolist(), strict=True)):
-        piece = pieces[token]
-        read = len(piece) - (int(spans[token, 1]) - position)
-        prefixes.append(piece[: max(read, 0)])
-        spelled[n] = 0 <= read < len(piece) and piece[read] == text[position]
-    return tokens, prefixes, spelled
+    tokens = np.searchsorted(spans[:, 1], positions, side="right")  # the token whose span holds each position
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    blob = b"".join(pieces)
+    first = (np.cumsum(lengths) - lengths)[tokens]  # where the token's bytes begin in ``blob``
+    read = lengths[tokens] - (spans[tokens, 1] - positions)  # its bytes before the position; < 0: none of them
+    inside = read >= 0  # and read < its length, since its span ends after the position
+    spelled = np.zeros(len(positions), dtype=np.bool_)
+    here = np.frombuffer(blob, dtype=np.uint8)[(first + read)[inside]]
+    spelled[inside] = here == np.frombuffer(text, dtype=np.uint8)[positions[inside]]
+    stops = (first + np.maximum(read, 0)).tolist()
+    return tokens, [blob[a:b] for a, b in zip(first.tolist(), stops, strict=True)], spelled
 
 
 Frames = tuple[np.ndarray, list[bytes], np.ndarray, list[bytes], np.ndarray, np.ndarray]
+_BYTES = [bytes([value]) for value in range(256)]  # the one-byte string of each byte value
 
 
 def _row_frames(
@@ -350,7 +355,8 @@ def _row_frames(
     last = keep & after_ok & (s_spans[np.minimum(s_tokens, len(s_spans) - 1), 1] == positions + 1)
     bytes_kept, ends = np.flatnonzero(keep).tolist(), np.flatnonzero(last).tolist()
     s_frames = np.r_[s_tokens[keep], s_tokens[last]]
-    s_prefixes_out = [s_prefixes[o] for o in bytes_kept] + [s_prefixes[o] + bytes([text[o]]) for o in ends]
+    values = text.tolist()
+    s_prefixes_out = [s_prefixes[o] for o in bytes_kept] + [s_prefixes[o] + _BYTES[values[o]] for o in ends]
     t_out = np.r_[t_positions[keep], after_position[last]]
     t_prefixes_out = [t_prefixes[o] for o in bytes_kept] + [after_prefix[o] for o in ends]
     targets = np.r_[text[keep], after_target[last]]
@@ -378,27 +384,29 @@ def _empty_frames() -> Frames:
     return nothing, [], nothing, [], nothing, nothing.astype(np.bool_)
 
 
-def _row_branches(frames: Frames, unit_of: Callable[[bytes], int | None]) -> tuple[np.ndarray, list[int], list[int]]:
+def _row_branches(frames: Frames, units_of: Mapping[bytes, int]) -> tuple[np.ndarray, list[int], list[int]]:
     """The branches of one example's frames: for each entry, the branch it reads (``-1``: none), and each branch's
     token id and position. A branch is one teacher token that is exactly the bytes ``u`` read inside a longer one
-    (``unit_of(u)``, ``None`` if no token is), read in place of the longer one: at its position, after the tokens
-    before it. Entries at the same place share one."""
+    (``units_of[u]``, if a token is), read in place of the longer one: at its position, after the tokens before
+    it. Entries at the same place share one; branches come in the order of their first entry."""
     positions, prefixes = frames[2], frames[3]
     slots = np.full(len(prefixes), -1, dtype=np.int64)
-    found: dict[tuple[int, bytes], int] = {}
-    ids: list[int] = []
-    for entry, (position, prefix) in enumerate(zip(positions.tolist(), prefixes, strict=True)):
-        if not prefix or position == TEMPLATE:
-            continue
-        key = (position, prefix)
-        if key not in found:
-            unit = unit_of(prefix)
-            if unit is None:
-                continue
-            found[key] = len(ids)
-            ids.append(unit)
-        slots[entry] = found[key]
-    return slots, ids, [position + 1 for position, _ in found]  # dicts keep their order: the order of ``ids``
+    lengths = np.fromiter(map(len, prefixes), dtype=np.int64, count=len(prefixes))
+    asked = np.flatnonzero((lengths > 0) & (positions != TEMPLATE))
+    read = [prefixes[k] for k in asked.tolist()]
+    units = np.fromiter(map(units_of.get, read, itertools.repeat(-1)), dtype=np.int64, count=len(read))
+    entries, units = asked[units >= 0], units[units >= 0]
+    if not len(entries):
+        return slots, [], []
+    # one branch per place: a unit spells one byte string, so (position, unit) is (position, prefix)
+    keys = positions[entries] * (int(units.max()) + 1) + units
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # the branches in the order of their first entry
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    slots[entries] = rank[inverse.reshape(-1)]
+    firsts = first[order]
+    return slots, units[firsts].tolist(), (positions[entries[firsts]] + 1).tolist()
 
 
 def _collate_frames(rows: Sequence[Frames], branches: Sequence[np.ndarray] | None = None) -> ByteFrames:
@@ -408,9 +416,9 @@ def _collate_frames(rows: Sequence[Frames], branches: Sequence[np.ndarray] | Non
     return ByteFrames(
         rows=cat([np.full(len(r[4]), b, dtype=np.int64) for b, r in enumerate(rows)]),
         student_frames=cat([r[0] for r in rows]),
-        student_prefixes=tuple(p for r in rows for p in r[1]),
+        student_prefixes=tuple(itertools.chain.from_iterable(r[1] for r in rows)),
         teacher_positions=cat([r[2] for r in rows]),
-        teacher_prefixes=tuple(p for r in rows for p in r[3]),
+        teacher_prefixes=tuple(itertools.chain.from_iterable(r[3] for r in rows)),
         targets=cat([r[4] for r in rows]),
         token_ends=cat([r[5] for r in rows], np.bool_),
         teacher_branches=None if branches is None else cat(list(branches)),

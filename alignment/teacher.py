@@ -499,7 +499,11 @@ def _text_pieces(tokenizer: FastTokenizer, ids: Sequence[int] | np.ndarray) -> l
     """The bytes of each of ``ids`` that is text; none for a control token, whose spelling in the content (a
     sampled end-of-text token decodes to its name) is not text that model read."""
     info = tokenizer_info(tokenizer)
-    return [b"" if info.is_control[i] else info.token_bytes[i] for i in np.asarray(ids).tolist()]
+    ids = np.asarray(ids)
+    pieces = [info.token_bytes[i] for i in ids.tolist()]
+    for k in np.flatnonzero(info.is_control[ids]).tolist():
+        pieces[k] = b""
+    return pieces
 
 
 def _unaligned_row(
@@ -624,8 +628,8 @@ def _collate(
         positions[b, :t], mask[b, :t], student_chunks[b, :t] = row.positions, row.mask, row.student_chunks
     frames_of = [row.frames for row in rows if row.frames is not None]
     framed = len(frames_of) == len(rows)
-    unit_of = id_of_bytes(tokenizer).get if framed else None
-    branched = [_row_branches(f, unit_of) for f in frames_of] if unit_of is not None else []
+    units_of = id_of_bytes(tokenizer) if framed else None
+    branched = [_row_branches(f, units_of) for f in frames_of] if units_of is not None else []
     count = max((len(ids) for _, ids, _ in branched), default=0)
     branch_ids = np.full((batch, count), pad_id, dtype=np.int64)
     branch_positions = np.zeros((batch, count), dtype=np.int64)

@@ -241,6 +241,19 @@ def test_byte_frames_of_non_canonical_samples() -> None:
     expect_frames_read_the_same_text("mistral_v3", "smollm2", completions, batch)
 
 
+def test_each_side_reads_a_byte_only_where_its_token_spells_it() -> None:
+    # One side's tokens over its text: "ab", a zero-width token, "c", a token spelling "Z" where the text holds "d" (a
+    # normalising tokenizer rewrote it), and a control token whose literal text "<|x|>" it does not spell as text.
+    from alignment._byteframes import _side
+
+    spans = np.array([[0, 2], [2, 2], [2, 3], [3, 4], [4, 9]], dtype=np.int64)
+    pieces = [b"ab", b"", b"c", b"Z", b""]
+    tokens, prefixes, spelled = _side(spans, pieces, np.arange(7, dtype=np.int64), b"abcd<|x|>")
+    assert tokens.tolist() == [0, 0, 2, 3, 4, 4, 4]
+    assert prefixes == [b"", b"a", b"", b"", b"", b"", b""]
+    assert spelled.tolist() == [True, True, True, False, False, False, False]
+
+
 def test_byte_frames_on_the_identity_path_cover_every_text_byte() -> None:
     completions, batch = build("smollm2", "smollm2")
     frames, vocab = batch.byte_frames, byte_vocab(tokenizer("smollm2"))
