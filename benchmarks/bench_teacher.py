@@ -9,6 +9,8 @@ token, as sampling would leave them.
 
 * ours: :func:`alignment.prepare_teacher_batch` with ``align_teacher_template=True``: render every conversation in
   the teacher's chat template, tokenize it, byte spans, align with the student's completion;
+* ours with ``byte_frames=True`` too (what the next-byte losses need: an entry for every byte of content), a row
+  of its own that the target does not cover;
 * peer: ``teacher_tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)``: plain batched
   tokenization of the same rendered teacher texts (``batch.renderings[b].text``), what a trainer pays without any
   alignment. The texts hold their special tokens already (``apply_chat_template(..., tokenize=True)`` tokenizes them
@@ -155,6 +157,11 @@ def cross_family(names: tuple[str, str], batch_size: int, runs: int, repeats: in
         "peer": lambda: teacher(texts, **plain),
     }
     times = rounds(steps, runs, repeats)
+    framing = {  # rounds of their own: its many small objects must not slow the steps above
+        "byte frames": lambda: prepare_teacher_batch(examples, completions, byte_frames=True, **options),
+        "peer": steps["peer"],
+    }
+    framed_times = rounds(framing, runs, repeats)
     ours, peer = statistics.median(times["ours"]), statistics.median(times["peer"])
     lengths = [len(c) for c in completions]
     print(f"## Cross-family: {names[0]} student, {names[1]} teacher, batch of {batch_size}")
@@ -168,6 +175,9 @@ def cross_family(names: tuple[str, str], batch_size: int, runs: int, repeats: in
     print(f"| peer: teacher_tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) | {peer:.1f} | |")
     measured = ratio(times, "ours", "peer")
     print(f"| ours: prepare_teacher_batch(align_teacher_template=True) | {ours:.1f} | {measured:.2f} |")
+    framed = statistics.median(framed_times["byte frames"])
+    framed_ratio = ratio(framed_times, "byte frames", "peer")
+    print(f"| ours with byte_frames=True (for the next-byte losses) | {framed:.1f} | {framed_ratio:.2f} |")
     print()
     print(f"target: ours <= 1.3 x peer; measured {measured:.2f} x")
     print()
