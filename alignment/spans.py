@@ -174,7 +174,7 @@ def _tiled(
     head = head[info.first_byte[flat[head]] == 0x20]
     if len(head):  # the spaces the tokenizer put there: not the text's
         letters = np.delete(letters, (np.cumsum(lengths) - lengths)[head])
-        lengths[head] -= 1  # a copy: fancy indexing made it
+        lengths[head] -= 1  # ``lengths`` is this function's own array: the fancy index above copied it
     stops = np.cumsum(lengths)
     spelled_ends = np.concatenate([[0], stops])[ends]  # where each text's token bytes end in the concatenation
     text_ends = np.cumsum([len(raw) for raw in raws], dtype=np.int64)
