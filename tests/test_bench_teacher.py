@@ -32,7 +32,7 @@ def test_timed_refuses_a_function_that_moved() -> None:
 def test_cross_family_runs_on_the_vendored_pair(capsys: pytest.CaptureFixture[str]) -> None:
     bench_teacher.cross_family(("mistral_v3", "smollm2"), batch_size=4, runs=1, repeats=1)
     out = capsys.readouterr().out
-    assert "ours / peer" in out and "| total |" in out
+    assert "ours / peer" in out and "| total |" in out and "| ours with byte_frames=True" in out
     groups = [line for line in out.splitlines() if line.startswith("| ") and "ms per batch" not in line]
     for name in bench_teacher.GROUPS.values():
         assert any(line.startswith(f"| {name} |") for line in groups), name

@@ -296,15 +296,19 @@ def test_bad_inputs_are_refused() -> None:
 
 
 @settings(deadline=None)
-@given(size=st.integers(0, 40), data=st.data())
-def test_label_ranges_marks_each_range_and_nothing_else(size: int, data: st.DataObject) -> None:
-    cuts = sorted(data.draw(st.sets(st.integers(0, size), max_size=12)))
-    bounds = list(zip(cuts[0::2], cuts[1::2], strict=False))  # disjoint, increasing, non-empty
-    lows, highs = (np.array([b[k] for b in bounds], dtype=np.int64) for k in (0, 1))
+@given(parts=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 4)), max_size=10), tail=st.integers(0, 3))
+def test_label_ranges_marks_each_range_and_nothing_else(parts: list[tuple[int, int]], tail: int) -> None:
+    # disjoint, increasing, non-empty ranges, each after a gap of 0 or more (a chunk right after the one before)
+    lows, highs, cursor = [], [], 0
+    for gap, length in parts:
+        lows.append(cursor + gap)
+        highs.append(cursor + gap + length)
+        cursor = highs[-1]
+    size = cursor + tail
     expected = [-1] * size
-    for k, (low, high) in enumerate(bounds):
+    for k, (low, high) in enumerate(zip(lows, highs, strict=True)):
         expected[low:high] = [k] * (high - low)
-    labels = teacher_module._label_ranges(size, lows, highs)
+    labels = teacher_module._label_ranges(size, np.array(lows, dtype=np.int64), np.array(highs, dtype=np.int64))
     assert labels.dtype == np.int64 and labels.tolist() == expected
 
 
