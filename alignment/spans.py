@@ -165,12 +165,11 @@ def _tiled(
     counts = np.array([len(row) for row in ids], dtype=np.int64)
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(counts.sum()))
     ends = np.cumsum(counts)
+    firsts = (ends - counts).tolist()  # where each text's tokens begin in ``flat``
     raws = [text.encode() for text in texts]
     letters = _spelled(info, flat)
     lengths = info.byte_lengths[flat]
-    head = np.fromiter(
-        (first + k for first, row in zip((ends - counts).tolist(), heads, strict=True) for k in row), dtype=np.int64
-    )
+    head = np.fromiter((first + k for first, row in zip(firsts, heads, strict=True) for k in row), dtype=np.int64)
     head = head[info.first_byte[flat[head]] == 0x20]
     if len(head):  # the spaces the tokenizer put there: not the text's
         letters = np.delete(letters, (np.cumsum(lengths) - lengths)[head])
@@ -183,13 +182,12 @@ def _tiled(
     else:  # some text is not spelled by its tokens: compare each on its own
         bounds = np.concatenate([[0], spelled_ends]).tolist()
         exact = [letters[a:b].tobytes() == raw for a, b, raw in zip(bounds[:-1], bounds[1:], raws, strict=True)]
-    firsts = ends - counts
     offsets = np.stack([stops - lengths, stops], axis=1)
     offsets -= np.repeat(np.concatenate([[0], spelled_ends[:-1]]), counts)[:, None]  # each text from its byte 0
     control = info.is_control[flat]
     return [
         (flat[a:b], offsets[a:b], control[a:b]) if ok else None
-        for a, b, ok in zip(firsts.tolist(), ends.tolist(), exact, strict=True)
+        for a, b, ok in zip(firsts, ends.tolist(), exact, strict=True)
     ]
 
 
