@@ -176,16 +176,16 @@ def prepare_teacher_batch(
 ) -> TeacherBatch:
     """Re-render a batch for the teacher and map its positions onto the student's completion frame.
 
-    For each example the student's sampled completion (its ids, unpadded, ending with the end-of-turn or EOS
-    token if it finished) is turned back into text: the template's own text between the generation prompt and
-    the content (Qwen3's empty ``<think>`` block, a separating space) is taken off the front, the closing token
-    off the end, and a tail cut inside a character (or the rest after an invalid UTF-8 byte) is dropped. The turn
-    ends at the first token that ends a turn (end of turn or EOS): a student that writes its end-of-text token
-    inside an answer has closed its turn there, as generation would have stopped, and the frames after it are
-    masked out (the token is compared as the end of the turn, not left out as text the teacher reads). The
-    conversation plus that text is rendered with the teacher's own template (or completion format), and the two
-    token sequences are aligned by byte offsets (as in :func:`~alignment.align_renderings`); student frames without a
-    teacher position that read the same text are masked out. A completion that closes the turn at once (nothing
+    For each example the student's sampled completion (its ids, unpadded, ending with the end-of-turn or EOS token
+    if it finished) is turned back into text: the template's own text between the generation prompt and the content
+    (Qwen3's empty ``<think>`` block, a separating space) is taken off the front, the closing token off the end, and
+    from the token that holds the first byte that is not valid UTF-8 (a tail cut inside a character) on, the rest is
+    dropped. The turn ends at the first token that ends a turn (end of turn or EOS): a student that writes its
+    end-of-text token inside an answer has closed its turn there, as generation would have stopped, and the frames
+    after it are masked out (the token is compared as the end of the turn, not left out as text the teacher reads).
+    The conversation plus that text is rendered with the teacher's own template (or completion format), and the two
+    token sequences are aligned by byte offsets (as in :func:`~alignment.align_renderings`); student frames without
+    a teacher position that read the same text are masked out. A completion that closes the turn at once (nothing
     before its end of turn but the template's own text), or holds only whitespace the teacher's template trims away,
     is rendered for the teacher as an empty turn, and the student's frame that has read what the teacher read (the
     prompt) is compared with the teacher's last position before the content: a student that learns to answer nothing
@@ -317,14 +317,26 @@ class _Row:
 
 def _completion_text(tokenizer: FastTokenizer, ids: np.ndarray, separator: bytes) -> tuple[str, int, bool]:
     """The content the student wrote, where it starts in the completion bytes (after the template's
-    ``separator``, if the student wrote it), and whether the turn closed."""
-    finished = len(ids) > 0 and int(ids[-1]) in _closing_ids(tokenizer)
-    body = decode_bytes(tokenizer, ids[:-1] if finished else ids)
+    ``separator``, if the student wrote it), and whether the turn closed.
+
+    Where the bytes are not valid UTF-8 (a tail cut inside a character, or bytes no text holds), the content ends
+    where the token holding the first bad byte begins (or earlier, where that splits a character), and nothing after
+    it is compared. Ending it at the bad byte itself would cut that token in two: clipped to the content, it would
+    end where a teacher token ends, and the frame after it, which has read the bad bytes too, would be compared with
+    a teacher that never read them.
+    """
+    body_ids = ids[:-1] if len(ids) and int(ids[-1]) in _closing_ids(tokenizer) else ids
+    body = decode_bytes(tokenizer, body_ids)
     start = len(separator) if separator and body.startswith(separator) else 0
-    try:
-        return body[start:].decode(), start, finished
-    except UnicodeDecodeError as error:  # keep the valid prefix; what follows is not compared
-        return body[start : start + error.start].decode(), start, False
+    text, closed, stops = body[start:], len(body_ids) < len(ids), None
+    while True:
+        try:
+            return text.decode(), start, closed
+        except UnicodeDecodeError as error:
+            if stops is None:
+                stops = token_byte_spans(tokenizer, body_ids)[:, 1] - start
+            holder = int(np.searchsorted(stops, error.start, side="right"))  # the first token ending past the byte
+            text, closed = text[: max(int(stops[holder - 1]) if holder else 0, 0)], False  # cut where it begins
 
 
 _SEPARATORS: dict[tuple[Any, ...], str] = {}

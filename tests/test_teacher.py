@@ -172,6 +172,97 @@ def test_an_unfinished_sample_cut_inside_a_character_is_compared_up_to_the_cut()
     assert batch.mask[0, 0] and not batch.mask[0, len(cut) - 1]
 
 
+def test_the_token_holding_the_first_invalid_byte_ends_the_compared_text() -> None:
+    # SmolLM2's token " \xe2\x80" begins a character that the next token does not finish. The content ends before that
+    # token, not at the bad byte: clipped to "Hi ", the token would end where Mistral's space ends, and the frame
+    # after it, which has read the bad bytes, would be compared with a teacher that read "Hi " only
+    student, teacher = tokenizer("smollm2"), tokenizer("mistral_v3")
+    head = student.encode("Hi", add_special_tokens=False)
+    straddling = student.convert_tokens_to_ids("ĠâĢ")
+    assert decode_bytes(student, [straddling]) == b" \xe2\x80"
+    tail = student.encode("x there", add_special_tokens=False)
+    completion = [*head, straddling, *tail, end_of_turn_id(student)]
+    batch = prepare_teacher_batch([EXAMPLES[1]], [completion], student_tokenizer=student, teacher_tokenizer=teacher)
+    rendering = batch.renderings[0]
+    assert rendering.text.encode()[slice(*rendering.message_spans[rendering.trained_messages[-1]])] == b"Hi"
+    assert batch.mask[0, len(head)]  # predicts the bad token from "Hi", as the teacher reads "Hi"
+    assert not batch.mask[0, len(head) + 1 :].any()
+    expect_same_text_read("smollm2", [EXAMPLES[1]], [completion], batch)
+
+
+def test_a_character_split_before_the_token_holding_the_bad_byte_is_not_compared_either() -> None:
+    # "\xd8" + "\x8d\xf0\x9f" + "\xf0\x9f" ...: the first bad byte is the \xf0 at byte 2, whose character the next
+    # \xf0 cuts short; the token holding it also finishes the character "\xd8" begins, so the content ends before both
+    student, teacher = tokenizer("synthetic_bytebpe"), tokenizer("smollm2")
+    completion = [152, 422, 268, 251, 228, end_of_turn_id(student)]
+    assert [decode_bytes(student, [t]) for t in completion[:3]] == [b"\xd8", b"\x8d\xf0\x9f", b"\xf0\x9f"]
+    batch = prepare_teacher_batch([EXAMPLES[1]], [completion], student_tokenizer=student, teacher_tokenizer=teacher)
+    assert not batch.mask[0].any()  # an empty, unfinished sample: nothing to compare
+
+
+def random_samples(name: str, example: dict, rng: np.random.Generator, count: int) -> list[list[int]]:
+    """What an untrained student might sample: pieces of text with spaces, newlines, accents, emoji, CJK and markup,
+    ids drawn from the whole vocabulary (control tokens, byte pieces that leave a character unfinished), with or
+    without the template's own text first and the closing token last, sometimes with more after it."""
+    tok = tokenizer(name)
+    texts = ["Hello world", " é", "☕", "日本語", "a\n\nb", "  ", "\n", "e\u0301", "🙂🙂", "</s>", "\t", "  two"]
+    separator = teacher_module._separator(tok, example, "auto", kwargs(name))
+    closing = sorted(teacher_module._closing_ids(tok))
+    samples = []
+    for _ in range(count):
+        ids: list[int] = tok.encode(separator, add_special_tokens=False) if separator and rng.random() < 0.5 else []
+        for _ in range(int(rng.integers(0, 12))):
+            ids += tok.encode(str(rng.choice(texts)), add_special_tokens=False) if rng.random() < 0.5 else []
+            ids += [int(rng.integers(len(tok)))] if rng.random() < 0.5 else []
+        ids += [int(rng.choice(closing))] if rng.random() < 0.7 else []
+        ids += [int(i) for i in rng.integers(len(tok), size=3)] if rng.random() < 0.1 else []
+        samples.append(ids)
+    return samples
+
+
+def expect_same_text_read(student: str, examples: list[dict], completions: list[list[int]], batch) -> None:
+    """Every compared frame has read the same content as the teacher at its position: the student's bytes after the
+    template's text, less the leading whitespace the teacher's template trimmed (a trailing run it trimmed may stay
+    on the student's side at the end)."""
+    tok = tokenizer(student)
+    for b, (example, completion) in enumerate(zip(examples, completions, strict=True)):
+        rendering = batch.renderings[b]
+        if not rendering.trained_messages:
+            assert not batch.mask[b].any()
+            continue
+        message = rendering.trained_messages[-1]
+        (low, high), (lead, trail) = rendering.message_spans[message], rendering.trimmed[message]
+        raw = rendering.text.encode()
+        separator = teacher_module._separator(tok, example, "auto", kwargs(student)).encode()
+        skip = len(separator) if separator and decode_bytes(tok, completion).startswith(separator) else 0
+        for k in np.flatnonzero(batch.mask[b].numpy()).tolist():
+            read = decode_bytes(tok, completion[:k])[skip + lead :]
+            teacher_read = raw[low : max(int(rendering.byte_offsets[int(batch.positions[b, k]), 1]), low)]
+            trimmed_tail = trail and teacher_read == raw[low:high] and not read[high - low :].strip()
+            assert read == teacher_read or (trimmed_tail and read.startswith(teacher_read)), (b, k, completion)
+
+
+@pytest.mark.parametrize(("student", "teacher"), PAIRS, ids=PAIR_IDS)
+def test_random_samples_are_compared_only_where_both_read_the_same_text(student: str, teacher: str) -> None:
+    rng = np.random.default_rng(PAIRS.index((student, teacher)))
+    examples = [EXAMPLES[k % len(EXAMPLES)] for k in range(6)]
+    completions = [random_samples(student, example, rng, 1)[0] for example in examples]
+    if teacher == "qwen3":  # its template reads a "</think>" in the answer as the end of reasoning and rewrites it
+        kept = [b"</think>" not in decode_bytes(tokenizer(student), c) for c in completions]
+        examples = [e for e, keep in zip(examples, kept, strict=True) if keep]
+        completions = [c for c, keep in zip(completions, kept, strict=True) if keep]
+    batch = prepare_teacher_batch(
+        examples,
+        completions,
+        student_tokenizer=tokenizer(student),
+        teacher_tokenizer=tokenizer(teacher),
+        student_template_kwargs=kwargs(student),
+        teacher_template_kwargs=kwargs(teacher),
+        on_dropped="ignore" if teacher == "mistral_nemo" else "raise",
+    )
+    expect_same_text_read(student, examples, completions, batch)
+
+
 CLOSED_AT_ONCE = [
     ("smollm2", "phi3"),
     ("mistral_v3", "smollm2"),
