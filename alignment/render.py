@@ -297,7 +297,16 @@ def render_prompt(
         if has_messages
         else [{"role": "user", "content": _plain_text(example["prompt"], "prompt")}]
     )
-    return render_chat(tokenizer, messages, add_generation_prompt=True, chat_template=chat_template, **template_kwargs)
+    plan = _plan_chat(
+        tokenizer,
+        messages,
+        turns="all",
+        add_generation_prompt=True,
+        chat_template=chat_template,
+        on_dropped="raise",
+        **template_kwargs,
+    )
+    return _plans.tokenize_one(dataclasses.replace(plan, trained=()))  # a prompt's assistant turns are not trained
 
 
 def _resolve_mode(tokenizer: FastTokenizer, example: Any, mode: str, chat_template: str | None) -> str:

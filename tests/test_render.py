@@ -17,6 +17,7 @@ from alignment import (
     render,
     render_chat,
     render_completion,
+    render_prompt,
 )
 from alignment import _locate as locate_module
 from alignment.render import render_each
@@ -142,6 +143,22 @@ def test_renders_like_the_tokenizer_and_locates_every_message(name: str, convers
         == tuple(i for i, m in enumerate(CONVERSATIONS[conversation]) if m["role"] == "assistant")
         or rendering.mode == "completion"
     )
+
+
+@pytest.mark.parametrize("answer", ["1234 + 5678 = 6912.", "\t"], ids=["answer", "blank_answer"])
+@pytest.mark.parametrize("name", NAMES, ids=str)
+def test_a_prompt_trains_none_of_its_assistant_turns(name: str, answer: str) -> None:
+    # the prompt of a multi-turn example holds an earlier answer; it is context, not a turn to train, even where the
+    # template trims it to nothing (Gemma 3 strips the tab: as a trained turn it would be refused as empty)
+    tok = tokenizer(name)
+    messages = [{**m, "content": answer} if m["role"] == "assistant" else m for m in CONVERSATIONS["multi_turn"][:3]]
+    prompt = render_prompt(tok, {"messages": [*messages, {"role": "assistant", "content": "13824"}]}, **kwargs(name))
+    assert prompt.trained_messages == () and prompt.end_of_turn == () and not prompt.completion_mask.any()
+    expect_tiling(prompt)
+    if prompt.mode == "chat":
+        expected = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs(name))
+        assert prompt.text == expected
+        expect_located(prompt, messages)
 
 
 @pytest.mark.parametrize("conversation", [c for c in CONVERSATIONS if c != "injection"], ids=str)
