@@ -507,9 +507,16 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
 
 
 def _index_ranges(indices: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-    """Map half-open ranges over selected tokens back to half-open ranges of rendering indices."""
+    """Map half-open ranges over selected tokens back to half-open ranges of rendering indices. An empty range (a
+    chunk of zero-width tokens that this side has no token of) maps to an empty range where it sits."""
+    if len(indices) == 0:
+        return np.zeros_like(ranges)
     mapped = np.empty_like(ranges)
-    mapped[:, 0] = indices[ranges[:, 0]]
+    mapped[:, 0] = indices[np.minimum(ranges[:, 0], len(indices) - 1)]
     mapped[:, 1] = indices[ranges[:, 1] - 1]
     mapped[:, 1] += 1
+    empty = ranges[:, 1] == ranges[:, 0]
+    if empty.any():  # their ends above read the token before them (or wrapped around to the last)
+        mapped[empty, 0] = np.r_[indices, indices[-1] + 1][ranges[empty, 0]]
+        mapped[empty, 1] = mapped[empty, 0]
     return mapped

@@ -535,10 +535,11 @@ def _unaligned_row(
 
 
 def _chunk_ids(chunks: Chunks, frames: int, teacher_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Chunk id of each completion token and teacher token; chunks without a completion token are dropped."""
+    """Chunk id of each completion token and teacher token; chunks without a completion token or without a teacher
+    token (zero-width tokens that only one side holds) are dropped."""
     first = np.maximum(chunks.student[:, 0] - 1, 0)  # offsets index i is completion token i - 1
     last = chunks.student[:, 1] - 1
-    kept = last > first
+    kept = (last > first) & (chunks.teacher[:, 1] > chunks.teacher[:, 0])
     return (
         _label_ranges(frames, first[kept], last[kept]),
         _label_ranges(teacher_length, chunks.teacher[kept, 0], chunks.teacher[kept, 1]),

@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alignment import token_byte_spans
-from alignment.align import _align_general, _align_tiled, align_spans, align_spans_batch
+from alignment.align import (
+    Turn,
+    _align_general,
+    _align_tiled,
+    _index_ranges,
+    align_spans,
+    align_spans_batch,
+    align_turns,
+)
 from alignment.errors import AlignmentError, TextMismatchError
 from alignment.types import BatchAlignment, TokenAlignment
 from tests.strategies import Spans, span_pairs, span_pairs_any_coverage, span_pairs_with_extras
@@ -427,3 +435,22 @@ def test_a_batch_of_real_tokenizations_is_each_examples_alignment(student: str, 
         assert batch[b].pairs.tolist() == alone.pairs.tolist()
         assert batch[b].chunks.byte_spans.tolist() == alone.chunks.byte_spans.tolist()
     assert (batch.rows == np.repeat(np.arange(3), [len(align_spans(s, t).pairs) for s, t in sides])).all()
+
+
+def test_index_ranges_maps_an_empty_range_to_an_empty_range_where_it_sits() -> None:
+    indices = np.array([3, 4, 7], dtype=np.int64)
+    ranges = np.array([[0, 0], [0, 2], [2, 2], [2, 3], [3, 3]], dtype=np.int64)
+    assert _index_ranges(indices, ranges).tolist() == [[3, 3], [3, 5], [7, 7], [7, 8], [8, 8]]
+    assert _index_ranges(indices[:0], np.array([[0, 0]], dtype=np.int64)).tolist() == [[0, 0]]
+
+
+def test_a_token_holding_an_empty_content_and_more_pairs_nothing() -> None:
+    # a completion-format student wrote "  " after "Assistant:" (its separator, a space, and a space of content);
+    # the teacher's template trimmed that content to nothing. The student's token straddles the content start and
+    # its turn start is no comparable prefix; the teacher has no content token: nothing to pair, one chunk that
+    # only the student's side holds (a chunk loss leaves out what one side lacks)
+    student = Turn(np.array([[0, 0], [0, 2]], dtype=np.int64), 1, 0, None)
+    teacher = Turn(np.array([[0, 5], [5, 7], [7, 9]], dtype=np.int64), 7, 0, 2)
+    alignment = align_turns([student], [teacher])
+    assert alignment.pairs.shape == (0, 2)
+    assert alignment.chunks.student.tolist() == [[1, 2]] and alignment.chunks.teacher.tolist() == [[0, 0]]

@@ -27,6 +27,7 @@ from alignment import (
 )
 from alignment.nextbyte import END, TEMPLATE
 from alignment.render import prompt_messages
+from alignment.types import Chunks
 from tests.tokenizers import SHARED_DIR, SYNTHETIC, available_real_names, load_real, template_kwargs
 
 NAMES = (*available_real_names(), *SYNTHETIC)
@@ -200,13 +201,50 @@ def test_a_character_split_before_the_token_holding_the_bad_byte_is_not_compared
     assert not batch.mask[0].any()  # an empty, unfinished sample: nothing to compare
 
 
-def random_samples(name: str, example: dict, rng: np.random.Generator, count: int) -> list[list[int]]:
+@pytest.mark.integration
+def test_a_blank_sample_whose_first_token_holds_the_separator_too_is_masked() -> None:
+    # Phi-3 in the completion format writes "  " after "Assistant:": the format's space and one of content, in one
+    # token. Llama 3's template trims that content to nothing, and the student's token straddles its start: nothing
+    # is compared (this raised an IndexError while the chunks were built)
+    student, teacher = tokenizer("phi3"), tokenizer("llama3")
+    completion = [259]
+    assert decode_bytes(student, completion) == b"  "
+    batch = prepare_teacher_batch(
+        [EXAMPLES[1]],
+        [completion],
+        student_tokenizer=student,
+        teacher_tokenizer=teacher,
+        teacher_template_kwargs=kwargs("llama3"),
+        student_mode="completion",
+    )
+    rendering = batch.renderings[0]
+    assert rendering.message_spans[rendering.trained_messages[-1]] == (len(rendering.text.encode()) - 10,) * 2
+    assert not batch.mask.any() and (batch.student_chunks == -1).all()
+
+
+def test_chunk_ids_leave_out_a_chunk_that_one_side_holds_no_token_of() -> None:
+    # the first chunk holds the student's completion token 0 (offsets index 1) and no teacher token
+    spans = np.array([[0, 0], [0, 5]], dtype=np.int64)
+    student = np.array([[1, 2], [2, 4]], dtype=np.int64)
+    teacher = np.array([[0, 0], [0, 3]], dtype=np.int64)
+    chunks = Chunks(student=student, teacher=teacher, byte_spans=spans)
+    student_ids, teacher_ids = teacher_module._chunk_ids(chunks, 3, 4)
+    assert student_ids.tolist() == [-1, 0, 0] and teacher_ids.tolist() == [0, 0, 0, -1]
+
+
+MODES = [("auto", "auto"), ("completion", "auto"), ("auto", "completion")]  # the student's and the teacher's
+
+
+def random_samples(
+    name: str, example: dict, rng: np.random.Generator, count: int, mode: str = "auto"
+) -> list[list[int]]:
     """What an untrained student might sample: pieces of text with spaces, newlines, accents, emoji, CJK and markup,
     ids drawn from the whole vocabulary (control tokens, byte pieces that leave a character unfinished), with or
-    without the template's own text first and the closing token last, sometimes with more after it."""
+    without the template's own text first (in the student's ``mode``) and the closing token last, sometimes with more
+    after it."""
     tok = tokenizer(name)
     texts = ["Hello world", " é", "☕", "日本語", "a\n\nb", "  ", "\n", "e\u0301", "🙂🙂", "</s>", "\t", "  two"]
-    separator = teacher_module._separator(tok, example, "auto", kwargs(name))
+    separator = teacher_module._separator(tok, example, mode, kwargs(name))
     closing = sorted(teacher_module._closing_ids(tok))
     samples = []
     for _ in range(count):
@@ -220,7 +258,9 @@ def random_samples(name: str, example: dict, rng: np.random.Generator, count: in
     return samples
 
 
-def expect_same_text_read(student: str, examples: list[dict], completions: list[list[int]], batch) -> None:
+def expect_same_text_read(
+    student: str, examples: list[dict], completions: list[list[int]], batch, mode: str = "auto"
+) -> None:
     """Every compared frame has read the same content as the teacher at its position: the student's bytes after the
     template's text, less the leading whitespace the teacher's template trimmed (a trailing run it trimmed may stay
     on the student's side at the end)."""
@@ -233,7 +273,7 @@ def expect_same_text_read(student: str, examples: list[dict], completions: list[
         message = rendering.trained_messages[-1]
         (low, high), (lead, trail) = rendering.message_spans[message], rendering.trimmed[message]
         raw = rendering.text.encode()
-        separator = teacher_module._separator(tok, example, "auto", kwargs(student)).encode()
+        separator = teacher_module._separator(tok, example, mode, kwargs(student)).encode()
         skip = len(separator) if separator and decode_bytes(tok, completion).startswith(separator) else 0
         for k in np.flatnonzero(batch.mask[b].numpy()).tolist():
             read = decode_bytes(tok, completion[:k])[skip + lead :]
@@ -242,11 +282,14 @@ def expect_same_text_read(student: str, examples: list[dict], completions: list[
             assert read == teacher_read or (trimmed_tail and read.startswith(teacher_read)), (b, k, completion)
 
 
+@pytest.mark.parametrize("modes", MODES, ids=str)
 @pytest.mark.parametrize(("student", "teacher"), PAIRS, ids=PAIR_IDS)
-def test_random_samples_are_compared_only_where_both_read_the_same_text(student: str, teacher: str) -> None:
-    rng = np.random.default_rng(PAIRS.index((student, teacher)))
+def test_random_samples_are_compared_only_where_both_read_the_same_text(
+    student: str, teacher: str, modes: tuple[str, str]
+) -> None:
+    rng = np.random.default_rng([PAIRS.index((student, teacher)), MODES.index(modes)])
     examples = [EXAMPLES[k % len(EXAMPLES)] for k in range(6)]
-    completions = [random_samples(student, example, rng, 1)[0] for example in examples]
+    completions = [random_samples(student, example, rng, 1, modes[0])[0] for example in examples]
     if teacher == "qwen3":  # its template reads a "</think>" in the answer as the end of reasoning and rewrites it
         kept = [b"</think>" not in decode_bytes(tokenizer(student), c) for c in completions]
         examples = [e for e, keep in zip(examples, kept, strict=True) if keep]
@@ -259,8 +302,10 @@ def test_random_samples_are_compared_only_where_both_read_the_same_text(student:
         student_template_kwargs=kwargs(student),
         teacher_template_kwargs=kwargs(teacher),
         on_dropped="ignore" if teacher == "mistral_nemo" else "raise",
+        student_mode=modes[0],
+        teacher_mode=modes[1],
     )
-    expect_same_text_read(student, examples, completions, batch)
+    expect_same_text_read(student, examples, completions, batch, modes[0])
 
 
 CLOSED_AT_ONCE = [
