@@ -60,15 +60,14 @@ def align_tiled_batch(students: list[np.ndarray], teachers: list[np.ndarray]) ->
     num_student = np.array([len(s) for s in students], dtype=np.int64)
     num_teacher = np.array([len(t) for t in teachers], dtype=np.int64)
     out = np.empty((4, int(np.minimum(num_student, num_teacher).sum()), 2), np.int64)
-    counts, total = [], 0
+    totals, total = [0], 0  # where each example's pairs begin in ``out``, and the end
     for student, teacher in zip(students, teachers, strict=True):
         count = walk(student, teacher, out, total)
         if count < 0:
             return None
-        counts.append(count)
         total += count
-    offsets = np.zeros(len(students) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+        totals.append(total)
+    offsets = np.array(totals, dtype=np.int64)
     return BatchAlignment(
         pairs=out[0, :total],
         pair_offsets=offsets,

@@ -19,6 +19,8 @@ from alignment.types import BatchAlignment, Chunks, Rendering, TokenAlignment
 
 __all__ = ["align_renderings", "align_spans", "align_spans_batch"]
 
+_INT64 = np.dtype(np.int64)
+
 
 def align_spans(student_spans: Any, teacher_spans: Any) -> TokenAlignment:
     r"""Pair the tokens of two tokenizations that end at the same byte, and group both into minimal chunks.
@@ -187,6 +189,9 @@ def _align_general(student: np.ndarray, teacher: np.ndarray) -> TokenAlignment:
 def _as_spans(spans: Any, name: str) -> np.ndarray:
     """Return ``spans`` as a C-contiguous ``(n, 2)`` int64 array (a copy where the input is not one), or raise naming
     ``name``."""
+    if type(spans) is np.ndarray and spans.dtype is _INT64 and spans.ndim == 2 and spans.shape[1] == 2:
+        if spans.flags.c_contiguous:  # already one (token_byte_spans gives them so): no numpy call
+            return spans
     try:
         array = np.asarray(spans)
     except ValueError as exc:

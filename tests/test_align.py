@@ -416,6 +416,15 @@ def test_a_batch_alignment_checks_its_offsets() -> None:
         BatchAlignment(pair_offsets=np.array([0, 2]), **fields)
     with pytest.raises(ValueError, match=r"pair_offsets must be a 1-d int64 array"):
         BatchAlignment(pair_offsets=np.array([0.0, 1.0]), **fields)
+    three = align_spans_batch([[(0, 1)]] * 3, [[(0, 1)]] * 3)
+    fields = {"pairs": three.pairs, "chunks": three.chunks, "num_student": three.num_student}
+    fields["num_teacher"] = three.num_teacher
+    backwards = np.array([0, 2, 1, 3])
+    for chunk_offsets in (backwards, three.pair_offsets):  # the same array as pair_offsets, or another
+        with pytest.raises(ValueError, match=r"pair_offsets must run from 0 to 3 in 4 non-decreasing steps"):
+            BatchAlignment(pair_offsets=backwards, chunk_offsets=chunk_offsets, **fields)
+    with pytest.raises(ValueError, match=r"chunk_offsets must run from 0 to 3 in 4 non-decreasing steps"):
+        BatchAlignment(pair_offsets=three.pair_offsets, chunk_offsets=backwards, **fields)
 
 
 @pytest.mark.parametrize(("student", "teacher"), [("gpt2", "smollm2"), ("smollm2", "gpt2")], ids=str)
