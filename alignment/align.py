@@ -7,9 +7,9 @@ Where numba is installed, the common case (both sides tile the same bytes) runs 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from alignment.types import BatchAlignment, Chunks, Rendering, TokenAlignment
 __all__ = ["align_renderings", "align_spans", "align_spans_batch"]
 
 _INT64 = np.dtype(np.int64)
+_T = TypeVar("_T")
 
 
 def align_spans(student_spans: Any, teacher_spans: Any) -> TokenAlignment:
@@ -125,10 +126,11 @@ def _as_batch(sides: Sequence[Any], name: str) -> list[np.ndarray]:
     return arrays
 
 
-def _example(b: int, function: Any, *args: Any) -> Any:
-    """``function(*args)``, its ``TypeError`` or ``ValueError`` (``TextMismatchError`` too) naming example ``b``."""
+def _example(b: int, function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """``function(*args, **kwargs)``; a ``TypeError`` or ``ValueError`` it raises (the library's errors too) is raised
+    again, of the same type, with its message led by the example: ``example 3: ...``."""
     try:
-        return function(*args)
+        return function(*args, **kwargs)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"example {b}: {exc}") from exc
 

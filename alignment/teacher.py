@@ -22,7 +22,7 @@ import torch
 
 from alignment._byteframes import ByteFrames, Frames, _collate_frames, _empty_frames, _row_branches, _row_frames
 from alignment._tokenizer import FastTokenizer, TokenizerInfo, id_of_bytes, tokenizer_info
-from alignment.align import Turn, align_turns
+from alignment.align import Turn, _example, align_turns
 from alignment.errors import AlignmentError, ExampleError, TokenizerError
 from alignment.nextbyte import END
 from alignment.render import Mode, OnDropped, prompt_messages, render, render_each, render_prompt
@@ -222,6 +222,9 @@ def prepare_teacher_batch(
         TokenizerError: the flag is off but the tokenizers differ, or ids are outside the vocabulary.
         ExampleError, TemplateError, ContentRewrittenError: as for :func:`~alignment.render`.
         ValueError: ``examples`` and ``completions`` differ in length.
+
+        An error about one example names it first (``example 3: ...``); where several fail, the first of them
+        raises.
     """
     if len(examples) != len(completions) or (prompt_ids is not None and len(prompt_ids) != len(examples)):
         raise ValueError(
@@ -238,10 +241,16 @@ def prepare_teacher_batch(
             )
         if prompt_ids is None:
             kwargs = dict(student_template_kwargs or {})
-            prompt_ids = [render_prompt(student_tokenizer, e, mode=student_mode, **kwargs).input_ids for e in examples]
+            prompt_ids = [
+                _example(b, render_prompt, student_tokenizer, e, mode=student_mode, **kwargs).input_ids
+                for b, e in enumerate(examples)
+            ]
         info = tokenizer_info(student_tokenizer) if byte_frames else None
         ends = _closing_ids(student_tokenizer)
-        rows = [_identity_row(_as_ids(p), c, info, ends) for p, c in zip(prompt_ids, ids, strict=True)]
+        rows = [
+            _example(b, _identity_row, _as_ids(p), c, info, ends)
+            for b, (p, c) in enumerate(zip(prompt_ids, ids, strict=True))
+        ]
         return _collate(rows, ids, _pad_id(student_tokenizer), aligned=False, tokenizer=student_tokenizer)
     tokenizers, modes = (student_tokenizer, teacher_tokenizer), (student_mode, teacher_mode)
     variables = (dict(student_template_kwargs or {}), dict(teacher_template_kwargs or {}))
@@ -396,24 +405,41 @@ def _aligned_rows(
     options = {"mode": modes[1], "turns": "last", "on_dropped": on_dropped, **kwargs[1]}
     renderings = iter(render_each(teacher_tok, to_render, empty_ok=True, **options))
     rows = []
-    for example, ids, turn, sample, separator in zip(examples, completions, turns, samples, separators, strict=True):
-        if isinstance(sample, Exception):
-            raise sample
-        content, start, finished, rendered = sample
-        teacher = next(renderings) if rendered else None
-        if isinstance(teacher, AlignmentError) and not content.strip():
-            teacher = None  # the teacher's template cannot close an empty turn: nothing to compare
-        if isinstance(teacher, Exception):
-            raise teacher
-        if teacher is not None and not _opens_cleanly(teacher):
-            teacher = None
-        if teacher is None:
-            rows.append(_unaligned_row(teacher_tok, example, len(ids), modes[1], kwargs[1], byte_frames))
-        else:
-            template = _template_text(student_tok, separator, start)
-            row = _aligned_row(tokenizers, turn, (content, start, finished), teacher, byte_frames, template)
-            rows.append(_padded(row, len(ids)))
+    for b, (example, ids, turn, sample, separator) in enumerate(
+        zip(examples, completions, turns, samples, separators, strict=True)
+    ):
+        teacher = next(renderings) if not isinstance(sample, Exception) and sample[3] else None
+        rows.append(
+            _example(b, _row, tokenizers, example, ids, turn, sample, separator, teacher, modes, kwargs, byte_frames)
+        )
     return rows
+
+
+def _row(
+    tokenizers: tuple[FastTokenizer, FastTokenizer],
+    example: Mapping[str, Any],
+    ids: np.ndarray,
+    turn: np.ndarray,
+    sample: tuple[str, int, bool, dict[str, Any]] | Exception,
+    separator: bytes,
+    teacher: Rendering | Exception | None,
+    modes: tuple[Mode, Mode],
+    kwargs: tuple[dict[str, Any], dict[str, Any]],
+    byte_frames: bool,
+) -> _Row:
+    """The row of one example of :func:`_aligned_rows`, or the error of its sample or of its teacher rendering."""
+    if isinstance(sample, Exception):
+        raise sample
+    content, start, finished, _ = sample
+    if isinstance(teacher, AlignmentError) and not content.strip():
+        teacher = None  # the teacher's template cannot close an empty turn: nothing to compare
+    if isinstance(teacher, Exception):
+        raise teacher
+    if teacher is None or not _opens_cleanly(teacher):
+        return _unaligned_row(tokenizers[1], example, len(ids), modes[1], kwargs[1], byte_frames)
+    template = _template_text(tokenizers[0], separator, start)
+    row = _aligned_row(tokenizers, turn, (content, start, finished), teacher, byte_frames, template)
+    return _padded(row, len(ids))
 
 
 def _turn_length(tokenizer: FastTokenizer, ids: np.ndarray) -> int:

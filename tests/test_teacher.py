@@ -585,10 +585,14 @@ def test_the_first_failing_example_raises_as_it_would_alone() -> None:
     rejected = (assistant_first, sample("smollm2", EXAMPLES[1], ANSWERS[1]))  # Mistral's template refuses it
     unknown_id = (EXAMPLES[1], [len(student) + 5])  # outside the student's vocabulary
     for batch, error in [([fine, rejected, unknown_id], TemplateError), ([fine, unknown_id, rejected], TokenizerError)]:
-        with pytest.raises(error):
+        with pytest.raises(error, match=r"^example 1: "):  # named, as align_spans_batch names it
             prepare_teacher_batch(
                 [e for e, _ in batch], [c for _, c in batch], student_tokenizer=student, teacher_tokenizer=teacher
             )
+    # the same on the identity path: the prompt of example 2 is refused when it is rendered for the ids
+    examples = [EXAMPLES[1], EXAMPLES[1], assistant_first]
+    with pytest.raises(TemplateError, match=r"^example 2: the chat template of .* rejected the conversation"):
+        prepare_teacher_batch(examples, [[1], [1], [1]], student_tokenizer=teacher, teacher_tokenizer=teacher)
 
 
 def test_align_teacher_logits_is_a_view_when_every_frame_sits_at_one_offset() -> None:
