@@ -437,11 +437,12 @@ def align_turns(
     chunks = local.chunks
     pairs = np.empty_like(local.pairs)
     pairs[:, 0], pairs[:, 1] = index_s[local.pairs[:, 0]], index_t[local.pairs[:, 1]]
+    some_empty = len(chunks) != len(pairs)  # a chunk that ends at a pair holds a token of each side
     return TokenAlignment(
         pairs=pairs,
         chunks=Chunks(
-            student=_index_ranges(index_s, chunks.student),
-            teacher=_index_ranges(index_t, chunks.teacher),
+            student=_index_ranges(index_s, chunks.student, some_empty=some_empty),
+            teacher=_index_ranges(index_t, chunks.teacher, some_empty=some_empty),
             byte_spans=chunks.byte_spans,  # local is a private intermediate
         ),
         num_student=len(index_s),
@@ -513,17 +514,18 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _index_ranges(indices: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+def _index_ranges(indices: np.ndarray, ranges: np.ndarray, *, some_empty: bool = True) -> np.ndarray:
     """Map half-open ranges over selected tokens back to half-open ranges of rendering indices. An empty range (a
-    chunk of zero-width tokens that this side has no token of) maps to an empty range where it sits."""
+    chunk of zero-width tokens that this side holds no token of) maps to an empty range where it sits.
+    ``some_empty=False`` says that no range is empty (every chunk ends at a pair), which skips looking for them."""
     if len(indices) == 0:
         return np.zeros_like(ranges)
     mapped = np.empty_like(ranges)
-    mapped[:, 0] = indices[np.minimum(ranges[:, 0], len(indices) - 1)]
+    mapped[:, 0] = indices[np.minimum(ranges[:, 0], len(indices) - 1) if some_empty else ranges[:, 0]]
     mapped[:, 1] = indices[ranges[:, 1] - 1]
     mapped[:, 1] += 1
-    empty = ranges[:, 1] == ranges[:, 0]
-    if empty.any():  # their ends above read the token before them (or wrapped around to the last)
+    empty = (ranges[:, 1] == ranges[:, 0]) if some_empty else None
+    if empty is not None and empty.any():  # their ends above read the token before them (or wrapped around)
         mapped[empty, 0] = np.r_[indices, indices[-1] + 1][ranges[empty, 0]]
         mapped[empty, 1] = mapped[empty, 0]
     return mapped
