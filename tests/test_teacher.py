@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -12,10 +13,12 @@ from hypothesis import strategies as st
 
 import alignment.teacher as teacher_module
 from alignment import (
+    ByteVocab,
     ContentRewrittenError,
     TemplateError,
     TokenizerError,
     align_teacher_logits,
+    byte_vocab,
     decode_bytes,
     end_of_turn_id,
     generalized_jsd,
@@ -304,8 +307,48 @@ def test_random_samples_are_compared_only_where_both_read_the_same_text(
         on_dropped="ignore" if teacher == "mistral_nemo" else "raise",
         student_mode=modes[0],
         teacher_mode=modes[1],
+        byte_frames=True,
     )
     expect_same_text_read(student, examples, completions, batch, modes[0])
+    expect_byte_entries_point_at_their_bytes(student, teacher, completions, batch)
+
+
+@functools.cache
+def vocab_of(name: str) -> ByteVocab:
+    return byte_vocab(tokenizer(name))
+
+
+def expect_byte_entries_point_at_their_bytes(student: str, teacher: str, completions: list[list[int]], batch) -> None:
+    """Each byte entry reads, on each side, a token that begins with the prefix read and then the target byte (or
+    that ends the turn, for END; a token-end entry reads the student's whole token), and the content bytes the
+    entries ask for are the teacher's content, in order, less those a side's token does not spell (a normaliser
+    rewrote them). Entries of the student's own template text are not checked on the student's side: a student that
+    left that text out is asked to write it."""
+    frames, s_vocab, t_vocab = batch.byte_frames, vocab_of(student), vocab_of(teacher)
+    for n in range(len(frames)):
+        b, target, position = int(frames.rows[n]), int(frames.targets[n]), int(frames.teacher_positions[n])
+        s_token = completions[b][int(frames.student_frames[n])]
+        s_prefix, t_prefix = frames.student_prefixes[n], frames.teacher_prefixes[n]
+        if position == TEMPLATE:
+            assert t_prefix == b"" and target != END, n
+            continue
+        t_token = int(batch.input_ids[b, position + 1])
+        if target == END:
+            assert t_token in t_vocab.ends and t_prefix == b"", n
+        else:
+            assert t_vocab.token_bytes[t_token].startswith(t_prefix + bytes([target])), n
+        if frames.token_ends[n]:
+            assert s_prefix == s_vocab.token_bytes[s_token], n
+        elif target == END:
+            assert s_token in s_vocab.ends and s_prefix == b"", n
+        else:
+            assert s_vocab.token_bytes[s_token].startswith(s_prefix + bytes([target])), n
+    for b, rendering in enumerate(batch.renderings):
+        if rendering.trained_messages:
+            start, stop = rendering.message_spans[rendering.trained_messages[-1]]
+            asked = (frames.rows == b) & ~frames.token_ends & (frames.teacher_positions != TEMPLATE)
+            content = iter(rendering.text.encode()[start:stop])
+            assert all(target in content for target in frames.targets[asked].tolist() if target != END), b
 
 
 CLOSED_AT_ONCE = [
