@@ -80,19 +80,24 @@ def sample(name: str, example: dict, answer: str, *, canonical: bool = True, clo
     return completion if close else completion[:-1]
 
 
-def build(student: str, teacher: str, *, byte_frames: bool = False, **options):
-    completions = [sample(student, e, a, **options) for e, a in zip(EXAMPLES, ANSWERS, strict=True)]
-    batch = prepare_teacher_batch(
-        EXAMPLES,
+def prepare(student: str, teacher: str, examples: list[dict], completions: list[list[int]], **options):
+    """``prepare_teacher_batch`` with the two tokenizers and their template variables (Mistral NeMo may drop the
+    system prompt, as its template does)."""
+    return prepare_teacher_batch(
+        examples,
         completions,
         student_tokenizer=tokenizer(student),
         teacher_tokenizer=tokenizer(teacher),
         student_template_kwargs=kwargs(student),
         teacher_template_kwargs=kwargs(teacher),
         on_dropped="ignore" if teacher == "mistral_nemo" else "raise",
-        byte_frames=byte_frames,
+        **options,
     )
-    return completions, batch
+
+
+def build(student: str, teacher: str, *, byte_frames: bool = False, **options):
+    completions = [sample(student, e, a, **options) for e, a in zip(EXAMPLES, ANSWERS, strict=True)]
+    return completions, prepare(student, teacher, EXAMPLES, completions, byte_frames=byte_frames)
 
 
 def read_text(name: str, completion: list[int], frame: int, example: dict) -> bytes:
@@ -297,18 +302,8 @@ def test_random_samples_are_compared_only_where_both_read_the_same_text(
         kept = [b"</think>" not in decode_bytes(tokenizer(student), c) for c in completions]
         examples = [e for e, keep in zip(examples, kept, strict=True) if keep]
         completions = [c for c, keep in zip(completions, kept, strict=True) if keep]
-    batch = prepare_teacher_batch(
-        examples,
-        completions,
-        student_tokenizer=tokenizer(student),
-        teacher_tokenizer=tokenizer(teacher),
-        student_template_kwargs=kwargs(student),
-        teacher_template_kwargs=kwargs(teacher),
-        on_dropped="ignore" if teacher == "mistral_nemo" else "raise",
-        student_mode=modes[0],
-        teacher_mode=modes[1],
-        byte_frames=True,
-    )
+    options = {"student_mode": modes[0], "teacher_mode": modes[1], "byte_frames": True}
+    batch = prepare(student, teacher, examples, completions, **options)
     expect_same_text_read(student, examples, completions, batch, modes[0])
     expect_byte_entries_point_at_their_bytes(student, teacher, completions, batch)
 
