@@ -427,7 +427,7 @@ def _row(
     kwargs: tuple[dict[str, Any], dict[str, Any]],
     byte_frames: bool,
 ) -> _Row:
-    """The row of one example of :func:`_aligned_rows`, or the error of its sample or of its teacher rendering."""
+    """The row of one example of :func:`_aligned_rows`; raises what its sample or its teacher rendering raised."""
     if isinstance(sample, Exception):
         raise sample
     content, start, finished, _ = sample
