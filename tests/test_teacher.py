@@ -231,6 +231,17 @@ def test_a_blank_sample_whose_first_token_holds_the_separator_too_is_masked() ->
     assert not batch.mask.any() and (batch.student_chunks == -1).all()
 
 
+@pytest.mark.integration
+def test_a_sample_the_teacher_template_rewrites_is_refused_by_its_example() -> None:
+    # Qwen3's template reads the "</think>" a student wrote as the end of its reasoning and moves the text before it
+    # into its think block: the sample cannot be located, and the batch names it rather than mask it silently
+    student = tokenizer("llama3")
+    rewritten = [*student.encode("I think</think>It is 4.", add_special_tokens=False), end_of_turn_id(student)]
+    completions = [sample("llama3", EXAMPLES[1], "ok"), rewritten]
+    with pytest.raises(ContentRewrittenError, match=r"^example 1: .* does not appear verbatim"):
+        prepare("llama3", "qwen3", [EXAMPLES[1], EXAMPLES[1]], completions)
+
+
 def test_chunk_ids_leave_out_a_chunk_that_one_side_holds_no_token_of() -> None:
     # the first chunk holds the student's completion token 0 (offsets index 1) and no teacher token
     spans = np.array([[0, 0], [0, 5]], dtype=np.int64)
