@@ -421,33 +421,174 @@ def align_turns(
     Turn ``k`` of both sides must keep the same content length. A turn start takes part only where both sides
     have a token before the content, an end of turn only where both turns are closed.
     """
-    parts_s, parts_t = [], []
-    base = 0
-    for turn_s, turn_t in zip(student, teacher, strict=True):
-        first_s = int(np.searchsorted(turn_s.offsets[:, 1], turn_s.low, side="right"))
-        first_t = int(np.searchsorted(turn_t.offsets[:, 1], turn_t.low, side="right"))
-        closed = turn_s.end_of_turn is not None and turn_t.end_of_turn is not None
-        ends = (_clean_start(turn_s, first_s) and _clean_start(turn_t, first_t), end_of_turn == "pair" and closed)
-        parts_s.append(_turn_tokens(turn_s, first_s, base, ends))
-        parts_t.append(_turn_tokens(turn_t, first_t, base, ends))
-        base += turn_s.length + 2
-    index_s, spans_s = _concat(parts_s)
-    index_t, spans_t = _concat(parts_t)
+    lengths = _turn_lengths(student, teacher)
+    bases = np.zeros(len(lengths), dtype=np.int64)  # turn k from the end of turn k - 1, each turn 2 bytes wider
+    np.cumsum(lengths[:-1] + 2, out=bases[1:])
+    (index_s, spans_s, _), (index_t, spans_t, _) = _both_sides(student, teacher, end_of_turn, bases)
     local = align_spans(spans_s, spans_t)
-    chunks = local.chunks
     pairs = np.empty_like(local.pairs)
     pairs[:, 0], pairs[:, 1] = index_s[local.pairs[:, 0]], index_t[local.pairs[:, 1]]
-    some_empty = len(chunks) != len(pairs)  # a chunk that ends at a pair holds a token of each side
     return TokenAlignment(
         pairs=pairs,
         chunks=Chunks(
-            student=_index_ranges(index_s, chunks.student, some_empty=some_empty),
-            teacher=_index_ranges(index_t, chunks.teacher, some_empty=some_empty),
-            byte_spans=chunks.byte_spans,  # local is a private intermediate
+            student=_index_ranges(index_s, local.chunks.student),
+            teacher=_index_ranges(index_t, local.chunks.teacher),
+            byte_spans=local.chunks.byte_spans,  # local is a private intermediate
         ),
         num_student=len(index_s),
         num_teacher=len(index_t),
     )
+
+
+def align_each_turn(
+    student: Sequence[Turn], teacher: Sequence[Turn], *, end_of_turn: Literal["pair", "exclude"] = "pair"
+) -> BatchAlignment:
+    """``align_turns([student[k]], [teacher[k]])`` of every ``k``, in one call: entry ``k`` of the result (token
+    indices into each turn's own ``offsets``) is that alignment.
+
+    The turns' tokens are selected for all of them at once and aligned by :func:`align_spans_batch`, which a batch
+    of one-turn rows (:func:`~alignment.prepare_teacher_batch`) would otherwise pay per row.
+    """
+    lengths = _turn_lengths(student, teacher)
+    if not len(lengths):
+        return _collect([])
+    (index_s, spans_s, count_s), (index_t, spans_t, count_t) = _both_sides(
+        student, teacher, end_of_turn, np.zeros(len(lengths), dtype=np.int64)
+    )
+    begin_s, begin_t = _exclusive_cumsum(count_s), _exclusive_cumsum(count_t)
+    local = align_spans_batch(_blocks(spans_s, begin_s, count_s), _blocks(spans_t, begin_t, count_t))
+    per_pair = np.diff(local.pair_offsets)
+    pairs = np.empty_like(local.pairs)
+    pairs[:, 0] = index_s[local.pairs[:, 0] + np.repeat(begin_s, per_pair)]
+    pairs[:, 1] = index_t[local.pairs[:, 1] + np.repeat(begin_t, per_pair)]
+    per_chunk = np.diff(local.chunk_offsets)
+    return BatchAlignment(
+        pairs=pairs,
+        pair_offsets=local.pair_offsets,
+        chunks=Chunks(
+            student=_index_ranges(index_s, local.chunks.student, count_s, per_chunk),
+            teacher=_index_ranges(index_t, local.chunks.teacher, count_t, per_chunk),
+            byte_spans=local.chunks.byte_spans,
+        ),
+        chunk_offsets=local.chunk_offsets,
+        num_student=count_s,
+        num_teacher=count_t,
+    )
+
+
+def _blocks(array: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    """The blocks of ``array``'s rows that begin at ``begins`` and hold ``counts`` rows (views)."""
+    return [array[a:b] for a, b in zip(begins.tolist(), (begins + counts).tolist(), strict=True)]
+
+
+def _turn_lengths(student: Sequence[Turn], teacher: Sequence[Turn]) -> np.ndarray:
+    if len(student) != len(teacher):
+        raise ValueError(f"align {len(student)} student turn(s) with as many teacher turns, got {len(teacher)}")
+    return np.array([turn.length for turn in student], dtype=np.int64)
+
+
+def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
+    """``(K,)`` int64: where each of ``K`` blocks of ``counts`` items begins when they are laid one after another."""
+    begins = np.zeros(len(counts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=begins[1:])
+    return begins
+
+
+_Selected = tuple[np.ndarray, np.ndarray, np.ndarray]  # token indices, their spans in shared coordinates, per turn
+
+
+def _both_sides(
+    student: Sequence[Turn], teacher: Sequence[Turn], end_of_turn: str, bases: np.ndarray
+) -> tuple[_Selected, _Selected]:
+    """The tokens of every turn that take part on each side (:func:`_turn_tokens`), turn ``k`` from byte
+    ``bases[k]``: a turn start where both sides have a clean one, an end of turn where both turns are closed."""
+    if end_of_turn not in ("pair", "exclude"):
+        raise ValueError(f"end_of_turn must be 'pair' or 'exclude', got {end_of_turn!r}")
+    side_s, side_t = _TurnSide.of(student), _TurnSide.of(teacher)
+    with_start = side_s.clean & side_t.clean
+    closed = (side_s.ends >= 0) & (side_t.ends >= 0) & (end_of_turn == "pair")
+    return side_s.tokens(with_start, closed, bases), side_t.tokens(with_start, closed, bases)
+
+
+@dataclass(frozen=True, slots=True)
+class _TurnSide:
+    """The turns of one side, vectorised: their ``offsets`` one after another (``starts`` and ``stops``; turn ``k``'s
+    from row ``begins[k]``, ``counts[k]`` of them), the content ``[lows, highs)``, the closing token (``ends``, -1 for
+    none), the first token ending after the content start (``firsts``) and the first starting at or after its end
+    (``lasts``, never before ``firsts``), as indices into each turn's own offsets, and whether the turn start is
+    ``clean``: a token precedes the content and none straddles its start.
+
+    A first content token that also covers template text before the content (Mistral's ``▁Hello`` after ``[/INST]``,
+    GPT-2's `` 482`` after ``Assistant:``) means the token before it has not read that text, while the other side's
+    may have: their next-token distributions would be compared on different prefixes."""
+
+    starts: np.ndarray
+    stops: np.ndarray
+    begins: np.ndarray
+    lows: np.ndarray
+    highs: np.ndarray
+    ends: np.ndarray
+    firsts: np.ndarray
+    lasts: np.ndarray
+    clean: np.ndarray
+
+    @classmethod
+    def of(cls, turns: Sequence[Turn]) -> _TurnSide:
+        counts = np.array([len(turn.offsets) for turn in turns], dtype=np.int64)
+        spans = np.concatenate([turn.offsets for turn in turns]) if len(turns) else np.zeros((0, 2), dtype=np.int64)
+        starts, stops = np.ascontiguousarray(spans[:, 0]), np.ascontiguousarray(spans[:, 1])
+        lows = np.array([turn.low for turn in turns], dtype=np.int64)
+        highs = lows + np.array([turn.length for turn in turns], dtype=np.int64)
+        ends = np.array([-1 if turn.end_of_turn is None else turn.end_of_turn for turn in turns], dtype=np.int64)
+        begins = _exclusive_cumsum(counts)
+        if not len(spans):
+            firsts = np.zeros(len(turns), dtype=np.int64)
+            return cls(starts, stops, begins, lows, highs, ends, firsts, firsts, firsts.astype(np.bool_))
+        # one search for all turns: turn k's bytes moved past every byte of turn k - 1, so each finds its own tokens
+        tops = np.maximum(stops[np.maximum(begins + counts - 1, 0)] * (counts > 0), highs)
+        shifts = _exclusive_cumsum(tops + 1)
+        shift = np.repeat(shifts, counts)
+        firsts = np.searchsorted(stops + shift, lows + shifts, side="right") - begins
+        lasts = np.maximum(np.searchsorted(starts + shift, highs + shifts, side="left") - begins, firsts)
+        at = np.minimum(begins + np.minimum(firsts, np.maximum(counts - 1, 0)), len(spans) - 1)
+        clean = (firsts > 0) & ((firsts >= counts) | (starts[at] >= lows))
+        return cls(starts, stops, begins, lows, highs, ends, firsts, lasts, clean)
+
+    def tokens(self, with_start: np.ndarray, closed: np.ndarray, bases: np.ndarray) -> _Selected:
+        """Token indices of each turn (turn start, content, end of turn; into the turn's own offsets), their spans in
+        shared coordinates and how many each turn has. The turn start covers virtual byte ``bases[k]``, the content
+        (clipped to ``[lows, highs)``) starts at ``bases[k] + 1``, the end of turn covers the byte after it."""
+        content = self.lasts - self.firsts
+        heads = with_start.astype(np.int64)
+        counts = heads + content + closed
+        total = int(counts.sum())
+        begins = _exclusive_cumsum(counts)
+        indices = np.empty(total, dtype=np.int64)
+        spans = np.empty((total, 2), dtype=np.int64)
+        # content: token firsts[k] + j of turn k at row begins[k] + heads[k] + j, from rows begins[k] + firsts[k] + j
+        # of the side's offsets
+        step = np.arange(int(content.sum())) - np.repeat(_exclusive_cumsum(content), content)
+        rows = np.repeat(begins + heads, content) + step
+        source = np.repeat(self.begins + self.firsts, content) + step
+        indices[rows] = source - np.repeat(self.begins, content)
+        low, high = np.repeat(self.lows, content), np.repeat(self.highs, content)
+        shift = np.repeat(bases + 1 - self.lows, content)
+        for column, edges in enumerate((self.starts, self.stops)):  # clipped to the content (np.clip is slower)
+            edge = edges[source]
+            np.maximum(edge, low, out=edge)
+            np.minimum(edge, high, out=edge)
+            edge += shift
+            spans[rows, column] = edge
+        started = np.flatnonzero(with_start)
+        indices[begins[started]] = self.firsts[started] - 1
+        spans[begins[started], 0] = bases[started]
+        spans[begins[started], 1] = bases[started] + 1
+        ended = np.flatnonzero(closed)
+        last = begins[ended] + counts[ended] - 1
+        indices[last] = self.ends[ended]
+        spans[last, 0] = (bases + 1 + self.highs - self.lows)[ended]
+        spans[last, 1] = spans[last, 0] + 1
+        return indices, spans, counts
 
 
 def _common_content(student: Rendering, teacher: Rendering, turn: int) -> tuple[int, int, int]:
@@ -472,60 +613,29 @@ def _common_content(student: Rendering, teacher: Rendering, turn: int) -> tuple[
     return low_s, low_t, length
 
 
-def _clean_start(turn: Turn, first: int) -> bool:
-    """Whether the turn start is comparable: a token precedes the content and none straddles its start.
+def _index_ranges(
+    indices: np.ndarray, ranges: np.ndarray, counts: np.ndarray | None = None, per_block: np.ndarray | None = None
+) -> np.ndarray:
+    """Map half-open ranges over selected tokens back to half-open ranges of the tokens' own indices. An empty range
+    (a chunk of zero-width tokens that this side holds no token of) maps to an empty range where it sits.
 
-    A first content token that also covers template text before the content (Mistral's ``▁Hello`` after
-    ``[/INST]``, GPT-2's `` 482`` after ``Assistant:``) means the token before it has not read that text, while the
-    other side's may have: their next-token distributions would be compared on different prefixes.
+    With ``counts``, ``indices`` holds blocks of ``counts[k]`` selected tokens one after another, and ``ranges``
+    blocks of ``per_block[k]`` ranges over block ``k``'s tokens (counted from its first).
     """
-    return first > 0 and (first >= len(turn.offsets) or int(turn.offsets[first, 0]) >= turn.low)
-
-
-def _turn_tokens(turn: Turn, first: int, base: int, ends: tuple[bool, bool]) -> tuple[np.ndarray, np.ndarray]:
-    """Token indices of one turn (turn start, content, end of turn) and their spans in shared coordinates.
-
-    ``first`` is the first token ending after the content start; ``ends`` says whether the turn start and the
-    end of turn take part. The turn start covers virtual byte ``base``, the content starts at ``base + 1``.
-    """
-    with_start, end = ends[0], turn.end_of_turn if ends[1] else None
-    low, high = turn.low, turn.low + turn.length
-    stop = max(int(np.searchsorted(turn.offsets[:, 0], high, side="left")), first)  # no content: no token
-    head = int(with_start)  # rows before the content
-    indices = np.empty(head + stop - first + (end is not None), dtype=np.int64)
-    spans = np.empty((len(indices), 2), dtype=np.int64)
-    indices[head : head + stop - first] = np.arange(first, stop)
-    content = spans[head : head + stop - first]
-    np.maximum(turn.offsets[first:stop], low, out=content)  # clipped to the content (np.clip is slower)
-    np.minimum(content, high, out=content)
-    content += base + 1 - low
-    if with_start:
-        indices[0], spans[0] = first - 1, (base, base + 1)
-    if end is not None:
-        indices[-1], spans[-1] = end, (base + 1 + turn.length, base + 2 + turn.length)
-    return indices, spans
-
-
-def _concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    if len(parts) == 1:
-        return parts[0]
-    if not parts:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def _index_ranges(indices: np.ndarray, ranges: np.ndarray, *, some_empty: bool = True) -> np.ndarray:
-    """Map half-open ranges over selected tokens back to half-open ranges of rendering indices. An empty range (a
-    chunk of zero-width tokens that this side holds no token of) maps to an empty range where it sits.
-    ``some_empty=False`` says that no range is empty (every chunk ends at a pair), which skips looking for them."""
-    if len(indices) == 0:
-        return np.zeros_like(ranges)
+    if counts is None or per_block is None:
+        counts, per_block = np.array([len(indices)]), np.array([len(ranges)])
+    # each block followed by the index after its last token (0 for an empty block), where an empty range at its end
+    # sits; an empty range reads its start there, a non-empty one its first and last tokens
+    begins = _exclusive_cumsum(counts) + np.arange(len(counts))
+    after = begins + counts
+    extended = np.empty(len(indices) + len(counts), dtype=np.int64)
+    inside = np.ones(len(extended), dtype=np.bool_)
+    inside[after] = False
+    extended[inside] = indices
+    extended[after] = np.where(counts > 0, extended[np.maximum(after - 1, 0)] + 1, 0)
+    at = np.repeat(begins, per_block)
     mapped = np.empty_like(ranges)
-    mapped[:, 0] = indices[np.minimum(ranges[:, 0], len(indices) - 1) if some_empty else ranges[:, 0]]
-    mapped[:, 1] = indices[ranges[:, 1] - 1]
-    mapped[:, 1] += 1
-    empty = (ranges[:, 1] == ranges[:, 0]) if some_empty else None
-    if empty is not None and empty.any():  # their ends above read the token before them (or wrapped around)
-        mapped[empty, 0] = np.r_[indices, indices[-1] + 1][ranges[empty, 0]]
-        mapped[empty, 1] = mapped[empty, 0]
+    mapped[:, 0] = extended[ranges[:, 0] + at]
+    full = ranges[:, 1] > ranges[:, 0]
+    mapped[:, 1] = np.where(full, extended[np.maximum(ranges[:, 1] - 1, 0) + at] + 1, mapped[:, 0])
     return mapped

@@ -13,8 +13,8 @@ predicts completion token ``k`` (the student logits at input position ``prompt_l
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,11 +22,11 @@ import torch
 
 from alignment._byteframes import ByteFrames, Frames, _collate_frames, _empty_frames, _row_branches, _row_frames
 from alignment._tokenizer import FastTokenizer, TokenizerInfo, id_of_bytes, tokenizer_info
-from alignment.align import Turn, _example, align_turns
+from alignment.align import Turn, _example, _exclusive_cumsum, align_each_turn
 from alignment.errors import AlignmentError, ExampleError, TokenizerError
 from alignment.nextbyte import END
 from alignment.render import Mode, OnDropped, prompt_messages, render, render_each, render_prompt
-from alignment.spans import decode_bytes, token_byte_spans
+from alignment.spans import _spelled, decode_bytes, token_byte_spans
 from alignment.types import Chunks, Rendering
 from alignment.vocab import _closing_ids
 
@@ -324,9 +324,16 @@ class _Row:
     frames: Frames | None = None  # byte frames (see nextbyte._row_frames), when asked for
 
 
-def _completion_text(tokenizer: FastTokenizer, ids: np.ndarray, separator: bytes) -> tuple[str, int, bool]:
+_Spelling = tuple[bytes, np.ndarray]  # a turn's bytes and its frames' offsets (see _spell_turns)
+_Sample = tuple[str, int, bool, dict[str, Any]]  # content, where it starts, whether the turn closed, what to render
+
+
+def _completion_text(text: bytes, offsets: np.ndarray, closed: bool, separator: bytes) -> tuple[str, int, bool]:
     """The content the student wrote, where it starts in the completion bytes (after the template's
     ``separator``, if the student wrote it), and whether the turn closed.
+
+    ``text`` and ``offsets`` are the turn's bytes and its frames' offsets (see :func:`_spell_turns`); ``closed`` says
+    whether its last token closes the turn (that token's bytes are not content).
 
     Where the bytes are not valid UTF-8 (a tail cut inside a character, or bytes no text holds), the content ends
     where the token holding the first bad byte begins (or earlier, where that splits a character), and nothing after
@@ -334,18 +341,68 @@ def _completion_text(tokenizer: FastTokenizer, ids: np.ndarray, separator: bytes
     end where a teacher token ends, and the frame after it, which has read the bad bytes too, would be compared with
     a teacher that never read them.
     """
-    body_ids = ids[:-1] if len(ids) and int(ids[-1]) in _closing_ids(tokenizer) else ids
-    body = decode_bytes(tokenizer, body_ids)
+    stops = offsets[1 : len(offsets) - closed, 1]  # where each token of the body ends
+    body = text[: int(stops[-1])] if len(stops) else b""
     start = len(separator) if separator and body.startswith(separator) else 0
-    text, closed, stops = body[start:], len(body_ids) < len(ids), None
+    content = body[start:]
     while True:
         try:
-            return text.decode(), start, closed
+            return content.decode(), start, closed
         except UnicodeDecodeError as error:
-            if stops is None:
-                stops = token_byte_spans(tokenizer, body_ids)[:, 1] - start
-            holder = int(np.searchsorted(stops, error.start, side="right"))  # the first token ending past the byte
-            text, closed = text[: max(int(stops[holder - 1]) if holder else 0, 0)], False  # cut where it begins
+            holder = int(np.searchsorted(stops - start, error.start, side="right"))  # the first token ending past it
+            content, closed = content[: max(int(stops[holder - 1]) - start if holder else 0, 0)], False
+
+
+def _turns(tokenizer: FastTokenizer, completions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each completion's turn, up to its first token that ends the turn (end of turn or EOS), or all of it, and
+    whether that token was found. A student that writes its end-of-text token inside an answer has ended its turn
+    there, as generation would have stopped: what it writes after that is not the turn's content."""
+    counts = np.array([len(ids) for ids in completions], dtype=np.int64)
+    flat = np.concatenate(completions) if completions else np.zeros(0, dtype=np.int64)
+    closing = np.zeros(len(flat), dtype=np.bool_)
+    for token in _closing_ids(tokenizer):  # one or two tokens: faster than np.isin
+        closing |= flat == token
+    found = np.flatnonzero(closing)
+    begins = _exclusive_cumsum(counts)
+    first = found[np.minimum(np.searchsorted(found, begins), len(found) - 1)] if len(found) else begins - 1
+    closed = (first >= begins) & (first < begins + counts)  # the first closing token from the turn's start on
+    lengths = np.where(closed, first - begins + 1, counts).tolist()
+    return [ids[:length] for ids, length in zip(completions, lengths, strict=True)], closed
+
+
+def _spell_turns(tokenizer: FastTokenizer, turns: list[np.ndarray]) -> list[_Spelling | Exception]:
+    """Each turn's bytes and the offsets of its frames: a virtual prompt token at byte 0 (frame 0), then each token's
+    byte span, as :func:`~alignment.token_byte_spans` gives it. The whole batch at once; where some id is outside
+    the vocabulary, each turn alone, a turn that fails getting the error it raises."""
+    info = tokenizer_info(tokenizer)
+    flat = np.concatenate(turns) if turns else np.zeros(0, dtype=np.int64)
+    if np.count_nonzero((flat < 0) | (flat >= info.vocab_size)):
+        return [_spelled_alone(tokenizer, turn) for turn in turns]
+    counts = np.array([len(turn) for turn in turns], dtype=np.int64)
+    letters = _spelled(info, flat)
+    lengths = info.byte_lengths[flat]
+    stops = np.cumsum(lengths)
+    begins = _exclusive_cumsum(counts)
+    first_byte = np.concatenate([[0], stops])[begins]  # where each turn's bytes begin in ``letters``
+    virtual = begins + np.arange(len(turns))  # each turn's frame 0, before its tokens
+    offsets = np.zeros((len(flat) + len(turns), 2), dtype=np.int64)
+    tokens = np.ones(len(offsets), dtype=np.bool_)
+    tokens[virtual] = False
+    offsets[tokens, 1] = stops - np.repeat(first_byte, counts)
+    offsets[tokens, 0] = offsets[tokens, 1] - lengths
+    ends = (first_byte + offsets[virtual + counts, 1]).tolist()
+    return [
+        (letters[a:b].tobytes(), offsets[k : k + n + 1])
+        for a, b, k, n in zip(first_byte.tolist(), ends, virtual.tolist(), counts.tolist(), strict=True)
+    ]
+
+
+def _spelled_alone(tokenizer: FastTokenizer, ids: np.ndarray) -> _Spelling | Exception:
+    try:
+        spans = token_byte_spans(tokenizer, ids)
+    except TokenizerError as error:
+        return error
+    return decode_bytes(tokenizer, ids), np.concatenate([np.zeros((1, 2), dtype=np.int64), spans])
 
 
 _SEPARATORS: dict[tuple[Any, ...], str] = {}
@@ -383,18 +440,22 @@ def _aligned_rows(
     on_dropped: OnDropped,
     byte_frames: bool,
 ) -> list[_Row]:
-    """The aligned row of every example, with the teacher's renderings tokenized in one batch.
+    """The aligned row of every example, with the teacher's renderings tokenized in one batch and the rows aligned
+    in one call.
 
     An example that fails raises what it raises alone, and the first failing example of the batch raises.
     """
     student_tok, teacher_tok = tokenizers
-    samples: list[tuple[str, int, bool, dict[str, Any]] | Exception] = []
+    turns, closed = _turns(student_tok, completions)  # up to the first closing token
+    spelled = _spell_turns(student_tok, turns)
+    samples: list[_Sample | Exception] = []
     separators: list[bytes] = []  # what the student's template writes before the content
-    turns = [ids[: _turn_length(student_tok, ids)] for ids in completions]  # up to the first closing token
-    for example, turn in zip(examples, turns, strict=True):
+    for example, spelling, turn_closed in zip(examples, spelled, closed.tolist(), strict=True):
         try:
             separator = _separator(student_tok, example, modes[0], kwargs[0]).encode()
-            content, start, finished = _completion_text(student_tok, turn, separator)
+            if isinstance(spelling, Exception):
+                raise spelling
+            content, start, finished = _completion_text(*spelling, turn_closed, separator)
             shown = content or finished  # a sample closed at once is rendered too: does the teacher stop there?
             samples.append((content, start, finished, _with_completion(example, content) if shown else {}))
         except Exception as error:  # raised below, in the order of the examples
@@ -404,30 +465,47 @@ def _aligned_rows(
     to_render = [s[3] for s in samples if not isinstance(s, Exception) and s[3]]
     options = {"mode": modes[1], "turns": "last", "on_dropped": on_dropped, **kwargs[1]}
     renderings = iter(render_each(teacher_tok, to_render, empty_ok=True, **options))
-    rows = []
-    for b, (example, ids, turn, sample, separator) in enumerate(
-        zip(examples, completions, turns, samples, separators, strict=True)
+    prepared: list[_Row | _Pending | Exception] = []
+    for example, ids, turn, spelling, sample, separator in zip(
+        examples, completions, turns, spelled, samples, separators, strict=True
     ):
         teacher = next(renderings) if not isinstance(sample, Exception) and sample[3] else None
-        rows.append(
-            _example(b, _row, tokenizers, example, ids, turn, sample, separator, teacher, modes, kwargs, byte_frames)
-        )
-    return rows
+        try:
+            found = (spelling, sample, separator, teacher)
+            prepared.append(_prepare_row(tokenizers, example, (ids, turn), found, modes, kwargs, byte_frames))
+        except Exception as error:  # raised below, in the order of the examples
+            prepared.append(error)
+    mapped = _map_rows([item for item in prepared if isinstance(item, _Pending)])
+    return [_example(b, _finish_row, tokenizers, item, mapped, byte_frames) for b, item in enumerate(prepared)]
 
 
-def _row(
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An example whose student turn and teacher rendering are ready to align (with the batch's others)."""
+
+    ids: np.ndarray  # (T_b,) the student's turn
+    frames: int  # frames of the row: the whole completion, the turn and what follows it
+    student: Turn  # offsets: a virtual prompt token at byte 0, then the turn's tokens
+    teacher: Turn
+    rendering: Rendering
+    text: bytes  # the turn's bytes
+    template: tuple[bytes, bool]  # the text the student's template writes before the content, and whether it did
+
+
+def _prepare_row(
     tokenizers: tuple[FastTokenizer, FastTokenizer],
     example: Mapping[str, Any],
-    ids: np.ndarray,
-    turn: np.ndarray,
-    sample: tuple[str, int, bool, dict[str, Any]] | Exception,
-    separator: bytes,
-    teacher: Rendering | Exception | None,
+    completion: tuple[np.ndarray, np.ndarray],
+    found: tuple[_Spelling | Exception, _Sample | Exception, bytes, Rendering | Exception | None],
     modes: tuple[Mode, Mode],
     kwargs: tuple[dict[str, Any], dict[str, Any]],
     byte_frames: bool,
-) -> _Row:
-    """The row of one example of :func:`_aligned_rows`; raises what its sample or its teacher rendering raised."""
+) -> _Row | _Pending:
+    """The row of one example of :func:`_aligned_rows` where it has nothing to compare, else what aligning it needs
+    (``completion``: the student's ids and its turn; ``found``: the turn spelled, its sample, the separator and the
+    teacher's rendering, as :func:`_aligned_rows` found them); raises what its sample or its teacher rendering
+    raised."""
+    (ids, turn), (spelling, sample, separator, teacher) = completion, found
     if isinstance(sample, Exception):
         raise sample
     content, start, finished, _ = sample
@@ -437,74 +515,101 @@ def _row(
         raise teacher
     if teacher is None or not _opens_cleanly(teacher):
         return _unaligned_row(tokenizers[1], example, len(ids), modes[1], kwargs[1], byte_frames)
-    template = _template_text(tokenizers[0], separator, start)
-    row = _aligned_row(tokenizers, turn, (content, start, finished), teacher, byte_frames, template)
-    return _padded(row, len(ids))
-
-
-def _turn_length(tokenizer: FastTokenizer, ids: np.ndarray) -> int:
-    """How many of the completion's ``ids`` belong to the turn: up to its first token that ends the turn (end of
-    turn or EOS), or all of them. A student that writes its end-of-text token inside an answer has ended its turn
-    there, as generation would have stopped: what it writes after that is not the turn's content."""
-    closing = np.zeros(len(ids), dtype=np.bool_)
-    for token in _closing_ids(tokenizer):  # one or two tokens: faster than np.isin
-        closing |= ids == token
-    return int(closing.argmax()) + 1 if closing.any() else len(ids)
-
-
-def _padded(row: _Row, frames: int) -> _Row:
-    """``row`` (of a turn's first frames) for a completion of ``frames`` frames: the frames after the turn are
-    masked out."""
-    extra = frames - len(row.positions)
-    if not extra:
-        return row
-    return replace(
-        row,
-        positions=np.r_[row.positions, np.zeros(extra, dtype=np.int64)],
-        mask=np.r_[row.mask, np.zeros(extra, dtype=np.bool_)],
-        student_chunks=np.r_[row.student_chunks, np.full(extra, -1, dtype=np.int64)],
-    )
-
-
-def _aligned_row(
-    tokenizers: tuple[FastTokenizer, FastTokenizer],
-    ids: np.ndarray,
-    sample: tuple[str, int, bool],
-    teacher: Rendering,
-    byte_frames: bool,
-    template: tuple[bytes, bool],
-) -> _Row:
-    """Map the teacher rendering of one sample onto the student's completion frames. ``template``: the text the
-    student's template writes before the content, and whether the student wrote it (for the byte frames)."""
-    student_tok, teacher_tok = tokenizers
-    content, start, finished = sample
-    frames = len(ids)
+    assert not isinstance(spelling, Exception)  # its sample would have failed
+    text, offsets = spelling
     message = teacher.trained_messages[-1]
     span, (lead, _) = teacher.message_spans[message], teacher.trimmed[message]
     assert span is not None
     length = span[1] - span[0]
-    # the student's side: a virtual prompt token (frame 0) at byte 0, then the completion tokens
-    offsets = np.concatenate([np.zeros((1, 2), dtype=np.int64), token_byte_spans(student_tok, ids)])
-    closed = len(ids) if finished and len(content.encode()) + start == offsets[-2, 1] else None
-    student_turn = Turn(offsets, start + lead, length, closed)
-    alignment = align_turns([student_turn], [Turn(teacher.byte_offsets, span[0], length, teacher.end_of_turn[-1])])
-    kept = alignment.pairs[alignment.pairs[:, 0] < frames]
-    positions = np.zeros(frames, dtype=np.int64)
-    positions[kept[:, 0]] = kept[:, 1]
-    mask = np.zeros(frames, dtype=np.bool_)
-    mask[kept[:, 0]] = True
-    student_chunks, teacher_chunks = _chunk_ids(alignment.chunks, frames, len(teacher.input_ids))
+    closed = len(turn) if finished and len(content.encode()) + start == offsets[-2, 1] else None
+    return _Pending(
+        ids=turn,
+        frames=len(ids),
+        student=Turn(offsets, start + lead, length, closed),
+        teacher=Turn(teacher.byte_offsets, span[0], length, teacher.end_of_turn[-1]),
+        rendering=teacher,
+        text=text,
+        template=_template_text(tokenizers[0], separator, start),
+    )
+
+
+_Mapped = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # positions, mask, student chunks, teacher chunks
+
+
+def _map_rows(pending: list[_Pending]) -> Iterator[_Mapped | Exception]:
+    """:func:`_mapped` of the pending rows, in one call; where that fails, of each row alone, a row that fails
+    getting the error it raises (the first failing example of the batch raises its own)."""
+    try:
+        return iter(_mapped(pending))
+    except Exception:
+        alone: list[_Mapped | Exception] = []
+        for item in pending:
+            try:
+                alone.extend(_mapped([item]))
+            except Exception as error:
+                alone.append(error)
+        return iter(alone)
+
+
+def _mapped(pending: list[_Pending]) -> list[_Mapped]:
+    """Map the teacher rendering of each pending row onto the student's frames: each row's turns aligned
+    (:func:`~alignment.align.align_each_turn`), frame ``k`` of a row compared with the teacher position paired with
+    it; frames past the turn are masked out."""
+    if not pending:
+        return []
+    alignment = align_each_turn([item.student for item in pending], [item.teacher for item in pending])
+    turns = np.array([len(item.ids) for item in pending], dtype=np.int64)
+    frames = np.array([item.frames for item in pending], dtype=np.int64)
+    lengths = np.array([len(item.rendering.input_ids) for item in pending], dtype=np.int64)
+    frame_begins, teacher_begins = _exclusive_cumsum(frames), _exclusive_cumsum(lengths)
+    row = alignment.rows
+    kept = alignment.pairs[:, 0] < turns[row]  # the pair after the turn's last token predicts nothing of it
+    at = frame_begins[row[kept]] + alignment.pairs[kept, 0]
+    positions = np.zeros(int(frames.sum()), dtype=np.int64)
+    positions[at] = alignment.pairs[kept, 1]
+    mask = np.zeros(len(positions), dtype=np.bool_)
+    mask[at] = True
+    per_row = np.diff(alignment.chunk_offsets)
+    layouts = (frame_begins, len(positions)), (teacher_begins, int(lengths.sum()))
+    student_chunks, teacher_chunks = _chunk_ids(alignment.chunks, per_row, *layouts)
+    frame_ends, teacher_ends = (frame_begins + frames).tolist(), (teacher_begins + lengths).tolist()
+    return [
+        (positions[a:b], mask[a:b], student_chunks[a:b], teacher_chunks[c:d])
+        for a, b, c, d in zip(frame_begins.tolist(), frame_ends, teacher_begins.tolist(), teacher_ends, strict=True)
+    ]
+
+
+def _finish_row(
+    tokenizers: tuple[FastTokenizer, FastTokenizer],
+    item: _Row | _Pending | Exception,
+    mapped: Iterator[_Mapped | Exception],
+    byte_frames: bool,
+) -> _Row:
+    """The row of one example of :func:`_aligned_rows`, its byte frames too where asked; raises what it raised."""
+    if isinstance(item, Exception):
+        raise item
+    if isinstance(item, _Row):
+        return item
+    found = next(mapped)
+    if isinstance(found, Exception):
+        raise found
+    positions, mask, student_chunks, teacher_chunks = found
     row_frames = None
     if byte_frames:
-        whole = closed is not None and start + lead + length == offsets[-2, 1]
+        student_tok, teacher_tok = tokenizers
+        student, teacher, rendering = item.student, item.teacher, item.rendering
+        offsets = student.offsets
+        whole = student.end_of_turn is not None and student.low + student.length == offsets[-2, 1]
+        end = teacher.end_of_turn
+        pieces = _text_pieces(teacher_tok, rendering.input_ids)
         row_frames = _row_frames(
-            (offsets[1:], _text_pieces(student_tok, ids), decode_bytes(student_tok, ids), start + lead),
-            (teacher.byte_offsets, _text_pieces(teacher_tok, teacher.input_ids), teacher.text.encode(), span[0]),
-            length,
-            end=(len(ids) - 1, teacher.end_of_turn[-1]) if whole and teacher.end_of_turn[-1] is not None else None,
-            template=template,
+            (offsets[1:], _text_pieces(student_tok, item.ids), item.text, student.low),
+            (rendering.byte_offsets, pieces, rendering.text.encode(), teacher.low),
+            student.length,
+            end=(len(item.ids) - 1, end) if whole and end is not None else None,
+            template=item.template,
         )
-    return _Row(teacher.input_ids, positions, mask, student_chunks, teacher_chunks, teacher, row_frames)
+    return _Row(item.rendering.input_ids, positions, mask, student_chunks, teacher_chunks, item.rendering, row_frames)
 
 
 def _opens_cleanly(teacher: Rendering) -> bool:
@@ -560,29 +665,41 @@ def _unaligned_row(
     return _Row(teacher.input_ids, nothing, nothing.astype(np.bool_), nothing - 1, unchunked, teacher, empty)
 
 
-def _chunk_ids(chunks: Chunks, frames: int, teacher_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Chunk id of each completion token and teacher token; chunks without a completion token or without a teacher
-    token (zero-width tokens that only one side holds) are dropped."""
+def _chunk_ids(
+    chunks: Chunks, per_row: np.ndarray, student: tuple[np.ndarray, int], teacher: tuple[np.ndarray, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk id of each completion token and teacher token of every row, numbered within its row; chunks without a
+    completion token or without a teacher token (zero-width tokens that only one side holds) are dropped.
+
+    ``chunks`` holds ``per_row[r]`` chunks of row ``r`` after those of the rows before it (student ranges over its
+    frames' offsets, where index ``i`` is completion token ``i - 1``). The ids come in flat arrays: ``student`` and
+    ``teacher`` give where each row begins in them and their sizes.
+    """
+    row = np.repeat(np.arange(len(per_row)), per_row)
     first = np.maximum(chunks.student[:, 0] - 1, 0)  # offsets index i is completion token i - 1
     last = chunks.student[:, 1] - 1
     kept = (last > first) & (chunks.teacher[:, 1] > chunks.teacher[:, 0])
-    return (
-        _label_ranges(frames, first[kept], last[kept]),
-        _label_ranges(teacher_length, chunks.teacher[kept, 0], chunks.teacher[kept, 1]),
-    )
+    row = row[kept]
+    count = np.bincount(row, minlength=len(per_row))
+    number = np.arange(len(row)) - np.repeat(_exclusive_cumsum(count), count)  # the chunk's place in its row
+    (student_begins, frames), (teacher_begins, tokens) = student, teacher
+    student_ids = _label_ranges(frames, first[kept] + student_begins[row], last[kept] + student_begins[row], number)
+    lows, highs = (chunks.teacher[kept, side] + teacher_begins[row] for side in (0, 1))
+    return student_ids, _label_ranges(tokens, lows, highs, number)
 
 
-def _label_ranges(size: int, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
-    """``(size,)`` int64 holding ``k`` on ``[lows[k], highs[k])`` (disjoint, increasing ranges) and -1 elsewhere."""
+def _label_ranges(size: int, lows: np.ndarray, highs: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+    """``(size,)`` int64 holding ``values[k]`` (``k`` without ``values``) on ``[lows[k], highs[k])`` (disjoint,
+    increasing ranges) and -1 elsewhere."""
     count = len(lows)
-    values = np.full(2 * count + 1, -1, dtype=np.int64)  # a gap, range 0, a gap, range 1, ..., a gap
-    values[1::2] = np.arange(count)
+    labels = np.full(2 * count + 1, -1, dtype=np.int64)  # a gap, range 0, a gap, range 1, ..., a gap
+    labels[1::2] = np.arange(count) if values is None else values
     repeats = np.empty(2 * count + 1, dtype=np.int64)
     repeats[1::2] = highs - lows
     repeats[0:-1:2] = lows  # gap k runs from the end of range k - 1 (from 0 for the first) to the start of range k
     repeats[-1] = size
     repeats[2::2] -= highs
-    return np.repeat(values, repeats)
+    return np.repeat(labels, repeats)
 
 
 def _with_completion(example: Mapping[str, Any], content: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ token, as sampling would leave them.
 
 Then where ours spends its time, by wall clock (the functions each group names are wrapped with timers): Jinja
 rendering (``apply_chat_template``), the tokenizer's calls (its Rust encoding of each distinct piece of text), the
-ids and byte offsets of the rendered tokens, the student's completion bytes and spans, alignment (``align_turns``
+ids and byte offsets of the rendered tokens, the student's completion bytes and spans, alignment (``align_each_turn``
 and the chunk ids) and the rest (locating messages, assembling renderings and rows, padding).
 The peer's ids are checked equal to ours before anything is timed. Last, the teacher's encode of the same texts
 alone, called back to back (as the peer is timed) and after 10 ms of Python on the calling thread (as inside ours):
@@ -220,9 +220,9 @@ TIMED = (
     ("alignment._locate", "apply_template", "Jinja"),
     ("alignment.spans", "_encode_plain", "tokenizer"),
     ("alignment._plans", "encode_segments_batch", "segments"),
-    ("alignment.teacher", "decode_bytes", "student"),
-    ("alignment.teacher", "token_byte_spans", "student"),
-    ("alignment.teacher", "align_turns", "alignment"),
+    ("alignment.teacher", "_spell_turns", "student"),
+    ("alignment.teacher", "_completion_text", "student"),
+    ("alignment.teacher", "align_each_turn", "alignment"),
     ("alignment.teacher", "_chunk_ids", "alignment"),
 )
 GROUPS = {
@@ -230,7 +230,7 @@ GROUPS = {
     "tokenizer": "tokenizer calls (the Rust encode of each distinct piece of text)",
     "segments": "ids and byte offsets of the rendered tokens (beyond the tokenizer calls)",
     "student": "the student's completion: its bytes and token spans",
-    "alignment": "alignment (align_turns, chunk ids)",
+    "alignment": "alignment (align_each_turn, chunk ids)",
 }
 
 

@@ -13,13 +13,21 @@ from alignment.align import (
     _align_general,
     _align_tiled,
     _index_ranges,
+    align_each_turn,
     align_spans,
     align_spans_batch,
     align_turns,
 )
 from alignment.errors import AlignmentError, TextMismatchError
-from alignment.types import BatchAlignment, TokenAlignment
-from tests.strategies import Spans, span_pairs, span_pairs_any_coverage, span_pairs_with_extras
+from alignment.types import BatchAlignment, Chunks, TokenAlignment
+from tests.strategies import (
+    Spans,
+    _with_zero_width,
+    span_pairs,
+    span_pairs_any_coverage,
+    span_pairs_with_extras,
+    tokenize_runs,
+)
 from tests.tokenizers import load_real
 
 # --- tier 1: hand-computed goldens ---------------------------------------------------------------------------------
@@ -463,3 +471,114 @@ def test_a_token_holding_an_empty_content_and_more_pairs_nothing() -> None:
     alignment = align_turns([student], [teacher])
     assert alignment.pairs.shape == (0, 2)
     assert alignment.chunks.student.tolist() == [[1, 2]] and alignment.chunks.teacher.tolist() == [[0, 0]]
+
+
+@st.composite
+def turn_pairs(draw: st.DrawFn) -> tuple[Turn, Turn]:
+    """A student and a teacher turn of the same content length: each side tiles its bytes (zero-width tokens too),
+    its content somewhere inside, its end of turn a token after the content or none."""
+    length = draw(st.integers(0, 12))
+
+    def side() -> Turn:
+        before, after = draw(st.integers(0, 6)), draw(st.integers(0, 6))
+        size = before + length + after
+        spans = draw(_with_zero_width(draw(tokenize_runs([(0, size)] if size else [])), size))
+        closers = np.flatnonzero(spans[:, 0] >= before + length).tolist() if len(spans) else []
+        return Turn(spans, before, length, draw(st.sampled_from([None, *closers])))
+
+    return side(), side()
+
+
+def reference_align_turns(student: list[Turn], teacher: list[Turn], end_of_turn: str) -> TokenAlignment:
+    """``align_turns`` as its documentation reads, token by token: each turn's start token (where both sides have a
+    clean one), its content tokens clipped to the content, its end of turn (where both are closed), turn k from
+    byte ``sum(length + 2)`` of the turns before it; aligned by ``align_spans`` and mapped back to token indices."""
+
+    def first_after(turn: Turn) -> int:
+        return next((i for i, (_, stop) in enumerate(turn.offsets.tolist()) if stop > turn.low), len(turn.offsets))
+
+    def clean(turn: Turn, first: int) -> bool:
+        return first > 0 and (first >= len(turn.offsets) or turn.offsets[first, 0] >= turn.low)
+
+    sides: tuple[list[int], list[int]] = ([], [])
+    spans: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
+    base = 0
+    for turn_s, turn_t in zip(student, teacher, strict=True):
+        firsts = first_after(turn_s), first_after(turn_t)
+        start = clean(turn_s, firsts[0]) and clean(turn_t, firsts[1])
+        closed = end_of_turn == "pair" and turn_s.end_of_turn is not None and turn_t.end_of_turn is not None
+        for side, turn, first in zip((0, 1), (turn_s, turn_t), firsts, strict=True):
+            high = turn.low + turn.length
+            if start:
+                sides[side].append(first - 1)
+                spans[side].append((base, base + 1))
+            for i in range(first, len(turn.offsets)):
+                a, b = turn.offsets[i].tolist()
+                if a >= high:
+                    break
+                sides[side].append(i)
+                spans[side].append(
+                    (base + 1 + min(max(a, turn.low), high) - turn.low, base + 1 + min(b, high) - turn.low)
+                )
+            if closed:
+                assert turn.end_of_turn is not None
+                sides[side].append(turn.end_of_turn)
+                spans[side].append((base + 1 + turn.length, base + 2 + turn.length))
+        base += turn_s.length + 2
+    local = align_spans(
+        np.array(spans[0], dtype=np.int64).reshape(-1, 2), np.array(spans[1], dtype=np.int64).reshape(-1, 2)
+    )
+
+    def ranges(indices: list[int], local_ranges: np.ndarray) -> np.ndarray:
+        mapped = []
+        for a, b in local_ranges.tolist():
+            if a < b:
+                mapped.append((indices[a], indices[b - 1] + 1))
+            else:  # an empty range sits before the token at its start, or after the last one
+                at = indices[a] if a < len(indices) else (indices[-1] + 1 if indices else 0)
+                mapped.append((at, at))
+        return np.array(mapped, dtype=np.int64).reshape(-1, 2)
+
+    pairs = [(sides[0][i], sides[1][j]) for i, j in local.pairs.tolist()]
+    return TokenAlignment(
+        pairs=np.array(pairs, dtype=np.int64).reshape(-1, 2),
+        chunks=Chunks(
+            student=ranges(sides[0], local.chunks.student),
+            teacher=ranges(sides[1], local.chunks.teacher),
+            byte_spans=local.chunks.byte_spans,
+        ),
+        num_student=len(sides[0]),
+        num_teacher=len(sides[1]),
+    )
+
+
+def assert_same_alignment(result: TokenAlignment, expected: TokenAlignment) -> None:
+    assert result.pairs.tolist() == expected.pairs.tolist()
+    assert result.chunks.student.tolist() == expected.chunks.student.tolist()
+    assert result.chunks.teacher.tolist() == expected.chunks.teacher.tolist()
+    assert result.chunks.byte_spans.tolist() == expected.chunks.byte_spans.tolist()
+    assert (result.num_student, result.num_teacher) == (expected.num_student, expected.num_teacher)
+
+
+@given(st.lists(turn_pairs(), min_size=1, max_size=3), st.sampled_from(["pair", "exclude"]))
+def test_align_turns_selects_and_aligns_each_turns_tokens(turns: list[tuple[Turn, Turn]], end_of_turn: str) -> None:
+    student, teacher = [s for s, _ in turns], [t for _, t in turns]
+    expected = reference_align_turns(student, teacher, end_of_turn)
+    assert_same_alignment(align_turns(student, teacher, end_of_turn=end_of_turn), expected)  # type: ignore[arg-type]
+
+
+@given(st.lists(turn_pairs(), max_size=5), st.sampled_from(["pair", "exclude"]))
+def test_align_each_turn_is_each_turn_aligned_alone(turns: list[tuple[Turn, Turn]], end_of_turn: str) -> None:
+    student, teacher = [s for s, _ in turns], [t for _, t in turns]
+    batch = align_each_turn(student, teacher, end_of_turn=end_of_turn)  # type: ignore[arg-type]
+    assert isinstance(batch, BatchAlignment) and len(batch) == len(turns)
+    for k, (s, t) in enumerate(turns):
+        assert_same_alignment(batch[k], reference_align_turns([s], [t], end_of_turn))
+
+
+def test_align_turns_refuses_unmatched_turns_and_an_unknown_end_of_turn() -> None:
+    turn = Turn(np.array([[0, 2]], dtype=np.int64), 0, 2, None)
+    with pytest.raises(ValueError, match="1 student turn"):
+        align_turns([turn], [])
+    with pytest.raises(ValueError, match="end_of_turn must be"):
+        align_each_turn([turn], [turn], end_of_turn="drop")  # type: ignore[arg-type]

@@ -248,8 +248,21 @@ def test_chunk_ids_leave_out_a_chunk_that_one_side_holds_no_token_of() -> None:
     student = np.array([[1, 2], [2, 4]], dtype=np.int64)
     teacher = np.array([[0, 0], [0, 3]], dtype=np.int64)
     chunks = Chunks(student=student, teacher=teacher, byte_spans=spans)
-    student_ids, teacher_ids = teacher_module._chunk_ids(chunks, 3, 4)
+    one_row = (np.array([0]), 3), (np.array([0]), 4)
+    student_ids, teacher_ids = teacher_module._chunk_ids(chunks, np.array([2]), *one_row)
     assert student_ids.tolist() == [-1, 0, 0] and teacher_ids.tolist() == [0, 0, 0, -1]
+
+
+def test_chunk_ids_of_a_batch_are_numbered_within_each_row() -> None:
+    # row 0: the chunks of the test above, in 3 frames and 4 teacher tokens; row 1 (from frame 3 and teacher token 4):
+    # two chunks of one completion token and one teacher token each, in 3 frames and 2 teacher tokens
+    student = np.array([[1, 2], [2, 4], [0, 2], [2, 3]], dtype=np.int64)
+    teacher = np.array([[0, 0], [0, 3], [0, 1], [1, 2]], dtype=np.int64)
+    chunks = Chunks(student=student, teacher=teacher, byte_spans=np.zeros((4, 2), dtype=np.int64))
+    layouts = (np.array([0, 3]), 6), (np.array([0, 4]), 6)
+    student_ids, teacher_ids = teacher_module._chunk_ids(chunks, np.array([2, 2]), *layouts)
+    assert student_ids.tolist() == [-1, 0, 0, 0, 1, -1]
+    assert teacher_ids.tolist() == [0, 0, 0, -1, 0, 1]
 
 
 MODES = [("auto", "auto"), ("completion", "auto"), ("auto", "completion")]  # the student's and the teacher's
