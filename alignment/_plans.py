@@ -14,7 +14,7 @@ import numpy as np
 
 from alignment._tokenizer import FastTokenizer, TokenizerInfo, tokenizer_info
 from alignment.errors import ContentRewrittenError, ExampleError, TemplateError
-from alignment.spans import Segment, char_to_byte, encode_segments_batch
+from alignment.spans import Segment, encode_segments_batch
 from alignment.types import Rendering
 
 
@@ -72,12 +72,24 @@ def tokenize_one(plan: Plan) -> Rendering:
     return rendering
 
 
+def _byte_spans(text: str, size: int, spans: Sequence[tuple[int, int] | None]) -> list[tuple[int, int] | None]:
+    """Character ``spans`` of ``text`` (``size`` bytes in UTF-8) as byte spans: the same where the text is ASCII,
+    else each edge after the bytes of the text before it, encoded a piece at a time."""
+    if size == len(text):
+        return [None if span is None else (span[0], span[1]) for span in spans]
+    edges = sorted({edge for span in spans if span is not None for edge in span})
+    at, done, byte = {}, 0, 0
+    for edge in edges:
+        byte += len(text[done:edge].encode())
+        at[edge], done = byte, edge
+    return [None if span is None else (at[span[0]], at[span[1]]) for span in spans]
+
+
 def _finish(plan: Plan, ids: np.ndarray, offsets: np.ndarray, control: np.ndarray) -> Rendering:
     """Mark each trained turn of the tokenized plan from its first content token through end of turn."""
     text, roles = plan.text, plan.roles
-    to_byte = char_to_byte(text)
-    byte_spans = [None if s is None else (int(to_byte[s[0]]), int(to_byte[s[1]])) for s in plan.char_spans]
     raw = text.encode()
+    byte_spans = _byte_spans(text, len(raw), plan.char_spans)
     mask = np.zeros(len(ids), dtype=np.bool_)
     closers = []
     for index in plan.trained:
@@ -90,14 +102,15 @@ def _finish(plan: Plan, ids: np.ndarray, offsets: np.ndarray, control: np.ndarra
                 "drop the sample or train only other turns"
             )
         first = int(np.searchsorted(offsets[:, 1], span[0], side="right"))
-        after = np.flatnonzero(control & (offsets[:, 0] >= span[1]))
-        if len(after) == 0 or raw[span[1] : offsets[after[0], 0]].strip():
+        closer = int(np.searchsorted(offsets[:, 0], span[1], side="left"))  # the first token from the span's end on
+        closer += int(control[closer:].argmax()) if closer < len(control) else 0  # the first control token there
+        if closer == len(control) or not control[closer] or raw[span[1] : offsets[closer, 0]].strip():
             raise TemplateError(
                 f"no end-of-turn token closes message {index} ({roles[index]}) in the "
                 f"{tokenizer_info(plan.tokenizer).name} rendering: the text after it is {raw[span[1] : span[1] + 40]!r}"
             )
-        mask[first : after[0] + 1] = True
-        closers.append(int(after[0]))
+        mask[first : closer + 1] = True
+        closers.append(closer)
     return Rendering(
         text=text,
         mode=plan.mode,

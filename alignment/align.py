@@ -513,10 +513,10 @@ def _both_sides(
 @dataclass(frozen=True, slots=True)
 class _TurnSide:
     """The turns of one side, vectorised: their ``offsets`` one after another (``starts`` and ``stops``; turn ``k``'s
-    from row ``begins[k]``, ``counts[k]`` of them), the content ``[lows, highs)``, the closing token (``ends``, -1 for
-    none), the first token ending after the content start (``firsts``) and the first starting at or after its end
-    (``lasts``, never before ``firsts``), as indices into each turn's own offsets, and whether the turn start is
-    ``clean``: a token precedes the content and none straddles its start.
+    from row ``begins[k]``), the content ``[lows, highs)``, the closing token (``ends``, -1 for none), the first token
+    ending after the content start (``firsts``) and the first starting at or after its end (``lasts``, never before
+    ``firsts``), as indices into each turn's own offsets, and whether the turn start is ``clean``: a token precedes
+    the content and none straddles its start.
 
     A first content token that also covers template text before the content (Mistral's ``▁Hello`` after ``[/INST]``,
     GPT-2's `` 482`` after ``Assistant:``) means the token before it has not read that text, while the other side's
@@ -564,31 +564,32 @@ class _TurnSide:
         total = int(counts.sum())
         begins = _exclusive_cumsum(counts)
         indices = np.empty(total, dtype=np.int64)
-        spans = np.empty((total, 2), dtype=np.int64)
-        # content: token firsts[k] + j of turn k at row begins[k] + heads[k] + j, from rows begins[k] + firsts[k] + j
-        # of the side's offsets
+        lows, highs = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64)  # the spans' two columns
+        # content: token firsts[k] + j of turn k at row begins[k] + heads[k] + j, from row begins[k] + firsts[k] + j
+        # of the side's offsets; only a turn's first and last content tokens can reach past its content
         step = np.arange(int(content.sum())) - np.repeat(_exclusive_cumsum(content), content)
         rows = np.repeat(begins + heads, content) + step
         source = np.repeat(self.begins + self.firsts, content) + step
         indices[rows] = source - np.repeat(self.begins, content)
-        low, high = np.repeat(self.lows, content), np.repeat(self.highs, content)
         shift = np.repeat(bases + 1 - self.lows, content)
-        for column, edges in enumerate((self.starts, self.stops)):  # clipped to the content (np.clip is slower)
-            edge = edges[source]
-            np.maximum(edge, low, out=edge)
-            np.minimum(edge, high, out=edge)
-            edge += shift
-            spans[rows, column] = edge
+        for column, edges in ((lows, self.starts), (highs, self.stops)):
+            column[rows] = edges[source] + shift
+        some = np.flatnonzero(content)
+        first = begins[some] + heads[some]
+        floor, ceiling = (bases + 1)[some], (bases + 1 + self.highs - self.lows)[some]  # the content's bytes
+        for at in (first, first + content[some] - 1):
+            for column in (lows, highs):
+                column[at] = np.minimum(np.maximum(column[at], floor), ceiling)
         started = np.flatnonzero(with_start)
         indices[begins[started]] = self.firsts[started] - 1
-        spans[begins[started], 0] = bases[started]
-        spans[begins[started], 1] = bases[started] + 1
+        lows[begins[started]] = bases[started]
+        highs[begins[started]] = bases[started] + 1
         ended = np.flatnonzero(closed)
         last = begins[ended] + counts[ended] - 1
         indices[last] = self.ends[ended]
-        spans[last, 0] = (bases + 1 + self.highs - self.lows)[ended]
-        spans[last, 1] = spans[last, 0] + 1
-        return indices, spans, counts
+        lows[last] = (bases + 1 + self.highs - self.lows)[ended]
+        highs[last] = lows[last] + 1
+        return indices, np.stack([lows, highs], axis=1), counts
 
 
 def _common_content(student: Rendering, teacher: Rendering, turn: int) -> tuple[int, int, int]:
