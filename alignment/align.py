@@ -422,8 +422,7 @@ def align_turns(
     have a token before the content, an end of turn only where both turns are closed.
     """
     lengths = _turn_lengths(student, teacher)
-    bases = np.zeros(len(lengths), dtype=np.int64)  # turn k from the end of turn k - 1, each turn 2 bytes wider
-    np.cumsum(lengths[:-1] + 2, out=bases[1:])
+    bases = _exclusive_cumsum(lengths + 2)  # turn k from the end of turn k - 1, each turn 2 bytes wider
     (index_s, spans_s, _), (index_t, spans_t, _) = _both_sides(student, teacher, end_of_turn, bases)
     local = align_spans(spans_s, spans_t)
     pairs = np.empty_like(local.pairs)
@@ -500,7 +499,7 @@ _Selected = tuple[np.ndarray, np.ndarray, np.ndarray]  # token indices, their sp
 def _both_sides(
     student: Sequence[Turn], teacher: Sequence[Turn], end_of_turn: str, bases: np.ndarray
 ) -> tuple[_Selected, _Selected]:
-    """The tokens of every turn that take part on each side (:func:`_turn_tokens`), turn ``k`` from byte
+    """The tokens of every turn that take part on each side (:meth:`_TurnSide.tokens`), turn ``k`` from byte
     ``bases[k]``: a turn start where both sides have a clean one, an end of turn where both turns are closed."""
     if end_of_turn not in ("pair", "exclude"):
         raise ValueError(f"end_of_turn must be 'pair' or 'exclude', got {end_of_turn!r}")
