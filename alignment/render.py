@@ -108,6 +108,7 @@ def _plan_chat(
     add_generation_prompt: bool,
     chat_template: str | None,
     on_dropped: OnDropped,
+    empty_ok: bool = False,
     **template_kwargs: Any,
 ) -> _plans.Plan:
     checked = _checked_messages(messages)
@@ -140,6 +141,7 @@ def _plan_chat(
         [trims.get(i, (0, 0)) for i in range(len(checked))],
         _trained(roles, turns),
         segments,
+        empty_ok=empty_ok,
     )
 
 
@@ -418,13 +420,13 @@ def _plan_example(
             {"role": "assistant", "content": _plain_text(example["completion"], "completion")},
         ]
     )
-    plan = _plan_chat(
+    return _plan_chat(
         tokenizer,
         messages,
         turns=turns,
         add_generation_prompt=False,
         chat_template=chat_template,
         on_dropped=on_dropped,
+        empty_ok=empty_ok,
         **template_kwargs,
     )
-    return dataclasses.replace(plan, empty_ok=True) if empty_ok else plan
