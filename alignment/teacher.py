@@ -384,12 +384,10 @@ def _spell_turns(tokenizer: FastTokenizer, turns: list[np.ndarray]) -> list[_Spe
     stops = np.cumsum(lengths)
     begins = _exclusive_cumsum(counts)
     first_byte = np.concatenate([[0], stops])[begins]  # where each turn's bytes begin in ``letters``
-    virtual = begins + np.arange(len(turns))  # each turn's frame 0, before its tokens
-    offsets = np.zeros((len(flat) + len(turns), 2), dtype=np.int64)
-    tokens = np.ones(len(offsets), dtype=np.bool_)
-    tokens[virtual] = False
-    offsets[tokens, 1] = stops - np.repeat(first_byte, counts)
-    offsets[tokens, 0] = offsets[tokens, 1] - lengths
+    # each turn's frame 0 (at byte 0, zero-width) before its tokens, whose spans count from the turn's first byte
+    ends_at = np.insert(stops - np.repeat(first_byte, counts), begins, 0)
+    offsets = np.stack([ends_at - np.insert(lengths, begins, 0), ends_at], axis=1)
+    virtual = begins + np.arange(len(turns))  # where each turn's frame 0 sits in ``offsets``
     ends = (first_byte + offsets[virtual + counts, 1]).tolist()
     return [
         (letters[a:b].tobytes(), offsets[k : k + n + 1])
