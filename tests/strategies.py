@@ -19,6 +19,7 @@ __all__ = [
     "span_pairs_any_coverage",
     "span_pairs_with_extras",
     "tokenize_runs",
+    "with_zero_width",
 ]
 
 MAX_BYTES = 40
@@ -59,7 +60,7 @@ def covered_runs(draw: st.DrawFn, max_bytes: int = MAX_BYTES) -> list[tuple[int,
 
 
 @st.composite
-def _with_zero_width(draw: st.DrawFn, spans: Spans, limit: int) -> Spans:
+def with_zero_width(draw: st.DrawFn, spans: Spans, limit: int) -> Spans:
     """Insert zero-width tokens at positions in ``[0, limit]`` that no token straddles."""
     inside = np.zeros(limit + 1, dtype=bool)
     for start, stop in spans:
@@ -75,8 +76,8 @@ def span_pairs_with_extras(draw: st.DrawFn, max_bytes: int = MAX_BYTES) -> tuple
     """Two tokenizations with the same common gaps, each with its own zero-width (special) tokens."""
     runs = draw(covered_runs(max_bytes))
     limit = draw(st.integers(runs[-1][1] if runs else 0, max_bytes + 2))
-    student = draw(_with_zero_width(draw(tokenize_runs(runs)), limit))
-    teacher = draw(_with_zero_width(draw(tokenize_runs(runs)), limit))
+    student = draw(with_zero_width(draw(tokenize_runs(runs)), limit))
+    teacher = draw(with_zero_width(draw(tokenize_runs(runs)), limit))
     return student, teacher
 
 

@@ -22,11 +22,11 @@ from alignment.errors import AlignmentError, TextMismatchError
 from alignment.types import BatchAlignment, Chunks, TokenAlignment
 from tests.strategies import (
     Spans,
-    _with_zero_width,
     span_pairs,
     span_pairs_any_coverage,
     span_pairs_with_extras,
     tokenize_runs,
+    with_zero_width,
 )
 from tests.tokenizers import load_real
 
@@ -482,7 +482,7 @@ def turn_pairs(draw: st.DrawFn) -> tuple[Turn, Turn]:
     def side() -> Turn:
         before, after = draw(st.integers(0, 6)), draw(st.integers(0, 6))
         size = before + length + after
-        spans = draw(_with_zero_width(draw(tokenize_runs([(0, size)] if size else [])), size))
+        spans = draw(with_zero_width(draw(tokenize_runs([(0, size)] if size else [])), size))
         closers = np.flatnonzero(spans[:, 0] >= before + length).tolist() if len(spans) else []
         return Turn(spans, before, length, draw(st.sampled_from([None, *closers])))
 
@@ -517,9 +517,8 @@ def reference_align_turns(student: list[Turn], teacher: list[Turn], end_of_turn:
                 if a >= high:
                     break
                 sides[side].append(i)
-                spans[side].append(
-                    (base + 1 + min(max(a, turn.low), high) - turn.low, base + 1 + min(b, high) - turn.low)
-                )
+                clipped = [min(max(edge, turn.low), high) for edge in (a, b)]
+                spans[side].append((base + 1 + clipped[0] - turn.low, base + 1 + clipped[1] - turn.low))
             if closed:
                 assert turn.end_of_turn is not None
                 sides[side].append(turn.end_of_turn)
