@@ -493,6 +493,13 @@ def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
     return begins
 
 
+def _places(counts: np.ndarray) -> np.ndarray:
+    """``(counts.sum(),)`` int64: each item's place in its block, for blocks of ``counts`` items laid one after
+    another."""
+    places: np.ndarray = np.arange(int(counts.sum())) - np.repeat(_exclusive_cumsum(counts), counts)
+    return places
+
+
 _Selected = tuple[np.ndarray, np.ndarray, np.ndarray]  # token indices, their spans in shared coordinates, per turn
 
 
@@ -566,7 +573,7 @@ class _TurnSide:
         lows, highs = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64)  # the spans' two columns
         # content: token firsts[k] + j of turn k at row begins[k] + heads[k] + j, from row begins[k] + firsts[k] + j
         # of the side's offsets; only a turn's first and last content tokens can reach past its content
-        step = np.arange(int(content.sum())) - np.repeat(_exclusive_cumsum(content), content)
+        step = _places(content)
         rows = np.repeat(begins + heads, content) + step
         source = np.repeat(self.begins + self.firsts, content) + step
         indices[rows] = source - np.repeat(self.begins, content)

@@ -22,11 +22,11 @@ import torch
 
 from alignment._byteframes import ByteFrames, Frames, _collate_frames, _empty_frames, _row_branches, _row_frames
 from alignment._tokenizer import FastTokenizer, TokenizerInfo, id_of_bytes, tokenizer_info
-from alignment.align import Turn, _example, _exclusive_cumsum, align_each_turn
+from alignment.align import Turn, _example, _exclusive_cumsum, _places, align_each_turn
 from alignment.errors import AlignmentError, ExampleError, TokenizerError
 from alignment.nextbyte import END
 from alignment.render import Mode, OnDropped, prompt_messages, render, render_each, render_prompt
-from alignment.spans import _spelled, decode_bytes, token_byte_spans
+from alignment.spans import _checked_ids, _spelled, decode_bytes, token_byte_spans
 from alignment.types import Chunks, Rendering
 from alignment.vocab import _closing_ids
 
@@ -375,8 +375,9 @@ def _spell_turns(tokenizer: FastTokenizer, turns: list[np.ndarray]) -> list[_Spe
     byte span, as :func:`~alignment.token_byte_spans` gives it. The whole batch at once; where some id is outside
     the vocabulary, each turn alone, a turn that fails getting the error it raises."""
     info = tokenizer_info(tokenizer)
-    flat = np.concatenate(turns) if turns else np.zeros(0, dtype=np.int64)
-    if np.count_nonzero((flat < 0) | (flat >= info.vocab_size)):
+    try:
+        flat = _checked_ids(info, np.concatenate(turns) if turns else np.zeros(0, dtype=np.int64))
+    except TokenizerError:  # an id outside the vocabulary: the error must name its own turn
         return [_spelled_alone(tokenizer, turn) for turn in turns]
     counts = np.array([len(turn) for turn in turns], dtype=np.int64)
     letters = _spelled(info, flat)
@@ -678,20 +679,19 @@ def _chunk_ids(
     last = chunks.student[:, 1] - 1
     kept = (last > first) & (chunks.teacher[:, 1] > chunks.teacher[:, 0])
     row = row[kept]
-    count = np.bincount(row, minlength=len(per_row))
-    number = np.arange(len(row)) - np.repeat(_exclusive_cumsum(count), count)  # the chunk's place in its row
+    number = _places(np.bincount(row, minlength=len(per_row)))  # the chunk's place in its row
     (student_begins, frames), (teacher_begins, tokens) = student, teacher
     student_ids = _label_ranges(frames, first[kept] + student_begins[row], last[kept] + student_begins[row], number)
     lows, highs = (chunks.teacher[kept, side] + teacher_begins[row] for side in (0, 1))
     return student_ids, _label_ranges(tokens, lows, highs, number)
 
 
-def _label_ranges(size: int, lows: np.ndarray, highs: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-    """``(size,)`` int64 holding ``values[k]`` (``k`` without ``values``) on ``[lows[k], highs[k])`` (disjoint,
-    increasing ranges) and -1 elsewhere."""
+def _label_ranges(size: int, lows: np.ndarray, highs: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``(size,)`` int64 holding ``values[k]`` on ``[lows[k], highs[k])`` (disjoint, increasing ranges) and -1
+    elsewhere."""
     count = len(lows)
     labels = np.full(2 * count + 1, -1, dtype=np.int64)  # a gap, range 0, a gap, range 1, ..., a gap
-    labels[1::2] = np.arange(count) if values is None else values
+    labels[1::2] = values
     repeats = np.empty(2 * count + 1, dtype=np.int64)
     repeats[1::2] = highs - lows
     repeats[0:-1:2] = lows  # gap k runs from the end of range k - 1 (from 0 for the first) to the start of range k

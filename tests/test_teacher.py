@@ -474,6 +474,13 @@ def test_flag_off_with_different_tokenizers_is_refused() -> None:
         )
 
 
+def test_an_id_outside_the_vocabulary_is_named_in_its_own_example() -> None:
+    student, teacher = tokenizer("smollm2"), tokenizer("mistral_v3")
+    completions = [student.encode("Fine.", add_special_tokens=False), [1, 10**7]]
+    with pytest.raises(TokenizerError, match=r"^example 1: ids\[1\] = 10000000 is outside the vocabulary"):
+        prepare_teacher_batch(EXAMPLES[:2], completions, student_tokenizer=student, teacher_tokenizer=teacher)
+
+
 def test_bad_inputs_are_refused() -> None:
     student, teacher = tokenizer("smollm2"), tokenizer("mistral_v3")
     with pytest.raises(ValueError, match="one entry per example"):
@@ -501,7 +508,8 @@ def test_label_ranges_marks_each_range_and_nothing_else(parts: list[tuple[int, i
     expected = [-1] * size
     for k, (low, high) in enumerate(zip(lows, highs, strict=True)):
         expected[low:high] = [k] * (high - low)
-    labels = teacher_module._label_ranges(size, np.array(lows, dtype=np.int64), np.array(highs, dtype=np.int64))
+    bounds = np.array(lows, dtype=np.int64), np.array(highs, dtype=np.int64)
+    labels = teacher_module._label_ranges(size, *bounds, np.arange(len(lows)))
     assert labels.dtype == np.int64 and labels.tolist() == expected
 
 
