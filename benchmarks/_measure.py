@@ -45,13 +45,18 @@ def isolated(case: str, *, repeats: int = 5, timeout: float = 900.0, **params: A
     return result
 
 
-def median_ms(step: Callable[[], object], *, repeats: int = 5, warmup: int = 1, cuda: bool = False) -> float:
-    """Median wall time of ``step`` in milliseconds, after ``warmup`` untimed runs."""
+def median_ms(
+    step: Callable[[], object], *, repeats: int = 5, warmup: int = 1, cuda: bool = False, pause: float = 0.0
+) -> float:
+    """Median wall time of ``step`` in milliseconds, after ``warmup`` untimed runs; with ``pause``, each timed run
+    starts after that many seconds asleep (untimed), as a call inside a training step starts."""
     for _ in range(warmup):
         step()
     times = []
     for _ in range(repeats):
         _sync(cuda)
+        if pause:
+            time.sleep(pause)
         start = time.perf_counter()
         step()
         _sync(cuda)

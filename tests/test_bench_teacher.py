@@ -3,12 +3,14 @@ says: every wrapped function counts its own calls, and the functions are restore
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
 
 import alignment._locate
 from benchmarks import bench_teacher
+from benchmarks._measure import median_ms
 
 
 def test_timed_counts_every_call_and_restores_the_function(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,3 +41,17 @@ def test_cross_family_runs_on_the_vendored_pair(capsys: pytest.CaptureFixture[st
     for label in ("back to back", "after 10 ms of Python"):  # the encode alone, each row with a count of 20 calls
         (row,) = [line for line in groups if line.startswith(f"| {label} |")]
         assert row.endswith(f"of {bench_teacher.BREAKDOWN_RUNS} |")
+    assert "each call after 10 ms asleep" in out
+    paused = [line.split(" | ")[0] for line in groups if line.startswith(("| peer |", "| ours |"))]
+    assert paused == ["| peer", "| ours"]
+    target = next(line for line in out.splitlines() if line.startswith("target: ours <= 1.3 x peer"))
+    assert "back to back" in target and "after a pause" in target
+
+
+def test_a_pause_before_each_timed_run_is_slept_and_not_timed() -> None:
+    calls: list[float] = []
+    started = time.perf_counter()
+    ms = median_ms(lambda: calls.append(time.perf_counter()), repeats=3, warmup=1, pause=0.05)
+    assert len(calls) == 4
+    assert all(later - earlier >= 0.05 for earlier, later in itertools.pairwise(calls))
+    assert ms < 25.0 and time.perf_counter() - started >= 0.15
