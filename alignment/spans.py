@@ -79,16 +79,17 @@ def decode_bytes(tokenizer: FastTokenizer, ids: Sequence[int] | np.ndarray) -> b
         b' Hi \\xe2\\x98'
     """
     info = tokenizer_info(tokenizer)
-    return _spelled(info, _checked_ids(info, ids)).tobytes()
+    return _spelled(info, _checked_ids(info, ids))[0].tobytes()
 
 
-def _spelled(info: TokenizerInfo, ids: np.ndarray) -> np.ndarray:
-    """``(n,)`` uint8: the bytes of the tokens ``ids``, one after the other (gathered from ``info.all_bytes``)."""
+def _spelled(info: TokenizerInfo, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(n,)`` uint8: the bytes of the tokens ``ids``, one after the other (gathered from ``info.all_bytes``), and
+    the tokens' byte lengths and where each ends in them (the caller's own arrays)."""
     lengths = info.byte_lengths[ids]
     stops = np.cumsum(lengths)
     shift = np.repeat(info.byte_starts[ids] - (stops - lengths), lengths)  # from a token's place here to its bytes
     spelled: np.ndarray = info.all_bytes[np.arange(stops[-1] if len(stops) else 0) + shift]
-    return spelled
+    return spelled, lengths, stops
 
 
 def char_to_byte(text: str) -> np.ndarray:
@@ -167,14 +168,13 @@ def _tiled(
     ends = np.cumsum(counts)
     firsts = (ends - counts).tolist()  # where each text's tokens begin in ``flat``
     raws = [text.encode() for text in texts]
-    letters = _spelled(info, flat)
-    lengths = info.byte_lengths[flat]
+    letters, lengths, stops = _spelled(info, flat)
     head = np.fromiter((first + k for first, row in zip(firsts, heads, strict=True) for k in row), dtype=np.int64)
     head = head[info.first_byte[flat[head]] == 0x20]
     if len(head):  # the spaces the tokenizer put there: not the text's
-        letters = np.delete(letters, (np.cumsum(lengths) - lengths)[head])
-        lengths[head] -= 1  # ``lengths`` is this function's own array: the fancy index above copied it
-    stops = np.cumsum(lengths)
+        letters = np.delete(letters, (stops - lengths)[head])
+        lengths[head] -= 1  # ``lengths`` is this function's own array (``_spelled`` gathered it)
+        stops = np.cumsum(lengths)
     spelled_ends = np.concatenate([[0], stops])[ends]  # where each text's token bytes end in the concatenation
     text_ends = np.cumsum([len(raw) for raw in raws], dtype=np.int64)
     if np.array_equal(spelled_ends, text_ends) and np.array_equal(letters, np.frombuffer(b"".join(raws), np.uint8)):

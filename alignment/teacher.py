@@ -380,9 +380,7 @@ def _spell_turns(tokenizer: FastTokenizer, turns: list[np.ndarray]) -> list[_Spe
     except TokenizerError:  # an id outside the vocabulary: the error must name its own turn
         return [_spelled_alone(tokenizer, turn) for turn in turns]
     counts = np.array([len(turn) for turn in turns], dtype=np.int64)
-    letters = _spelled(info, flat)
-    lengths = info.byte_lengths[flat]
-    stops = np.cumsum(lengths)
+    letters, lengths, stops = _spelled(info, flat)
     begins = _exclusive_cumsum(counts)
     first_byte = np.concatenate([[0], stops])[begins]  # where each turn's bytes begin in ``letters``
     # each turn's frame 0 (at byte 0, zero-width) before its tokens, whose spans count from the turn's first byte
